@@ -1,0 +1,517 @@
+package BillingTest;
+
+# Helpers for the ScholarLink Billing .t files. They work under upstream
+# Test::Nginx as well as under the t/lib fallback: nothing here touches the
+# runner's internals (only Test::More, which both use).
+#
+#   psql_admin($sql)             -> output (tuples only, unaligned), dies on error
+#   psql_url($url, $sql)         -> same, as any role
+#   invariants_clean()           -> true when billing.invariant_violations() is empty
+#   invariants_ok($name)         -> ok(invariants_clean()) with the rows as diag
+#   mint_token(%claims)          -> RS256 JWT (Crypt::JWT), defaults below
+#   mint_token_hs256_with_pubkey(%claims), mint_token_none(%claims)
+#   stripe_signature($secret, $payload, $timestamp) -> "t=...,v1=..."
+#   http_request($port, $req)    -> (status, \%headers, body)
+#   parallel_requests($port, \@requests, $concurrency) -> list of [status, \%headers, body]
+#   start_nginx($name, $conf, %opts) / stop_nginx($name [, $signal])
+#   nginx_pids($name)            -> (master, workers...)
+#   free_port(), wait_port($port [, $timeout])
+#
+# A request ($req) is either a hashref
+#   { method => 'POST', path => '/api/usage/reconcile',
+#     headers => { Authorization => "Bearer $tok" } (or an arrayref of pairs),
+#     body => '...' }
+# or a Test::Nginx-style string: "METHOD /uri\n<body>" (no header lines).
+# Host: localhost, Connection: close and Content-Length are added.
+# Response header names are lower-cased in the returned hashref; repeated
+# headers are joined with ", ".
+
+use strict;
+use warnings;
+
+use Exporter 'import';
+use Carp qw(croak);
+use Cwd ();
+use File::Path qw(make_path remove_tree);
+use File::Spec ();
+use File::Temp qw(tempfile);
+use IO::Select ();
+use IO::Socket::INET ();
+use POSIX qw(WNOHANG);
+use Time::HiRes qw(sleep time);
+use Digest::SHA qw(hmac_sha256 hmac_sha256_hex);
+use MIME::Base64 qw(encode_base64url);
+use JSON::PP ();
+use Test::More ();
+
+our @EXPORT = qw(
+    psql_admin psql_url invariants_clean invariants_ok
+    mint_token mint_token_hs256_with_pubkey mint_token_none
+    stripe_signature
+    http_request parallel_requests
+    start_nginx stop_nginx nginx_pids nginx_prefix
+    free_port wait_port
+);
+
+our $ISS = 'https://student-pilot.replit.app';
+our $AUD = 'https://billing.scholarlink.app';
+
+my $MainPid = $$;
+
+# ---------------------------------------------------------------- psql
+
+sub psql_url {
+    my ($url, $sql) = @_;
+    croak "psql_url: no database URL" unless defined $url && $url ne '';
+    my ($sfh, $sfile) = tempfile('billing-sql-XXXXXX', TMPDIR => 1, UNLINK => 1);
+    print $sfh $sql;
+    close $sfh;
+    my ($efh, $efile) = tempfile('billing-psql-err-XXXXXX', TMPDIR => 1, UNLINK => 1);
+    close $efh;
+
+    my $pid = open(my $out, '-|') // die "fork: $!";
+    if ($pid == 0) {
+        open STDERR, '>', $efile or POSIX::_exit(127);
+        open STDIN, '<', '/dev/null';
+        { exec 'psql', '-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1',
+               '-d', $url, '-f', $sfile; }
+        POSIX::_exit(127);
+    }
+    my $res = do { local $/; <$out> } // '';
+    close $out;
+    my $rc = $?;
+    my $err = do { local $/; open my $e, '<', $efile; <$e> } // '';
+    unlink $sfile, $efile;
+    if ($rc != 0) {
+        chomp $err;
+        die "psql failed (exit " . ($rc >> 8) . "): $err\nSQL: $sql\n";
+    }
+    chomp $res;
+    return $res;
+}
+
+sub psql_admin {
+    my ($sql) = @_;
+    return psql_url($ENV{BILLING_TEST_ADMIN_URL}, $sql);
+}
+
+sub invariants_clean {
+    my $rows = psql_admin('SELECT * FROM billing.invariant_violations()');
+    return $rows eq '' ? 1 : 0;
+}
+
+sub invariants_ok {
+    my ($name) = @_;
+    $name //= 'billing invariants hold';
+    my $rows = eval { psql_admin('SELECT * FROM billing.invariant_violations()') };
+    if (!defined $rows) {
+        Test::More::fail($name);
+        Test::More::diag("invariant_violations() failed: $@");
+        return 0;
+    }
+    my $ok = Test::More::ok($rows eq '', $name);
+    Test::More::diag("invariant violations:\n$rows") unless $ok;
+    return $ok;
+}
+
+# ---------------------------------------------------------------- JWT
+
+sub _slurp {
+    my ($file) = @_;
+    open my $fh, '<', $file or croak "cannot read $file: $!";
+    local $/;
+    my $data = <$fh>;
+    close $fh;
+    return $data;
+}
+
+sub _rand_hex { join '', map { sprintf '%02x', int rand 256 } 1 .. ($_[0] || 8) }
+
+# claims: defaults overridden by %over; a claim set to undef is removed.
+# Special keys (not claims): _header => {extra JOSE header fields},
+# _key_file => private key file (default $BILLING_TEST_JWT_PRIVATE_KEY_FILE).
+sub _claims {
+    my %over = @_;
+    my $now = time;
+    $now = int $now;
+    my %c = (
+        iss => $ISS,
+        aud => $AUD,
+        sub => 'user-' . _rand_hex(6),
+        iat => $now,
+        exp => $now + 600,
+    );
+    for my $k (keys %over) {
+        next if $k =~ /^_/;
+        if (defined $over{$k}) { $c{$k} = $over{$k} } else { delete $c{$k} }
+    }
+    return \%c;
+}
+
+sub mint_token {
+    my %over = @_;
+    require Crypt::JWT;
+    my $file = $over{_key_file} // $ENV{BILLING_TEST_JWT_PRIVATE_KEY_FILE}
+        // croak "BILLING_TEST_JWT_PRIVATE_KEY_FILE is not set";
+    my $pem = _slurp($file);
+    my %hdr = %{ $over{_header} || {} };
+    $hdr{kid} //= $ENV{BILLING_TEST_JWT_KID} if defined $ENV{BILLING_TEST_JWT_KID};
+    return Crypt::JWT::encode_jwt(
+        payload       => _claims(%over),
+        alg           => $over{_alg} // 'RS256',
+        key           => \$pem,
+        extra_headers => \%hdr,
+    );
+}
+
+sub _b64j { encode_base64url(JSON::PP->new->canonical->encode($_[0])) }
+
+# The classic algorithm-confusion attack: HS256 with the RSA public key
+# (PEM text, as published) used as the HMAC secret. Must be rejected.
+sub mint_token_hs256_with_pubkey {
+    my %over = @_;
+    my $file = $over{_pub_file} // $ENV{TEST_NGINX_JWT_PUBLIC_KEY_FILE}
+        // croak "TEST_NGINX_JWT_PUBLIC_KEY_FILE is not set";
+    my $pub = _slurp($file);
+    my $input = _b64j({ alg => 'HS256', typ => 'JWT', %{ $over{_header} || {} } })
+              . '.' . _b64j(_claims(%over));
+    return $input . '.' . encode_base64url(hmac_sha256($input, $pub));
+}
+
+# alg "none", empty signature. Must be rejected.
+sub mint_token_none {
+    my %over = @_;
+    return _b64j({ alg => 'none', typ => 'JWT', %{ $over{_header} || {} } })
+         . '.' . _b64j(_claims(%over)) . '.';
+}
+
+# ---------------------------------------------------------------- Stripe
+
+# Stripe-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<raw payload>">
+sub stripe_signature {
+    my ($secret, $payload, $timestamp) = @_;
+    $timestamp //= int time;
+    return "t=$timestamp,v1=" . hmac_sha256_hex("$timestamp.$payload", $secret);
+}
+
+# ---------------------------------------------------------------- HTTP
+
+sub _build_request {
+    my ($req) = @_;
+    my ($method, $path, $body, @headers);
+    if (ref $req eq 'HASH') {
+        $method = $req->{method} // 'GET';
+        $path   = $req->{path} // $req->{uri} // '/';
+        $body   = $req->{body};
+        my $h = $req->{headers} || [];
+        @headers = ref $h eq 'HASH' ? map { [$_, $h->{$_}] } sort keys %$h
+                 : map { [$h->[$_], $h->[$_ + 1]] } grep { $_ % 2 == 0 } 0 .. $#$h;
+    } else {
+        my ($first, $rest) = split /\n/, $req, 2;
+        ($method, $path) = split ' ', $first;
+        $path //= '/';
+        $body = $rest;
+        if (defined $body) {
+            $body =~ s/^\s+|\s+$//gs;
+            undef $body if $body eq '';
+        }
+    }
+    my %have = map { lc $_->[0] => 1 } @headers;
+    my $s = "$method $path HTTP/1.1\r\n";
+    $s .= "Host: localhost\r\n" unless $have{host};
+    $s .= "Connection: close\r\n" unless $have{connection};
+    $s .= "$_->[0]: $_->[1]\r\n" for @headers;
+    if (defined $body && !$have{'content-length'} && !$have{'transfer-encoding'}) {
+        $s .= "Content-Length: " . length($body) . "\r\n";
+    }
+    $s .= "\r\n";
+    $s .= $body if defined $body;
+    return $s;
+}
+
+sub _parse_response {
+    my ($raw) = @_;
+    return (0, {}, '') unless defined $raw && $raw =~ /\r?\n\r?\n/;
+    my ($head, $body) = split /\r?\n\r?\n/, $raw, 2;
+    my @lines = split /\r?\n/, $head;
+    my $status_line = shift @lines // '';
+    my ($status) = $status_line =~ m{^HTTP/\d\.\d\s+(\d{3})};
+    my %h;
+    for my $l (@lines) {
+        my ($k, $v) = split /:\s*/, $l, 2;
+        next unless defined $v;
+        $k = lc $k;
+        $h{$k} = exists $h{$k} ? "$h{$k}, $v" : $v;
+    }
+    $body //= '';
+    if (($h{'transfer-encoding'} // '') =~ /chunked/i) {
+        my $out = '';
+        while ($body =~ s/^([0-9a-fA-F]+)[^\r\n]*\r\n//) {
+            my $n = hex $1;
+            last if $n == 0;
+            $out .= substr($body, 0, $n, '');
+            $body =~ s/^\r\n//;
+        }
+        $body = $out;
+    } elsif (defined $h{'content-length'} && $h{'content-length'} =~ /^\d+$/
+             && length($body) > $h{'content-length'}) {
+        $body = substr($body, 0, $h{'content-length'});
+    }
+    return ($status // 0, \%h, $body);
+}
+
+sub http_request {
+    my ($port, $req, $timeout) = @_;
+    my @r = parallel_requests($port, [$req], 1, $timeout);
+    return @{ $r[0] };
+}
+
+# Sends all requests to 127.0.0.1:$port, at most $concurrency in flight at a
+# time (default: all at once). Connections of a wave are all opened first,
+# then every request is written, then responses are read in parallel, so the
+# server really sees them concurrently. Returns a list (same order as
+# @$requests) of [status, \%headers, body]; status 0 = no/incomplete answer.
+sub parallel_requests {
+    my ($port, $requests, $concurrency, $timeout) = @_;
+    $concurrency ||= scalar @$requests;
+    $timeout ||= 30;
+    my @results;
+    my @queue = (0 .. $#$requests);
+    my %conn;   # fileno => {sock, idx, buf}
+    my $sel = IO::Select->new;
+    my $deadline = time + $timeout;
+
+    my $launch = sub {
+        my @wave;
+        while (@queue && keys(%conn) + @wave < $concurrency) {
+            my $i = shift @queue;
+            my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
+                                             Proto => 'tcp', Timeout => 5);
+            if (!$sock) {
+                $results[$i] = [0, {}, "connect failed: $!"];
+                next;
+            }
+            push @wave, [$sock, $i];
+        }
+        # write after all of the wave are connected
+        for my $w (@wave) {
+            my ($sock, $i) = @$w;
+            my $data = _build_request($requests->[$i]);
+            my $off = 0;
+            while ($off < length $data) {
+                my $n = syswrite($sock, $data, length($data) - $off, $off);
+                last unless defined $n;
+                $off += $n;
+            }
+            $sock->blocking(0);
+            $conn{ fileno $sock } = { sock => $sock, idx => $i, buf => '' };
+            $sel->add($sock);
+        }
+    };
+
+    $launch->();
+    while (keys %conn) {
+        my $left = $deadline - time;
+        last if $left <= 0;
+        for my $s ($sel->can_read($left)) {
+            my $c = $conn{ fileno $s };
+            my $n = sysread($s, my $buf, 65536);
+            next if !defined $n && ($!{EAGAIN} || $!{EINTR});
+            if ($n) {
+                $c->{buf} .= $buf;
+                next;
+            }
+            $results[ $c->{idx} ] = [_parse_response($c->{buf})];
+            $sel->remove($s);
+            delete $conn{ fileno $s };
+            close $s;
+        }
+        $launch->() if @queue;
+    }
+    for my $c (values %conn) {   # timed out
+        $results[ $c->{idx} ] = [_parse_response($c->{buf})];
+        $results[ $c->{idx} ][0] = 0 unless length $c->{buf};
+        close $c->{sock};
+    }
+    return map { $_ // [0, {}, ''] } @results[0 .. $#$requests];
+}
+
+# ---------------------------------------------------------------- ports
+
+sub free_port {
+    my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
+                                  Proto => 'tcp', Listen => 1, ReuseAddr => 1)
+        or die "free_port: $!";
+    my $p = $s->sockport;
+    close $s;
+    return $p;
+}
+
+sub wait_port {
+    my ($port, $timeout) = @_;
+    my $end = time + ($timeout // 10);
+    while (time < $end) {
+        my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
+                                      Proto => 'tcp', Timeout => 1);
+        if ($s) { close $s; return 1 }
+        sleep 0.05;
+    }
+    return 0;
+}
+
+# ---------------------------------------------------------------- extra nginx
+
+my %Instances;   # name => prefix
+
+sub nginx_prefix {
+    my ($name) = @_;
+    croak "bad instance name '$name'" unless $name =~ /^[A-Za-z0-9_-]+$/;
+    return File::Spec->rel2abs("t/servroot_$name");
+}
+
+sub _expand_env {
+    my ($text) = @_;
+    $text =~ s{\$(TEST_NGINX_[A-Z0-9_]+)}{
+        defined $ENV{$1} ? $ENV{$1} : croak "environment $1 is not defined"
+    }ge;
+    return $text;
+}
+
+sub _alive {
+    my $pid = shift;
+    return 0 unless $pid && kill 0, $pid;
+    waitpid($pid, WNOHANG);   # reap if it is our child
+    return 0 unless kill 0, $pid;
+    if (open my $fh, '<', "/proc/$pid/stat") {
+        my $st = <$fh> // '';
+        return 0 if $st =~ /^\d+ \(.*\) Z/s;
+    }
+    return 1;
+}
+
+sub _pid_of {
+    my ($prefix) = @_;
+    open my $fh, '<', "$prefix/logs/nginx.pid" or return undef;
+    my $pid = <$fh>;
+    return undef unless defined $pid;
+    $pid =~ s/\s+//g;
+    return $pid =~ /^\d+$/ ? $pid : undef;
+}
+
+# start_nginx($name, $conf, %opts)
+#   $conf: either http-level directives (server { ... } blocks etc.), which
+#   are wrapped in a standard http {} block, or a complete nginx.conf (it
+#   contains "http {"). Missing top-level essentials are added: daemon on,
+#   master_process on, worker_processes 2, pid logs/nginx.pid,
+#   error_log logs/error.log debug, events {}, and `user root` when root.
+#   %opts: main_config => text added at top level (e.g. load_module),
+#          env => [names for `env` directives], workers => N,
+#          wait_ports => [ports] (default: every `listen N` / `listen a:N`).
+#   $TEST_NGINX_* variables are expanded from %ENV.
+#   Returns the prefix directory (t/servroot_<name>). Dies on failure.
+sub start_nginx {
+    my ($name, $conf, %opts) = @_;
+    my $prefix = nginx_prefix($name);
+    stop_nginx($name) if -e "$prefix/logs/nginx.pid";
+    remove_tree("$prefix/conf", "$prefix/logs", glob("$prefix/*_temp"));
+    make_path("$prefix/conf", "$prefix/logs", "$prefix/html");
+
+    $conf = _expand_env($conf);
+    my $main = _expand_env($opts{main_config} // '');
+    my $workers = $opts{workers} // 2;
+    if ($conf !~ /^\s*http\s*\{/m) {
+        $conf = "http {\n    access_log logs/access.log;\n    default_type text/plain;\n"
+              . "    keepalive_timeout 68;\n$conf\n}\n";
+    }
+    my $top = '';
+    my %has = map { $_ => (($conf =~ /^\s*\Q$_\E\b/m || $main =~ /^\s*\Q$_\E\b/m) ? 1 : 0) }
+              qw(daemon master_process worker_processes pid error_log user events);
+    $top .= "daemon on;\n" unless $has{daemon};
+    $top .= "master_process on;\n" unless $has{master_process};
+    $top .= "worker_processes $workers;\n" unless $has{worker_processes};
+    $top .= "pid logs/nginx.pid;\n" unless $has{pid};
+    $top .= "error_log logs/error.log debug;\n" unless $has{error_log};
+    $top .= "user root;\n" if !$has{user} && $> == 0;
+    $top .= "env $_;\n" for @{ $opts{env} || [] };
+    my $events = $has{events} ? '' : "events {\n    worker_connections 1024;\n}\n";
+
+    my $file = "$prefix/conf/nginx.conf";
+    open my $out, '>', $file or die "cannot write $file: $!";
+    print $out "$top$main\n$events$conf";
+    close $out;
+
+    my $bin = $ENV{TEST_NGINX_BINARY} || 'nginx';
+    my $errf = "$prefix/logs/start.stderr";
+    system("$bin -p $prefix/ -c $file >/dev/null 2>$errf");
+    if ($? != 0) {
+        my $err = do { local $/; open my $e, '<', $errf; <$e> } // '';
+        die "start_nginx($name): nginx failed to start: $err";
+    }
+    my $pid;
+    for (1 .. 250) {
+        last if $pid = _pid_of($prefix);
+        sleep 0.02;
+    }
+    die "start_nginx($name): no pid file in $prefix/logs" unless $pid;
+    $Instances{$name} = $prefix;
+
+    my @ports = $opts{wait_ports} ? @{ $opts{wait_ports} }
+              : ($conf =~ /^\s*listen\s+(?:[\d.]+:)?(\d+)\b/mg);
+    for my $p (@ports) {
+        wait_port($p, 10) or die "start_nginx($name): port $p not listening";
+    }
+    return $prefix;
+}
+
+# pids of the instance: (master, workers/helpers...)
+sub nginx_pids {
+    my ($name) = @_;
+    my $pid = _pid_of(nginx_prefix($name)) or return ();
+    my @kids;
+    for my $stat (glob '/proc/[0-9]*/stat') {
+        open my $fh, '<', $stat or next;
+        my $l = <$fh> // next;
+        my ($p, $state, $ppid) = $l =~ /^(\d+) \(.*\) (\S) (\d+)/s or next;
+        push @kids, $p if $ppid == $pid && $state ne 'Z';
+    }
+    return ($pid, sort { $a <=> $b } @kids);
+}
+
+# stop_nginx($name [, $signal]) -- QUIT (graceful, default), TERM, or KILL
+# (KILL is sent to the master and all its children: a crash).
+sub stop_nginx {
+    my ($name, $signal) = @_;
+    $signal //= 'QUIT';
+    my $prefix = nginx_prefix($name);
+    my @pids = nginx_pids($name);
+    delete $Instances{$name};
+    return unless @pids;
+    my $master = $pids[0];
+    if ($signal eq 'KILL') {
+        kill 'KILL', @pids;
+    } else {
+        kill $signal, $master;
+    }
+    my $end = time + 15;
+    while (time < $end && grep { _alive($_) } @pids) {
+        sleep 0.02;
+    }
+    if (my @left = grep { _alive($_) } @pids) {
+        warn "stop_nginx($name): forcing SIGKILL on @left\n";
+        kill 'KILL', @left;
+        sleep 0.1;
+        _alive($_) for @left;
+    }
+    unlink "$prefix/logs/nginx.pid";
+}
+
+END {
+    if ($$ == $MainPid) {
+        local $?;
+        for my $name (keys %Instances) {
+            eval { stop_nginx($name) };
+        }
+    }
+}
+
+1;
