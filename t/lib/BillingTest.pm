@@ -46,6 +46,7 @@ use Test::More ();
 
 our @EXPORT = qw(
     psql_admin psql_url invariants_clean invariants_ok
+    fund_user balance_of entries_of sql_quote
     mint_token mint_token_hs256_with_pubkey mint_token_none
     stripe_signature
     http_request parallel_requests
@@ -183,6 +184,50 @@ sub mint_token_none {
     my %over = @_;
     return _b64j({ alg => 'none', typ => 'JWT', %{ $over{_header} || {} } })
          . '.' . _b64j(_claims(%over)) . '.';
+}
+
+# ---------------------------------------------------------------- ledger
+
+sub sql_quote {
+    my ($s) = @_;
+    $s =~ s/'/''/g;
+    return "'$s'";
+}
+
+# Credits $micros to $user through the real crediting path: a purchase
+# and a signed-off payment_intent.succeeded event (as the webhook would).
+sub fund_user {
+    my ($user, $micros) = @_;
+    my $u = sql_quote($user);
+    my $out = psql_admin(<<"SQL");
+WITH p AS (
+    INSERT INTO billing.purchases (user_id, package_code, amount_cents, credits_micros)
+    VALUES ($u, 'pro', 5000, $micros) RETURNING id
+)
+SELECT (billing.api_stripe_event(jsonb_build_object(
+    'id', 'evt_fund_' || p.id, 'type', 'payment_intent.succeeded', 'object', 'event',
+    'data', jsonb_build_object('object', jsonb_build_object(
+        'id', 'pi_fund_' || p.id, 'object', 'payment_intent',
+        'metadata', jsonb_build_object('purchase_id', p.id::text)))))).meta
+FROM p;
+SQL
+    chomp $out;
+    croak "fund_user($user): $out" unless $out eq 'processed';
+    return 1;
+}
+
+sub balance_of {
+    my $u = sql_quote($_[0]);
+    my $v = psql_admin("SELECT coalesce((SELECT balance_micros FROM billing.accounts WHERE user_id = $u), 0)");
+    chomp $v;
+    return $v + 0;
+}
+
+sub entries_of {
+    my $u = sql_quote($_[0]);
+    my $v = psql_admin("SELECT count(*) FROM billing.ledger_entries WHERE user_id = $u");
+    chomp $v;
+    return $v + 0;
 }
 
 # ---------------------------------------------------------------- Stripe

@@ -1,0 +1,645 @@
+/*
+ * ScholarLink Billing: request body validation.
+ */
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "billing_json.h"
+#include "billing_util.h"
+
+
+/* bodies above this are refused before parsing (nginx caps them anyway) */
+#define BILLING_JSON_BODY_MAX  (1024 * 1024)
+
+
+static int
+fail(char *detail, size_t detail_len, const char *fmt, ...)
+{
+    va_list  ap;
+
+    if (detail && detail_len) {
+        va_start(ap, fmt);
+        vsnprintf(detail, detail_len, fmt, ap);
+        va_end(ap);
+    }
+
+    return BILLING_JSON_INVALID;
+}
+
+
+int
+billing_utf8_valid(const unsigned char *p, size_t len)
+{
+    size_t  i, n;
+
+    for (i = 0; i < len; i += n) {
+
+        /* fast path for ASCII */
+        if (p[i] < 0x80) {
+            n = 1;
+            continue;
+        }
+
+        n = billing_utf8_seq_len(p + i, len - i);
+        if (n == 0) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+int
+billing_json_parse_object(const char *p, size_t len, cJSON **root)
+{
+    char        *copy;
+    const char  *end;
+    size_t       i, used;
+    cJSON       *r;
+
+    *root = NULL;
+
+    if (p == NULL || len == 0 || len > BILLING_JSON_BODY_MAX) {
+        return BILLING_JSON_INVALID;
+    }
+
+    if (!billing_utf8_valid((const unsigned char *) p, len)) {
+        return BILLING_JSON_BAD_UTF8;
+    }
+
+    if (billing_json_prescan(p, len) != 0) {
+        return BILLING_JSON_INVALID;
+    }
+
+    /* a NUL-terminated copy: cJSON must never be able to read past len */
+    copy = malloc(len + 1);
+    if (copy == NULL) {
+        return BILLING_JSON_INVALID;
+    }
+
+    memcpy(copy, p, len);
+    copy[len] = '\0';
+
+    end = NULL;
+    r = cJSON_ParseWithLengthOpts(copy, len, &end, 0);
+
+    if (r == NULL || end == NULL || end < copy || end > copy + len) {
+        cJSON_Delete(r);
+        free(copy);
+        return BILLING_JSON_INVALID;
+    }
+
+    used = (size_t) (end - copy);
+
+    for (i = used; i < len; i++) {
+        if (copy[i] != ' ' && copy[i] != '\t' && copy[i] != '\n'
+            && copy[i] != '\r')
+        {
+            cJSON_Delete(r);
+            free(copy);
+            return BILLING_JSON_INVALID;
+        }
+    }
+
+    free(copy);
+
+    if (!cJSON_IsObject(r)) {
+        cJSON_Delete(r);
+        return BILLING_JSON_INVALID;
+    }
+
+    *root = r;
+
+    return BILLING_JSON_OK;
+}
+
+
+/*
+ * The member called name, or NULL; -1 when it appears more than once
+ * (cJSON would silently use the first one, PostgreSQL's jsonb the last).
+ */
+static int
+get_member(const cJSON *obj, const char *name, const cJSON **item)
+{
+    const cJSON  *c;
+
+    *item = NULL;
+
+    for (c = obj->child; c; c = c->next) {
+        if (c->string && strcmp(c->string, name) == 0) {
+            if (*item) {
+                return -1;
+            }
+            *item = c;
+        }
+    }
+
+    return 0;
+}
+
+
+typedef enum {
+    FIELD_REQUIRED = 0,
+    FIELD_OPTIONAL
+} field_need_t;
+
+
+/*
+ * Fetch a string member.  Returns 1 when present (*s, *slen set), 0 when
+ * absent and optional, or BILLING_JSON_INVALID with detail set.
+ */
+static int
+get_string(const cJSON *obj, const char *name, field_need_t need,
+    const char **s, size_t *slen, char *detail, size_t dlen)
+{
+    const cJSON  *it;
+
+    if (get_member(obj, name, &it) != 0) {
+        return -fail(detail, dlen, "%s: field is given more than once", name);
+    }
+
+    if (it == NULL || (need == FIELD_OPTIONAL && cJSON_IsNull(it))) {
+        if (need == FIELD_REQUIRED) {
+            return -fail(detail, dlen, "%s: field is required", name);
+        }
+        return 0;
+    }
+
+    if (!cJSON_IsString(it) || it->valuestring == NULL) {
+        return -fail(detail, dlen, "%s: must be a string", name);
+    }
+
+    *s = it->valuestring;
+    *slen = strlen(it->valuestring);
+
+    return 1;
+}
+
+
+/*
+ * Fetch an integer member in [min, max].  Same return convention as
+ * get_string().
+ */
+static int
+get_int(const cJSON *obj, const char *name, field_need_t need,
+    int64_t min, int64_t max, int64_t *v, char *detail, size_t dlen)
+{
+    const cJSON  *it;
+    double        d;
+
+    if (get_member(obj, name, &it) != 0) {
+        return -fail(detail, dlen, "%s: field is given more than once", name);
+    }
+
+    if (it == NULL || (need == FIELD_OPTIONAL && cJSON_IsNull(it))) {
+        if (need == FIELD_REQUIRED) {
+            return -fail(detail, dlen, "%s: field is required", name);
+        }
+        return 0;
+    }
+
+    if (!cJSON_IsNumber(it)) {
+        return -fail(detail, dlen, "%s: must be an integer", name);
+    }
+
+    d = it->valuedouble;
+
+    /*
+     * Range first (this also rejects NaN and infinities), so that the
+     * conversion below is defined; min/max are far below 2^53 and thus
+     * exact as doubles.
+     */
+    if (!(d >= (double) min && d <= (double) max)) {
+        return -fail(detail, dlen, "%s: must be an integer between %lld "
+                     "and %lld", name, (long long) min, (long long) max);
+    }
+
+    if ((double) (int64_t) d != d) {
+        return -fail(detail, dlen, "%s: must be an integer", name);
+    }
+
+    *v = (int64_t) d;
+
+    return 1;
+}
+
+
+static int
+user_id_valid(const char *s, size_t len)
+{
+    return len >= 1 && len <= 255 && billing_is_printable_utf8(s, len);
+}
+
+
+static int
+model_valid(const char *s, size_t len)
+{
+    size_t  i;
+
+    if (len < 1 || len > 127) {
+        return 0;
+    }
+
+    for (i = 0; i < len; i++) {
+        unsigned char c = (unsigned char) s[i];
+
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+              || (c >= '0' && c <= '9') || c == '.' || c == '_'
+              || c == ':' || c == '-'))
+        {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+static int
+package_code_valid(const char *s, size_t len)
+{
+    size_t  i;
+
+    if (len < 1 || len > 64) {
+        return 0;
+    }
+
+    for (i = 0; i < len; i++) {
+        unsigned char c = (unsigned char) s[i];
+
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')
+              || c == '_' || c == '-'))
+        {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+int
+billing_idempotency_key_valid(const char *p, size_t len)
+{
+    size_t  i;
+
+    if (p == NULL || len < 1 || len > 255) {
+        return 0;
+    }
+
+    for (i = 0; i < len; i++) {
+        if ((unsigned char) p[i] < 0x21 || (unsigned char) p[i] > 0x7e) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+int
+billing_uuid_valid(const char *p, size_t len)
+{
+    size_t  i;
+
+    if (p == NULL || len != 36) {
+        return 0;
+    }
+
+    for (i = 0; i < 36; i++) {
+        unsigned char c = (unsigned char) p[i];
+
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (c != '-') {
+                return 0;
+            }
+            continue;
+        }
+
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')
+              || (c >= 'A' && c <= 'F')))
+        {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+int
+billing_uuid_normalize(const char *p, size_t len, char out[37])
+{
+    size_t  i;
+
+    if (!billing_uuid_valid(p, len)) {
+        return -1;
+    }
+
+    for (i = 0; i < 36; i++) {
+        char c = p[i];
+        out[i] = (c >= 'A' && c <= 'F') ? (char) (c - 'A' + 'a') : c;
+    }
+
+    out[36] = '\0';
+
+    return 0;
+}
+
+
+/* the key from the body and/or the header, checked and copied */
+static int
+take_idempotency_key(const cJSON *root, const char *header_key,
+    size_t header_key_len, char out[256], char *detail, size_t dlen)
+{
+    const char  *s;
+    size_t       slen;
+    int          rc;
+
+    s = NULL;
+    slen = 0;
+
+    rc = get_string(root, "idempotencyKey", FIELD_OPTIONAL, &s, &slen,
+                    detail, dlen);
+    if (rc < 0) {
+        return BILLING_JSON_INVALID;
+    }
+
+    if (rc == 1 && !billing_idempotency_key_valid(s, slen)) {
+        return fail(detail, dlen, "idempotencyKey: must be 1 to 255 "
+                    "printable ASCII characters without spaces");
+    }
+
+    if (header_key) {
+        if (!billing_idempotency_key_valid(header_key, header_key_len)) {
+            return fail(detail, dlen, "Idempotency-Key header: must be 1 to "
+                        "255 printable ASCII characters without spaces");
+        }
+
+        if (rc == 1
+            && (slen != header_key_len || memcmp(s, header_key, slen) != 0))
+        {
+            return fail(detail, dlen, "idempotencyKey: differs from the "
+                        "Idempotency-Key header");
+        }
+
+        s = header_key;
+        slen = header_key_len;
+
+    } else if (rc == 0) {
+        return fail(detail, dlen, "idempotencyKey: field or Idempotency-Key "
+                    "header is required");
+    }
+
+    memcpy(out, s, slen);
+    out[slen] = '\0';
+
+    return BILLING_JSON_OK;
+}
+
+
+static int
+take_user_id(const cJSON *root, char out[256], char *detail, size_t dlen)
+{
+    const char  *s;
+    size_t       slen;
+
+    if (get_string(root, "userId", FIELD_REQUIRED, &s, &slen, detail, dlen)
+        < 0)
+    {
+        return BILLING_JSON_INVALID;
+    }
+
+    if (!user_id_valid(s, slen)) {
+        return fail(detail, dlen, "userId: must be 1 to 255 bytes without "
+                    "control characters");
+    }
+
+    memcpy(out, s, slen);
+    out[slen] = '\0';
+
+    return BILLING_JSON_OK;
+}
+
+
+static int
+start(const char *body, size_t len, cJSON **root, char *detail, size_t dlen)
+{
+    int  rc;
+
+    if (detail && dlen) {
+        detail[0] = '\0';
+    }
+
+    rc = billing_json_parse_object(body, len, root);
+
+    switch (rc) {
+
+    case BILLING_JSON_OK:
+        return BILLING_JSON_OK;
+
+    case BILLING_JSON_BAD_UTF8:
+        fail(detail, dlen, "request body is not valid UTF-8");
+        return BILLING_JSON_BAD_UTF8;
+
+    default:
+        return fail(detail, dlen, "request body must be a JSON object");
+    }
+}
+
+
+int
+billing_parse_reconcile(const char *body, size_t len,
+    const char *header_key, size_t header_key_len,
+    billing_reconcile_req_t *req, char *detail, size_t detail_len)
+{
+    cJSON       *root;
+    const char  *s;
+    size_t       slen;
+    int          rc;
+
+    memset(req, 0, sizeof(*req));
+
+    rc = start(body, len, &root, detail, detail_len);
+    if (rc != BILLING_JSON_OK) {
+        return rc;
+    }
+
+    rc = BILLING_JSON_INVALID;
+
+    if (take_user_id(root, req->user_id, detail, detail_len)
+        != BILLING_JSON_OK)
+    {
+        goto done;
+    }
+
+    if (get_string(root, "model", FIELD_REQUIRED, &s, &slen, detail,
+                   detail_len) < 0)
+    {
+        goto done;
+    }
+
+    if (!model_valid(s, slen)) {
+        fail(detail, detail_len, "model: must be 1 to 127 characters of "
+             "A-Z a-z 0-9 . _ : -");
+        goto done;
+    }
+
+    memcpy(req->model, s, slen);
+    req->model[slen] = '\0';
+
+    if (get_int(root, "inputTokens", FIELD_REQUIRED, 0, BILLING_TOKENS_MAX,
+                &req->input_tokens, detail, detail_len) < 0
+        || get_int(root, "outputTokens", FIELD_REQUIRED, 0,
+                   BILLING_TOKENS_MAX, &req->output_tokens, detail,
+                   detail_len) < 0)
+    {
+        goto done;
+    }
+
+    if (take_idempotency_key(root, header_key, header_key_len,
+                             req->idempotency_key, detail, detail_len)
+        != BILLING_JSON_OK)
+    {
+        goto done;
+    }
+
+    switch (get_string(root, "holdId", FIELD_OPTIONAL, &s, &slen, detail,
+                       detail_len))
+    {
+    case 0:
+        break;
+
+    case 1:
+        if (billing_uuid_normalize(s, slen, req->hold_id) != 0) {
+            fail(detail, detail_len, "holdId: must be a UUID");
+            goto done;
+        }
+        req->has_hold = 1;
+        break;
+
+    default:
+        goto done;
+    }
+
+    rc = BILLING_JSON_OK;
+
+done:
+
+    cJSON_Delete(root);
+
+    if (rc != BILLING_JSON_OK) {
+        memset(req, 0, sizeof(*req));
+    }
+
+    return rc;
+}
+
+
+int
+billing_parse_hold(const char *body, size_t len,
+    const char *header_key, size_t header_key_len,
+    billing_hold_req_t *req, char *detail, size_t detail_len)
+{
+    cJSON  *root;
+    int     rc;
+
+    memset(req, 0, sizeof(*req));
+
+    rc = start(body, len, &root, detail, detail_len);
+    if (rc != BILLING_JSON_OK) {
+        return rc;
+    }
+
+    rc = BILLING_JSON_INVALID;
+
+    if (take_user_id(root, req->user_id, detail, detail_len)
+        != BILLING_JSON_OK)
+    {
+        goto done;
+    }
+
+    if (get_int(root, "amountMicros", FIELD_REQUIRED, 1,
+                BILLING_HOLD_AMOUNT_MAX, &req->amount_micros, detail,
+                detail_len) < 0)
+    {
+        goto done;
+    }
+
+    if (take_idempotency_key(root, header_key, header_key_len,
+                             req->idempotency_key, detail, detail_len)
+        != BILLING_JSON_OK)
+    {
+        goto done;
+    }
+
+    req->ttl_seconds = BILLING_HOLD_TTL_DEFAULT;
+
+    if (get_int(root, "ttlSeconds", FIELD_OPTIONAL, BILLING_HOLD_TTL_MIN,
+                BILLING_HOLD_TTL_MAX, &req->ttl_seconds, detail, detail_len)
+        < 0)
+    {
+        goto done;
+    }
+
+    rc = BILLING_JSON_OK;
+
+done:
+
+    cJSON_Delete(root);
+
+    if (rc != BILLING_JSON_OK) {
+        memset(req, 0, sizeof(*req));
+    }
+
+    return rc;
+}
+
+
+int
+billing_parse_purchase(const char *body, size_t len,
+    billing_purchase_req_t *req, char *detail, size_t detail_len)
+{
+    cJSON       *root;
+    const char  *s;
+    size_t       slen;
+    int          rc;
+
+    memset(req, 0, sizeof(*req));
+
+    rc = start(body, len, &root, detail, detail_len);
+    if (rc != BILLING_JSON_OK) {
+        return rc;
+    }
+
+    rc = BILLING_JSON_INVALID;
+
+    if (get_string(root, "packageCode", FIELD_REQUIRED, &s, &slen, detail,
+                   detail_len) < 0)
+    {
+        goto done;
+    }
+
+    if (!package_code_valid(s, slen)) {
+        fail(detail, detail_len, "packageCode: must be 1 to 64 characters "
+             "of a-z 0-9 _ -");
+        goto done;
+    }
+
+    memcpy(req->package_code, s, slen);
+    req->package_code[slen] = '\0';
+
+    rc = BILLING_JSON_OK;
+
+done:
+
+    cJSON_Delete(root);
+
+    return rc;
+}

@@ -1,0 +1,97 @@
+/*
+ * ScholarLink Billing: request body validation (pure core, cJSON).
+ */
+
+#ifndef BILLING_JSON_H
+#define BILLING_JSON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum {
+    BILLING_JSON_OK = 0,
+    BILLING_JSON_INVALID,          /* 400 invalid_request */
+    BILLING_JSON_BAD_UTF8          /* 400 invalid_request (bad encoding) */
+};
+
+#define BILLING_TOKENS_MAX         1000000000LL            /* 1e9 */
+#define BILLING_HOLD_AMOUNT_MAX    1000000000000000LL      /* 1e15 */
+#define BILLING_HOLD_TTL_MIN       1
+#define BILLING_HOLD_TTL_MAX       3600
+#define BILLING_HOLD_TTL_DEFAULT   600
+
+typedef struct {
+    char     user_id[256];          /* 1..255 bytes, printable UTF-8 */
+    char     model[128];            /* 1..127 of [A-Za-z0-9._:-] */
+    int64_t  input_tokens;          /* 0..1e9 */
+    int64_t  output_tokens;         /* 0..1e9 */
+    char     idempotency_key[256];  /* 1..255 of 0x21..0x7E */
+    char     hold_id[37];           /* canonical lower-case UUID */
+    int      has_hold;
+} billing_reconcile_req_t;
+
+typedef struct {
+    char     user_id[256];
+    int64_t  amount_micros;         /* 1..1e15 */
+    char     idempotency_key[256];
+    int64_t  ttl_seconds;           /* 1..3600, default 600 */
+} billing_hold_req_t;
+
+typedef struct {
+    char     package_code[65];      /* 1..64 of [a-z0-9_-] */
+} billing_purchase_req_t;
+
+/* Strict UTF-8: no overlongs, no surrogates, nothing above U+10FFFF. */
+int billing_utf8_valid(const unsigned char *p, size_t len);
+
+/*
+ * Request parsers.  body/len is the raw body (no NUL needed); header_key is
+ * the Idempotency-Key header value or NULL when the header is absent (a
+ * present but empty header is invalid).  When the key is in both places
+ * they must be byte-identical.
+ *
+ * Rules: the body must be valid UTF-8 and exactly one JSON object
+ * (whitespace may follow); raw control characters and the \u0000 escape
+ * are rejected; unknown fields are ignored; a known field given twice is
+ * rejected; JSON null for an optional field means absent.  Integers must
+ * be JSON numbers with an exactly integral value inside the field's range
+ * (1.0 and 1e3 are integral; 1.5, 1e400 and strings are not; -0 is 0).
+ * Note: the value is judged on cJSON's double, so a literal with more than
+ * ~16 significant digits that rounds to an in-range integer is read as
+ * that integer (ranges are <= 1e15 < 2^53, so every integer literal in
+ * range is exact).
+ *
+ * Returns BILLING_JSON_OK, or BILLING_JSON_INVALID / BILLING_JSON_BAD_UTF8
+ * with a human message naming the field in detail (always NUL-terminated
+ * when detail_len > 0; it never echoes client data).  *req is zeroed
+ * first, and is only meaningful on BILLING_JSON_OK.
+ */
+int billing_parse_reconcile(const char *body, size_t len,
+    const char *header_key, size_t header_key_len,
+    billing_reconcile_req_t *req, char *detail, size_t detail_len);
+
+int billing_parse_hold(const char *body, size_t len,
+    const char *header_key, size_t header_key_len,
+    billing_hold_req_t *req, char *detail, size_t detail_len);
+
+int billing_parse_purchase(const char *body, size_t len,
+    billing_purchase_req_t *req, char *detail, size_t detail_len);
+
+/* 1 if p is an 8-4-4-4-12 hex UUID (either case), else 0. */
+int billing_uuid_valid(const char *p, size_t len);
+
+/* Lower-case canonical copy of a valid UUID: returns 0, or -1 if invalid. */
+int billing_uuid_normalize(const char *p, size_t len, char out[37]);
+
+/*
+ * Shared by the JWT code: checks UTF-8, pre-scans, parses exactly one JSON
+ * object (trailing JSON whitespace allowed) into *root (cJSON_Delete() it).
+ * Returns BILLING_JSON_OK, _INVALID or _BAD_UTF8; *root is NULL on error.
+ */
+struct cJSON;
+int billing_json_parse_object(const char *p, size_t len, struct cJSON **root);
+
+/* 1 if p is a valid idempotency key (1..255 of 0x21..0x7E), else 0. */
+int billing_idempotency_key_valid(const char *p, size_t len);
+
+#endif /* BILLING_JSON_H */

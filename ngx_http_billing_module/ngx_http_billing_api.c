@@ -1,0 +1,572 @@
+
+/*
+ * ScholarLink Billing: the ledger API.
+ *
+ * Each endpoint validates its input in the pure core, then makes exactly
+ * one call of one stored function (sql/003_api.sql), which enforces the
+ * ledger rules in the database and answers (status, code, body, meta).
+ */
+
+
+#include "ngx_http_billing_module.h"
+
+#include "billing_json.h"
+#include "billing_cursor.h"
+
+
+#define NGX_HTTP_BILLING_USAGE_SCOPE  "billing:usage"
+
+
+static void ngx_http_billing_respond_done(ngx_http_request_t *r,
+    ngx_http_billing_pg_op_t *op);
+static void ngx_http_billing_ledger_done(ngx_http_request_t *r,
+    ngx_http_billing_pg_op_t *op);
+static void ngx_http_billing_reconcile_body(ngx_http_request_t *r);
+static void ngx_http_billing_reconcile_done(ngx_http_request_t *r,
+    ngx_http_billing_pg_op_t *op);
+static void ngx_http_billing_hold_body(ngx_http_request_t *r);
+
+
+/* the usual completion: answer with what the function returned */
+static void
+ngx_http_billing_respond_done(ngx_http_request_t *r,
+    ngx_http_billing_pg_op_t *op)
+{
+    ngx_http_billing_row_t  row;
+
+    if (ngx_http_billing_api_row(r, op, &row) != NGX_OK) {
+        ngx_http_billing_finalize(r, ngx_http_billing_db_failure(r, op));
+        return;
+    }
+
+    if (row.meta.len == sizeof("replayed") - 1
+        && ngx_strncmp(row.meta.data, "replayed", row.meta.len) == 0
+        && ngx_http_billing_add_response_header(r, "Idempotent-Replayed",
+                                                "true") != NGX_OK)
+    {
+        ngx_http_billing_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    ngx_http_billing_finalize(r, ngx_http_billing_api_respond(r, &row));
+}
+
+
+static const char *
+ngx_http_billing_int_param(ngx_http_request_t *r, int64_t n)
+{
+    u_char  *p;
+
+    p = ngx_pnalloc(r->pool, NGX_INT64_LEN + 1);
+    if (p == NULL) {
+        return NULL;
+    }
+
+    (void) ngx_sprintf(p, "%L%Z", n);
+
+    return (const char *) p;
+}
+
+
+static ngx_int_t
+ngx_http_billing_invalid(ngx_http_request_t *r, const char *detail)
+{
+    return ngx_http_billing_problem(r, NGX_HTTP_BAD_REQUEST, "invalid_request",
+                                    detail, ngx_strlen(detail));
+}
+
+
+/* GET /api/packages: public */
+ngx_int_t
+ngx_http_billing_packages_handler(ngx_http_request_t *r)
+{
+    ngx_int_t  rc;
+
+    rc = ngx_http_billing_method(r, NGX_HTTP_GET|NGX_HTTP_HEAD, "GET, HEAD");
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    return ngx_http_billing_query(r,
+                                  "SELECT status, code, body, meta "
+                                  "FROM billing.api_packages()",
+                                  0, NULL, ngx_http_billing_respond_done);
+}
+
+
+/* GET /api/balance: the caller's own balance */
+ngx_int_t
+ngx_http_billing_balance_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                rc;
+    ngx_http_billing_ctx_t  *ctx;
+
+    rc = ngx_http_billing_method(r, NGX_HTTP_GET|NGX_HTTP_HEAD, "GET, HEAD");
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    rc = ngx_http_billing_require_auth(r, NULL);
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_billing_module);
+    ctx->params[0] = (const char *) ctx->user_id.data;
+
+    return ngx_http_billing_query(r,
+                                  "SELECT status, code, body, meta "
+                                  "FROM billing.api_balance($1)",
+                                  1, ctx->params,
+                                  ngx_http_billing_respond_done);
+}
+
+
+/* GET /api/ledger?limit=&cursor=: the caller's entries, newest first */
+ngx_int_t
+ngx_http_billing_ledger_handler(ngx_http_request_t *r)
+{
+    int64_t                  before;
+    ngx_int_t                rc, limit;
+    ngx_str_t                arg;
+    ngx_http_billing_ctx_t  *ctx;
+
+    rc = ngx_http_billing_method(r, NGX_HTTP_GET|NGX_HTTP_HEAD, "GET, HEAD");
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    rc = ngx_http_billing_require_auth(r, NULL);
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_billing_module);
+
+    limit = 50;
+
+    if (ngx_http_arg(r, (u_char *) "limit", 5, &arg) == NGX_OK) {
+        limit = ngx_atoi(arg.data, arg.len);
+        if (limit < 1 || limit > 200) {
+            return ngx_http_billing_invalid(r, "limit must be an integer "
+                                               "from 1 to 200");
+        }
+    }
+
+    ctx->params[2] = NULL;
+
+    if (ngx_http_arg(r, (u_char *) "cursor", 6, &arg) == NGX_OK) {
+        if (billing_cursor_decode((const char *) arg.data, arg.len, &before)
+            != 0)
+        {
+            return ngx_http_billing_invalid(r, "cursor is not valid");
+        }
+
+        ctx->params[2] = ngx_http_billing_int_param(r, before);
+        if (ctx->params[2] == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    ctx->params[0] = (const char *) ctx->user_id.data;
+    ctx->params[1] = ngx_http_billing_int_param(r, limit);
+
+    if (ctx->params[1] == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_billing_query(r,
+                                  "SELECT status, code, body, meta "
+                                  "FROM billing.api_ledger($1, $2, $3)",
+                                  3, ctx->params,
+                                  ngx_http_billing_ledger_done);
+}
+
+
+static void
+ngx_http_billing_ledger_done(ngx_http_request_t *r,
+    ngx_http_billing_pg_op_t *op)
+{
+    char                    cursor[BILLING_CURSOR_MAX];
+    u_char                 *p;
+    int64_t                 next;
+    ngx_http_billing_row_t  row;
+
+    if (ngx_http_billing_api_row(r, op, &row) != NGX_OK) {
+        ngx_http_billing_finalize(r, ngx_http_billing_db_failure(r, op));
+        return;
+    }
+
+    if (row.code.len || row.body.len < 2
+        || row.body.data[row.body.len - 1] != '}')
+    {
+        ngx_http_billing_finalize(r, ngx_http_billing_api_respond(r, &row));
+        return;
+    }
+
+    /* the function answers an object; the opaque cursor is ours to add */
+    next = 0;
+
+    if (row.meta.len) {
+        next = ngx_atoof(row.meta.data, row.meta.len);
+        if (next <= 0
+            || billing_cursor_encode(next, cursor, sizeof(cursor)) != 0)
+        {
+            ngx_http_billing_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+            return;
+        }
+    }
+
+    p = ngx_pnalloc(r->pool, row.body.len + sizeof(",\"nextCursor\":\"\"}")
+                             + BILLING_CURSOR_MAX);
+    if (p == NULL) {
+        ngx_http_billing_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    row.body.data = ngx_cpymem(p, row.body.data, row.body.len - 1);
+
+    if (next) {
+        row.body.data = ngx_sprintf(row.body.data, ",\"nextCursor\":\"%s\"}",
+                                    cursor);
+    } else {
+        row.body.data = ngx_cpymem(row.body.data, ",\"nextCursor\":null}",
+                                   sizeof(",\"nextCursor\":null}") - 1);
+    }
+
+    row.body.len = row.body.data - p;
+    row.body.data = p;
+
+    ngx_http_billing_finalize(r, ngx_http_billing_api_respond(r, &row));
+}
+
+
+static ngx_int_t
+ngx_http_billing_idempotency_header(ngx_http_request_t *r, ngx_str_t *value)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == sizeof("Idempotency-Key") - 1
+            && ngx_strncasecmp(h[i].key.data, (u_char *) "Idempotency-Key",
+                               sizeof("Idempotency-Key") - 1) == 0)
+        {
+            *value = h[i].value;
+            return NGX_OK;
+        }
+    }
+
+    value->len = 0;
+    value->data = NULL;
+
+    return NGX_DECLINED;
+}
+
+
+/* POST /api/usage/reconcile: SPEC 4.1 */
+ngx_int_t
+ngx_http_billing_reconcile_handler(ngx_http_request_t *r)
+{
+    ngx_int_t  rc;
+
+    rc = ngx_http_billing_method(r, NGX_HTTP_POST, "POST");
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    rc = ngx_http_billing_require_auth(r, NGX_HTTP_BILLING_USAGE_SCOPE);
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    return ngx_http_billing_read_json_body(r, ngx_http_billing_reconcile_body);
+}
+
+
+static void
+ngx_http_billing_reconcile_body(ngx_http_request_t *r)
+{
+    char                      detail[256];
+    ngx_int_t                 rc;
+    ngx_str_t                 body, key;
+    ngx_http_billing_ctx_t   *ctx;
+    billing_reconcile_req_t  *req;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_billing_module);
+
+    req = ngx_palloc(r->pool, sizeof(billing_reconcile_req_t));
+    if (req == NULL || ngx_http_billing_body(r, &body) != NGX_OK) {
+        ngx_http_billing_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    (void) ngx_http_billing_idempotency_header(r, &key);
+
+    if (billing_parse_reconcile((const char *) body.data, body.len,
+                                (const char *) key.data, key.len, req,
+                                detail, sizeof(detail))
+        != BILLING_JSON_OK)
+    {
+        ngx_http_billing_metrics_inc(NGX_HTTP_BILLING_M_RECONCILE_INVALID, 1);
+        ngx_http_finalize_request(r, ngx_http_billing_invalid(r, detail));
+        return;
+    }
+
+    ctx->params[0] = req->user_id;
+    ctx->params[1] = req->model;
+    ctx->params[2] = ngx_http_billing_int_param(r, req->input_tokens);
+    ctx->params[3] = ngx_http_billing_int_param(r, req->output_tokens);
+    ctx->params[4] = req->idempotency_key;
+    ctx->params[5] = req->has_hold ? req->hold_id : NULL;
+
+    if (ctx->params[2] == NULL || ctx->params[3] == NULL) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    rc = ngx_http_billing_query(r,
+                                "SELECT status, code, body, meta "
+                                "FROM billing.api_reconcile($1, $2, $3, $4, "
+                                "$5, $6::uuid)",
+                                6, ctx->params,
+                                ngx_http_billing_reconcile_done);
+
+    ngx_http_finalize_request(r, rc);
+}
+
+
+static int64_t
+ngx_http_billing_json_int(ngx_str_t *body, const char *name)
+{
+    u_char  *p, *last;
+
+    p = (u_char *) ngx_strstr(body->data, name);
+    if (p == NULL) {
+        return 0;
+    }
+
+    p += ngx_strlen(name);
+
+    while (*p == ' ' || *p == ':') {
+        p++;
+    }
+
+    for (last = p; *last >= '0' && *last <= '9'; last++) { /* void */ }
+
+    return last > p ? ngx_atoof(p, last - p) : 0;
+}
+
+
+static void
+ngx_http_billing_reconcile_done(ngx_http_request_t *r,
+    ngx_http_billing_pg_op_t *op)
+{
+    ngx_uint_t              counter;
+    ngx_http_billing_row_t  row;
+
+    if (ngx_http_billing_api_row(r, op, &row) != NGX_OK) {
+        ngx_http_billing_metrics_inc(NGX_HTTP_BILLING_M_RECONCILE_ERROR, 1);
+        ngx_http_billing_finalize(r, ngx_http_billing_db_failure(r, op));
+        return;
+    }
+
+    switch (row.status) {
+    case NGX_HTTP_CREATED:
+        if (row.meta.len) {
+            counter = NGX_HTTP_BILLING_M_RECONCILE_REPLAYED;
+
+        } else {
+            counter = NGX_HTTP_BILLING_M_RECONCILE_CHARGED;
+            ngx_http_billing_metrics_inc(NGX_HTTP_BILLING_M_CREDITS_CONSUMED,
+                             ngx_http_billing_json_int(&row.body,
+                                                       "\"chargedMicros\""));
+        }
+        break;
+    case NGX_HTTP_CONFLICT:
+        counter = NGX_HTTP_BILLING_M_RECONCILE_CONFLICT;
+        break;
+    case 402:
+        counter = NGX_HTTP_BILLING_M_RECONCILE_INSUFFICIENT;
+        break;
+    case 422:
+        counter = NGX_HTTP_BILLING_M_RECONCILE_UNKNOWN_MODEL;
+        break;
+    case NGX_HTTP_BAD_REQUEST:
+    case NGX_HTTP_NOT_FOUND:
+        counter = NGX_HTTP_BILLING_M_RECONCILE_INVALID;
+        break;
+    default:
+        counter = NGX_HTTP_BILLING_M_RECONCILE_ERROR;
+    }
+
+    ngx_http_billing_metrics_inc(counter, 1);
+
+    ngx_http_billing_respond_done(r, op);
+}
+
+
+/* the part of the URI after the location prefix: "" or "/{id}" */
+static ngx_int_t
+ngx_http_billing_path_id(ngx_http_request_t *r, ngx_str_t *id)
+{
+    u_char                    *p;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    id->len = 0;
+    id->data = NULL;
+
+    if (clcf->regex == NULL && r->uri.len >= clcf->name.len
+        && ngx_strncmp(r->uri.data, clcf->name.data, clcf->name.len) == 0)
+    {
+        p = r->uri.data + clcf->name.len;
+
+    } else {
+        p = r->uri.data + r->uri.len;
+
+        while (p > r->uri.data && p[-1] != '/') {
+            p--;
+        }
+
+        p--;
+    }
+
+    if (p >= r->uri.data + r->uri.len) {
+        return NGX_OK;
+    }
+
+    if (*p != '/') {
+        return NGX_DECLINED;
+    }
+
+    id->data = p + 1;
+    id->len = r->uri.data + r->uri.len - id->data;
+
+    return NGX_OK;
+}
+
+
+/* POST /api/usage/holds and DELETE /api/usage/holds/{id}: SPEC 4.3 */
+ngx_int_t
+ngx_http_billing_holds_handler(ngx_http_request_t *r)
+{
+    u_char                  *id;
+    ngx_int_t                rc;
+    ngx_str_t                path;
+    ngx_http_billing_ctx_t  *ctx;
+
+    if (ngx_http_billing_path_id(r, &path) != NGX_OK) {
+        return ngx_http_billing_problem(r, NGX_HTTP_NOT_FOUND, "not_found",
+                                        "no such resource", 16);
+    }
+
+    if (path.len == 0) {
+        rc = ngx_http_billing_method(r, NGX_HTTP_POST, "POST");
+        if (rc != NGX_DECLINED) {
+            return rc;
+        }
+
+        rc = ngx_http_billing_require_auth(r, NGX_HTTP_BILLING_USAGE_SCOPE);
+        if (rc != NGX_DECLINED) {
+            return rc;
+        }
+
+        return ngx_http_billing_read_json_body(r, ngx_http_billing_hold_body);
+    }
+
+    rc = ngx_http_billing_method(r, NGX_HTTP_DELETE, "DELETE");
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    rc = ngx_http_billing_require_auth(r, NGX_HTTP_BILLING_USAGE_SCOPE);
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    id = ngx_pnalloc(r->pool, 37);
+    if (id == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (billing_uuid_normalize((const char *) path.data, path.len,
+                               (char *) id) != 0)
+    {
+        return ngx_http_billing_problem(r, NGX_HTTP_NOT_FOUND, "not_found",
+                                        "no such hold", 12);
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_billing_module);
+    ctx->params[0] = (const char *) id;
+
+    return ngx_http_billing_query(r,
+                                  "SELECT status, code, body, meta "
+                                  "FROM billing.api_hold_release($1::uuid)",
+                                  1, ctx->params,
+                                  ngx_http_billing_respond_done);
+}
+
+
+static void
+ngx_http_billing_hold_body(ngx_http_request_t *r)
+{
+    char                     detail[256];
+    ngx_int_t                rc;
+    ngx_str_t                body, key;
+    billing_hold_req_t      *req;
+    ngx_http_billing_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_billing_module);
+
+    req = ngx_palloc(r->pool, sizeof(billing_hold_req_t));
+    if (req == NULL || ngx_http_billing_body(r, &body) != NGX_OK) {
+        ngx_http_billing_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    (void) ngx_http_billing_idempotency_header(r, &key);
+
+    if (billing_parse_hold((const char *) body.data, body.len,
+                           (const char *) key.data, key.len, req,
+                           detail, sizeof(detail))
+        != BILLING_JSON_OK)
+    {
+        ngx_http_finalize_request(r, ngx_http_billing_invalid(r, detail));
+        return;
+    }
+
+    ctx->params[0] = req->user_id;
+    ctx->params[1] = ngx_http_billing_int_param(r, req->amount_micros);
+    ctx->params[2] = req->idempotency_key;
+    ctx->params[3] = ngx_http_billing_int_param(r, req->ttl_seconds);
+
+    if (ctx->params[1] == NULL || ctx->params[3] == NULL) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    rc = ngx_http_billing_query(r,
+                                "SELECT status, code, body, meta "
+                                "FROM billing.api_hold_create($1, $2, $3, $4)",
+                                4, ctx->params, ngx_http_billing_respond_done);
+
+    ngx_http_finalize_request(r, rc);
+}
+

@@ -1,0 +1,303 @@
+
+/*
+ * ScholarLink Billing: bearer-token authentication (RS256 JWT) and the
+ * $billing_user_id variable.
+ *
+ * The variable verifies the token itself: limit_req evaluates its key in
+ * the preaccess phase, before any access-phase handler could have run, and
+ * skips requests whose key is empty.  The outcome is kept in the request
+ * context so the content handler does not verify twice.
+ */
+
+
+#include "ngx_http_billing_module.h"
+
+#include "billing_jwt.h"
+
+
+static ngx_int_t ngx_http_billing_user_id_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+
+
+static ngx_http_variable_t  ngx_http_billing_vars[] = {
+
+    { ngx_string("billing_user_id"), NULL,
+      ngx_http_billing_user_id_variable, 0, 0, 0 },
+
+      ngx_http_null_variable
+};
+
+
+ngx_int_t
+ngx_http_billing_add_variables(ngx_conf_t *cf)
+{
+    ngx_http_variable_t  *var, *v;
+
+    for (v = ngx_http_billing_vars; v->name.len; v++) {
+        var = ngx_http_add_variable(cf, &v->name, v->flags);
+        if (var == NULL) {
+            return NGX_ERROR;
+        }
+
+        var->get_handler = v->get_handler;
+        var->data = v->data;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_billing_bearer(ngx_http_request_t *r, ngx_str_t *token)
+{
+    u_char     *p, *last;
+    ngx_str_t  *h;
+
+    if (r->headers_in.authorization == NULL) {
+        return NGX_DECLINED;
+    }
+
+    h = &r->headers_in.authorization->value;
+    p = h->data;
+    last = p + h->len;
+
+    /* RFC 6750: the scheme name is case-insensitive */
+    if (h->len < sizeof("Bearer ") - 1
+        || ngx_strncasecmp(p, (u_char *) "Bearer ", sizeof("Bearer ") - 1)
+           != 0)
+    {
+        return NGX_DECLINED;
+    }
+
+    p += sizeof("Bearer ") - 1;
+
+    while (p < last && *p == ' ') {
+        p++;
+    }
+
+    while (last > p && last[-1] == ' ') {
+        last--;
+    }
+
+    token->data = p;
+    token->len = last - p;
+
+    return token->len ? NGX_OK : NGX_ERROR;
+}
+
+
+ngx_http_billing_auth_e
+ngx_http_billing_authenticate(ngx_http_request_t *r)
+{
+    int                            rc;
+    char                           err[128];
+    ngx_str_t                      token;
+    billing_jwt_t                  jwt;
+    billing_jwt_claims_t           claims;
+    ngx_http_billing_ctx_t        *ctx;
+    ngx_http_billing_main_conf_t  *bmcf;
+
+    ctx = ngx_http_billing_get_ctx(r);
+    if (ctx == NULL) {
+        return NGX_HTTP_BILLING_AUTH_INVALID;
+    }
+
+    if (ctx->auth != NGX_HTTP_BILLING_AUTH_UNKNOWN) {
+        return ctx->auth;
+    }
+
+    bmcf = ngx_http_get_module_main_conf(r, ngx_http_billing_module);
+
+    switch (ngx_http_billing_bearer(r, &token)) {
+
+    case NGX_DECLINED:
+        ctx->auth = NGX_HTTP_BILLING_AUTH_MISSING;
+        ngx_http_billing_metrics_inc(NGX_HTTP_BILLING_M_JWT_MISSING, 1);
+        return ctx->auth;
+
+    case NGX_ERROR:
+        ctx->auth = NGX_HTTP_BILLING_AUTH_INVALID;
+        ngx_http_billing_metrics_inc(NGX_HTTP_BILLING_M_JWT_INVALID, 1);
+        return ctx->auth;
+    }
+
+    if (bmcf->jwt_key == NULL || bmcf->jwt_issuer.len == 0
+        || bmcf->jwt_audience.len == 0)
+    {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "billing: a bearer token arrived but billing_jwt_key, "
+                      "billing_jwt_issuer or billing_jwt_audience is not set");
+        ctx->auth = NGX_HTTP_BILLING_AUTH_INVALID;
+        ngx_http_billing_metrics_inc(NGX_HTTP_BILLING_M_JWT_INVALID, 1);
+        return ctx->auth;
+    }
+
+    rc = billing_jwt_parse((const char *) token.data, token.len, &jwt,
+                           err, sizeof(err));
+
+    if (rc == BILLING_JWT_OK) {
+        rc = billing_jwt_verify_signature(&jwt, bmcf->jwt_key);
+
+        if (rc == BILLING_JWT_OK) {
+            rc = billing_jwt_check_claims(&jwt,
+                                          (const char *) bmcf->jwt_issuer.data,
+                                          (const char *) bmcf->jwt_audience.data,
+                                          (int64_t) ngx_time(),
+                                          (int64_t) bmcf->jwt_leeway,
+                                          &claims, err, sizeof(err));
+        }
+
+        billing_jwt_free(&jwt);
+    }
+
+    if (rc != BILLING_JWT_OK) {
+        /* the reason goes to the log at info level, never the token */
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "billing: bearer token rejected: %s",
+                      billing_jwt_strerror(rc));
+
+        if (rc == BILLING_JWT_EXPIRED) {
+            ctx->auth = NGX_HTTP_BILLING_AUTH_EXPIRED;
+            ngx_http_billing_metrics_inc(NGX_HTTP_BILLING_M_JWT_EXPIRED, 1);
+
+        } else {
+            ctx->auth = NGX_HTTP_BILLING_AUTH_INVALID;
+            ngx_http_billing_metrics_inc(NGX_HTTP_BILLING_M_JWT_INVALID, 1);
+        }
+
+        return ctx->auth;
+    }
+
+    ctx->user_id.len = ngx_strlen(claims.sub);
+    ctx->user_id.data = ngx_pnalloc(r->pool, ctx->user_id.len + 1);
+    ctx->scope.len = ngx_strlen(claims.scope);
+    ctx->scope.data = ngx_pnalloc(r->pool, ctx->scope.len + 1);
+
+    if (ctx->user_id.data == NULL || ctx->scope.data == NULL) {
+        ctx->auth = NGX_HTTP_BILLING_AUTH_INVALID;
+        return ctx->auth;
+    }
+
+    ngx_memcpy(ctx->user_id.data, claims.sub, ctx->user_id.len + 1);
+    ngx_memcpy(ctx->scope.data, claims.scope, ctx->scope.len + 1);
+
+    ctx->auth = NGX_HTTP_BILLING_AUTH_OK;
+    ngx_http_billing_metrics_inc(NGX_HTTP_BILLING_M_JWT_OK, 1);
+
+    return ctx->auth;
+}
+
+
+static ngx_int_t
+ngx_http_billing_has_scope(ngx_str_t *scopes, const char *scope)
+{
+    size_t   len;
+    u_char  *p, *last, *end;
+
+    len = ngx_strlen(scope);
+    p = scopes->data;
+    last = p + scopes->len;
+
+    while (p < last) {
+        end = ngx_strlchr(p, last, ' ');
+        if (end == NULL) {
+            end = last;
+        }
+
+        if ((size_t) (end - p) == len && ngx_strncmp(p, scope, len) == 0) {
+            return 1;
+        }
+
+        p = end + 1;
+    }
+
+    return 0;
+}
+
+
+/*
+ * NGX_DECLINED when the caller may go on; otherwise the RFC 6750 answer
+ * (401 with WWW-Authenticate, or 403 insufficient_scope) to return.
+ */
+ngx_int_t
+ngx_http_billing_require_auth(ngx_http_request_t *r, const char *scope)
+{
+    const char               *challenge, *code, *detail;
+    ngx_http_billing_ctx_t   *ctx;
+
+    switch (ngx_http_billing_authenticate(r)) {
+
+    case NGX_HTTP_BILLING_AUTH_OK:
+        ctx = ngx_http_get_module_ctx(r, ngx_http_billing_module);
+
+        if (scope == NULL || ngx_http_billing_has_scope(&ctx->scope, scope)) {
+            return NGX_DECLINED;
+        }
+
+        ngx_http_billing_metrics_inc(NGX_HTTP_BILLING_M_JWT_FORBIDDEN, 1);
+
+        if (ngx_http_billing_add_response_header(r, "WWW-Authenticate",
+                "Bearer realm=\"billing\", error=\"insufficient_scope\", "
+                "scope=\"billing:usage\"") != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        detail = "the token lacks the scope this endpoint needs";
+
+        return ngx_http_billing_problem(r, NGX_HTTP_FORBIDDEN,
+                                        "insufficient_scope", detail,
+                                        ngx_strlen(detail));
+
+    case NGX_HTTP_BILLING_AUTH_MISSING:
+        challenge = "Bearer realm=\"billing\"";
+        code = "unauthorized";
+        detail = "a bearer token is required";
+        break;
+
+    case NGX_HTTP_BILLING_AUTH_EXPIRED:
+        challenge = "Bearer realm=\"billing\", error=\"invalid_token\", "
+                    "error_description=\"the token has expired\"";
+        code = "invalid_token";
+        detail = "the token has expired";
+        break;
+
+    default:
+        challenge = "Bearer realm=\"billing\", error=\"invalid_token\"";
+        code = "invalid_token";
+        detail = "the bearer token is not valid";
+        break;
+    }
+
+    if (ngx_http_billing_add_response_header(r, "WWW-Authenticate", challenge)
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_billing_problem(r, NGX_HTTP_UNAUTHORIZED, code, detail,
+                                    ngx_strlen(detail));
+}
+
+
+static ngx_int_t
+ngx_http_billing_user_id_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_http_billing_ctx_t  *ctx;
+
+    if (ngx_http_billing_authenticate(r) != NGX_HTTP_BILLING_AUTH_OK) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_billing_module);
+
+    v->data = ctx->user_id.data;
+    v->len = ctx->user_id.len;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+
+    return NGX_OK;
+}

@@ -1,0 +1,784 @@
+
+/*
+ * ScholarLink Billing: directives, configuration and process hooks.
+ */
+
+
+#include "ngx_http_billing_module.h"
+
+#include "billing_value.h"
+#include "billing_jwt.h"
+
+
+static void *ngx_http_billing_create_main_conf(ngx_conf_t *cf);
+static char *ngx_http_billing_init_main_conf(ngx_conf_t *cf, void *conf);
+static void *ngx_http_billing_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_billing_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static ngx_int_t ngx_http_billing_preconfiguration(ngx_conf_t *cf);
+static ngx_int_t ngx_http_billing_postconfiguration(ngx_conf_t *cf);
+static ngx_int_t ngx_http_billing_init_process(ngx_cycle_t *cycle);
+static void ngx_http_billing_exit_process(ngx_cycle_t *cycle);
+static ngx_int_t ngx_http_billing_log_handler(ngx_http_request_t *r);
+
+static char *ngx_http_billing(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+static char *ngx_http_billing_database_url(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_billing_pool(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_billing_db_timeouts(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_billing_metrics_zone(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_billing_jwt_key(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_billing_secret(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_billing_secret_list(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+
+
+#define NGX_HTTP_BILLING_METRICS_ZONE_SIZE  (128 * 1024)
+
+
+static ngx_conf_enum_t  ngx_http_billing_endpoints[] = {
+    { ngx_string("health"), NGX_HTTP_BILLING_EP_HEALTH },
+    { ngx_string("readyz"), NGX_HTTP_BILLING_EP_READYZ },
+    { ngx_string("metrics"), NGX_HTTP_BILLING_EP_METRICS },
+    { ngx_string("packages"), NGX_HTTP_BILLING_EP_PACKAGES },
+    { ngx_string("balance"), NGX_HTTP_BILLING_EP_BALANCE },
+    { ngx_string("ledger"), NGX_HTTP_BILLING_EP_LEDGER },
+    { ngx_string("reconcile"), NGX_HTTP_BILLING_EP_RECONCILE },
+    { ngx_string("holds"), NGX_HTTP_BILLING_EP_HOLDS },
+    { ngx_string("purchases"), NGX_HTTP_BILLING_EP_PURCHASES },
+    { ngx_string("webhook"), NGX_HTTP_BILLING_EP_WEBHOOK },
+    { ngx_string("error"), NGX_HTTP_BILLING_EP_ERROR },
+    { ngx_null_string, 0 }
+};
+
+
+static ngx_command_t  ngx_http_billing_commands[] = {
+
+    { ngx_string("billing"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_billing,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("billing_database_url"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_billing_database_url,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("billing_pool"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_billing_pool,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("billing_db_timeouts"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_billing_db_timeouts,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("billing_metrics_zone"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE2,
+      ngx_http_billing_metrics_zone,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("billing_jwt_key"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_billing_jwt_key,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("billing_jwt_issuer"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_billing_secret,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_billing_main_conf_t, jwt_issuer),
+      NULL },
+
+    { ngx_string("billing_jwt_audience"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_billing_secret,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_billing_main_conf_t, jwt_audience),
+      NULL },
+
+    { ngx_string("billing_jwt_leeway"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_billing_main_conf_t, jwt_leeway),
+      NULL },
+
+    { ngx_string("billing_stripe_secret_key"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_billing_secret,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_billing_main_conf_t, stripe_secret_key),
+      NULL },
+
+    { ngx_string("billing_stripe_webhook_secret"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_billing_secret_list,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_billing_main_conf_t, stripe_webhook_secrets),
+      NULL },
+
+    { ngx_string("billing_stripe_webhook_tolerance"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_billing_main_conf_t, stripe_tolerance),
+      NULL },
+
+    { ngx_string("billing_cors_origins"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_conf_set_str_array_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_billing_loc_conf_t, cors_origins),
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_billing_module_ctx = {
+    ngx_http_billing_preconfiguration,     /* preconfiguration */
+    ngx_http_billing_postconfiguration,    /* postconfiguration */
+
+    ngx_http_billing_create_main_conf,     /* create main configuration */
+    ngx_http_billing_init_main_conf,       /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_billing_create_loc_conf,      /* create location configuration */
+    ngx_http_billing_merge_loc_conf        /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_billing_module = {
+    NGX_MODULE_V1,
+    &ngx_http_billing_module_ctx,          /* module context */
+    ngx_http_billing_commands,             /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    ngx_http_billing_init_process,         /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    ngx_http_billing_exit_process,         /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static void *
+ngx_http_billing_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_billing_main_conf_t  *bmcf;
+
+    bmcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_billing_main_conf_t));
+    if (bmcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     bmcf->database_url = { 0, NULL };
+     *     bmcf->jwt_key = NULL;
+     *     bmcf->metrics_zone = NULL;
+     *     bmcf->pool = NULL;
+     */
+
+    bmcf->url_pool_max = NGX_CONF_UNSET_UINT;
+    bmcf->pool_min = NGX_CONF_UNSET_UINT;
+    bmcf->pool_max = NGX_CONF_UNSET_UINT;
+    bmcf->pool_queue = NGX_CONF_UNSET_UINT;
+    bmcf->connect_timeout = NGX_CONF_UNSET_MSEC;
+    bmcf->query_timeout = NGX_CONF_UNSET_MSEC;
+    bmcf->jwt_leeway = NGX_CONF_UNSET;
+    bmcf->stripe_tolerance = NGX_CONF_UNSET;
+
+    return bmcf;
+}
+
+
+static char *
+ngx_http_billing_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_http_billing_main_conf_t *bmcf = conf;
+
+    ngx_conf_init_uint_value(bmcf->pool_min, 2);
+    ngx_conf_init_uint_value(bmcf->pool_max, 10);
+    ngx_conf_init_uint_value(bmcf->pool_queue, 128);
+    ngx_conf_init_msec_value(bmcf->connect_timeout, 5000);
+    ngx_conf_init_msec_value(bmcf->query_timeout, 10000);
+    ngx_conf_init_value(bmcf->jwt_leeway, 60);
+    ngx_conf_init_value(bmcf->stripe_tolerance, 300);
+
+    /* the deployment URL's connection_limit=N is the pool's maximum */
+    if (bmcf->url_pool_max != NGX_CONF_UNSET_UINT && bmcf->url_pool_max) {
+        bmcf->pool_max = bmcf->url_pool_max;
+    }
+
+    if (bmcf->pool_min > bmcf->pool_max) {
+        bmcf->pool_min = bmcf->pool_max;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static void *
+ngx_http_billing_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_billing_loc_conf_t  *blcf;
+
+    blcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_billing_loc_conf_t));
+    if (blcf == NULL) {
+        return NULL;
+    }
+
+    blcf->endpoint = NGX_CONF_UNSET_UINT;
+    blcf->cors_origins = NGX_CONF_UNSET_PTR;
+
+    return blcf;
+}
+
+
+static char *
+ngx_http_billing_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_billing_loc_conf_t *prev = parent;
+    ngx_http_billing_loc_conf_t *conf = child;
+
+    /* the endpoint belongs to its own location only */
+    ngx_conf_init_uint_value(conf->endpoint, NGX_HTTP_BILLING_EP_NONE);
+    ngx_conf_merge_ptr_value(conf->cors_origins, prev->cors_origins, NULL);
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_billing_preconfiguration(ngx_conf_t *cf)
+{
+    return ngx_http_billing_add_variables(cf);
+}
+
+
+static ngx_int_t
+ngx_http_billing_postconfiguration(ngx_conf_t *cf)
+{
+    ngx_str_t                      name;
+    ngx_http_handler_pt           *h;
+    ngx_http_core_main_conf_t     *cmcf;
+    ngx_http_billing_main_conf_t  *bmcf;
+
+    bmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_billing_module);
+
+    if (bmcf->metrics_zone == NULL) {
+        ngx_str_set(&name, "billing_metrics");
+
+        bmcf->metrics_zone = ngx_shared_memory_add(cf, &name,
+                                           NGX_HTTP_BILLING_METRICS_ZONE_SIZE,
+                                           &ngx_http_billing_module);
+        if (bmcf->metrics_zone == NULL) {
+            return NGX_ERROR;
+        }
+
+        bmcf->metrics_zone->init = ngx_http_billing_metrics_init_zone;
+    }
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_billing_log_handler;
+
+    return ngx_http_billing_init_filters(cf);
+}
+
+
+static ngx_int_t
+ngx_http_billing_init_process(ngx_cycle_t *cycle)
+{
+    ngx_http_billing_main_conf_t  *bmcf;
+
+    /* cache manager and loader processes serve no requests */
+    if (ngx_process != NGX_PROCESS_WORKER && ngx_process != NGX_PROCESS_SINGLE) {
+        return NGX_OK;
+    }
+
+    bmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_billing_module);
+    if (bmcf == NULL) {
+        return NGX_OK;
+    }
+
+    ngx_http_billing_metrics_attach(bmcf->metrics_zone);
+
+    if (bmcf->database_url.len == 0) {
+        return NGX_OK;
+    }
+
+    bmcf->pool = ngx_http_billing_pg_pool_create(cycle, &bmcf->database_url,
+                                                 bmcf->pool_min,
+                                                 bmcf->pool_max,
+                                                 bmcf->pool_queue,
+                                                 bmcf->connect_timeout,
+                                                 bmcf->query_timeout);
+    if (bmcf->pool == NULL) {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_billing_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_billing_main_conf_t  *bmcf;
+
+    bmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_billing_module);
+    if (bmcf == NULL) {
+        return;
+    }
+
+    if (bmcf->pool) {
+        ngx_http_billing_pg_pool_destroy(bmcf->pool);
+        bmcf->pool = NULL;
+    }
+
+    ngx_http_billing_metrics_worker_exit();
+}
+
+
+/* counts every answer of a billing location, also those nginx itself
+ * gave (413, 429, ...) before our content handler ran */
+static ngx_int_t
+ngx_http_billing_log_handler(ngx_http_request_t *r)
+{
+    ngx_msec_int_t                ms;
+    ngx_time_t                   *tp;
+    ngx_http_billing_loc_conf_t  *blcf;
+
+    blcf = ngx_http_get_module_loc_conf(r, ngx_http_billing_module);
+
+    if (blcf->endpoint == NGX_HTTP_BILLING_EP_NONE) {
+        return NGX_OK;
+    }
+
+    tp = ngx_timeofday();
+    ms = (ngx_msec_int_t) ((tp->sec - r->start_sec) * 1000
+                           + (tp->msec - r->start_msec));
+
+    ngx_http_billing_metrics_request(blcf->endpoint, r->headers_out.status,
+                                     (ngx_msec_t) ngx_max(ms, 0));
+
+    return NGX_OK;
+}
+
+
+/* directives */
+
+
+static char *
+ngx_http_billing(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_billing_loc_conf_t *blcf = conf;
+
+    ngx_str_t                 *value;
+    ngx_conf_enum_t           *e;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    if (blcf->endpoint != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    for (e = ngx_http_billing_endpoints; e->name.len; e++) {
+        if (e->name.len == value[1].len
+            && ngx_strncmp(e->name.data, value[1].data, value[1].len) == 0)
+        {
+            break;
+        }
+    }
+
+    if (e->name.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "unknown billing endpoint \"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    blcf->endpoint = e->value;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_billing_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+/* secrets do not linger in freed memory */
+static void
+ngx_http_billing_free_value(char *value, size_t len)
+{
+    ngx_explicit_memzero(value, len);
+    free(value);
+}
+
+
+/*
+ * Resolves a "env:NAME", "file:PATH" or literal value.  The value may be a
+ * secret: it is copied into the configuration pool and never logged.
+ */
+static char *
+ngx_http_billing_resolve(ngx_conf_t *cf, ngx_str_t *spec, ngx_str_t *out)
+{
+    char    *value, err[256];
+    size_t   len;
+
+    if (billing_value_resolve((const char *) spec->data, spec->len, &value,
+                              &len, err, sizeof(err))
+        != 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%s", err);
+        return NGX_CONF_ERROR;
+    }
+
+    out->data = ngx_pnalloc(cf->pool, len + 1);
+    if (out->data == NULL) {
+        ngx_http_billing_free_value(value, len);
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memcpy(out->data, value, len + 1);
+    out->len = len;
+
+    ngx_http_billing_free_value(value, len);
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_billing_database_url(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_billing_main_conf_t *bmcf = conf;
+
+    long        limit;
+    char       *url, err[256];
+    ngx_str_t  *value, resolved;
+
+    if (bmcf->database_url.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_http_billing_resolve(cf, &value[1], &resolved) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (billing_dburl_take_connection_limit((const char *) resolved.data,
+                                            resolved.len, &url, &limit,
+                                            err, sizeof(err))
+        != 0)
+    {
+        ngx_explicit_memzero(resolved.data, resolved.len);
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid billing_database_url: %s", err);
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_explicit_memzero(resolved.data, resolved.len);
+
+    bmcf->database_url.len = ngx_strlen(url);
+    bmcf->database_url.data = ngx_pnalloc(cf->pool, bmcf->database_url.len + 1);
+    if (bmcf->database_url.data == NULL) {
+        ngx_http_billing_free_value(url, bmcf->database_url.len);
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memcpy(bmcf->database_url.data, url, bmcf->database_url.len + 1);
+    ngx_http_billing_free_value(url, bmcf->database_url.len);
+
+    bmcf->url_pool_max = (ngx_uint_t) limit;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_billing_pool(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_billing_main_conf_t *bmcf = conf;
+
+    ngx_int_t    n;
+    ngx_str_t   *value, s;
+    ngx_uint_t   i, *field;
+
+    if (bmcf->pool_max != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "min=", 4) == 0) {
+            field = &bmcf->pool_min;
+            s.data = value[i].data + 4;
+            s.len = value[i].len - 4;
+
+        } else if (ngx_strncmp(value[i].data, "max=", 4) == 0) {
+            field = &bmcf->pool_max;
+            s.data = value[i].data + 4;
+            s.len = value[i].len - 4;
+
+        } else if (ngx_strncmp(value[i].data, "queue=", 6) == 0) {
+            field = &bmcf->pool_queue;
+            s.data = value[i].data + 6;
+            s.len = value[i].len - 6;
+
+        } else {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\"", &value[i]);
+            return NGX_CONF_ERROR;
+        }
+
+        n = ngx_atoi(s.data, s.len);
+        if (n == NGX_ERROR || n > 10000 || (field == &bmcf->pool_max && n == 0)) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid value \"%V\"", &value[i]);
+            return NGX_CONF_ERROR;
+        }
+
+        *field = (ngx_uint_t) n;
+    }
+
+    if (bmcf->pool_max == NGX_CONF_UNSET_UINT) {
+        bmcf->pool_max = 10;
+    }
+
+    if (bmcf->pool_min != NGX_CONF_UNSET_UINT
+        && bmcf->pool_min > bmcf->pool_max)
+    {
+        return "has min greater than max";
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_billing_db_timeouts(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_billing_main_conf_t *bmcf = conf;
+
+    ngx_str_t   *value, s;
+    ngx_msec_t   ms, *field;
+    ngx_uint_t   i;
+
+    value = cf->args->elts;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "connect=", 8) == 0) {
+            field = &bmcf->connect_timeout;
+            s.data = value[i].data + 8;
+            s.len = value[i].len - 8;
+
+        } else if (ngx_strncmp(value[i].data, "query=", 6) == 0) {
+            field = &bmcf->query_timeout;
+            s.data = value[i].data + 6;
+            s.len = value[i].len - 6;
+
+        } else {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\"", &value[i]);
+            return NGX_CONF_ERROR;
+        }
+
+        ms = ngx_parse_time(&s, 0);
+        if (ms == (ngx_msec_t) NGX_ERROR || ms == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid timeout \"%V\"", &value[i]);
+            return NGX_CONF_ERROR;
+        }
+
+        *field = ms;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_billing_metrics_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_billing_main_conf_t *bmcf = conf;
+
+    ssize_t     size;
+    ngx_str_t  *value;
+
+    if (bmcf->metrics_zone) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    size = ngx_parse_size(&value[2]);
+    if (size == NGX_ERROR || size < NGX_HTTP_BILLING_METRICS_ZONE_SIZE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid zone size \"%V\": at least %uzk",
+                           &value[2],
+                           (size_t) NGX_HTTP_BILLING_METRICS_ZONE_SIZE / 1024);
+        return NGX_CONF_ERROR;
+    }
+
+    bmcf->metrics_zone = ngx_shared_memory_add(cf, &value[1], size,
+                                               &ngx_http_billing_module);
+    if (bmcf->metrics_zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (bmcf->metrics_zone->data) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "duplicate zone \"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    bmcf->metrics_zone->init = ngx_http_billing_metrics_init_zone;
+
+    return NGX_CONF_OK;
+}
+
+
+static void
+ngx_http_billing_free_key(void *data)
+{
+    EVP_PKEY_free(data);
+}
+
+
+static char *
+ngx_http_billing_jwt_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_billing_main_conf_t *bmcf = conf;
+
+    char                err[256];
+    ngx_str_t          *value, pem;
+    ngx_pool_cleanup_t *cln;
+
+    if (bmcf->jwt_key) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_http_billing_resolve(cf, &value[1], &pem) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    bmcf->jwt_key = billing_pem_public_key((const char *) pem.data, pem.len,
+                                           err, sizeof(err));
+    if (bmcf->jwt_key == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid billing_jwt_key: %s", err);
+        return NGX_CONF_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    cln->handler = ngx_http_billing_free_key;
+    cln->data = bmcf->jwt_key;
+
+    return NGX_CONF_OK;
+}
+
+
+/* a value that may be a secret: "env:NAME", "file:PATH" or a literal */
+static char *
+ngx_http_billing_secret(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    char  *p = conf;
+
+    ngx_str_t  *field, *value;
+
+    field = (ngx_str_t *) (p + cmd->offset);
+
+    if (field->data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_http_billing_resolve(cf, &value[1], field) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (field->len == 0) {
+        return "is empty";
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_billing_secret_list(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    char  *p = conf;
+
+    ngx_str_t     *value, *s;
+    ngx_array_t  **a;
+
+    a = (ngx_array_t **) (p + cmd->offset);
+
+    if (*a == NULL) {
+        *a = ngx_array_create(cf->pool, 2, sizeof(ngx_str_t));
+        if (*a == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    s = ngx_array_push(*a);
+    if (s == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_http_billing_resolve(cf, &value[1], s) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (s->len == 0) {
+        return "is empty";
+    }
+
+    return NGX_CONF_OK;
+}

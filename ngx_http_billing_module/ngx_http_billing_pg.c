@@ -1,0 +1,924 @@
+
+/*
+ * ScholarLink Billing: non-blocking PostgreSQL connection pool.
+ *
+ * Every libpq call here is one of the asynchronous ones: PQconnectStartParams
+ * and PQconnectPoll to connect, PQsendQueryParams + PQflush to send,
+ * PQconsumeInput / PQisBusy / PQgetResult to read.  libpq's socket is wrapped
+ * in an nginx connection whose events are registered level-triggered: libpq
+ * does the I/O itself, so nginx's edge "ready" bookkeeping would never be
+ * reset and an edge could be lost; with level triggering epoll reports again
+ * whatever libpq left unread or unwritten.  The write event is registered
+ * only while libpq has something to write.
+ *
+ * A connection is given back to the pool only when it is idle and healthy;
+ * an idle connection keeps its read event armed, so a server that goes away
+ * is noticed at once and the connection is dropped, and the pool reconnects
+ * by itself (bounded by a back-off timer).
+ */
+
+
+#include "ngx_http_billing_module.h"
+
+
+typedef enum {
+    NGX_HTTP_BILLING_PG_CONNECTING = 0,
+    NGX_HTTP_BILLING_PG_IDLE,
+    NGX_HTTP_BILLING_PG_SENDING,
+    NGX_HTTP_BILLING_PG_READING
+} ngx_http_billing_pg_state_e;
+
+
+struct ngx_http_billing_pg_conn_s {
+    ngx_queue_t                   queue;        /* pool->idle or pool->active */
+    ngx_http_billing_pg_pool_t   *pool;
+    PGconn                       *pg;
+    ngx_connection_t             *c;
+    ngx_http_billing_pg_state_e   state;
+    ngx_http_billing_pg_op_t     *op;           /* NULL when idle or detached */
+    PGresult                     *res;          /* first result of the query */
+};
+
+
+struct ngx_http_billing_pg_pool_s {
+    ngx_log_t                    *log;
+    const char                   *keywords[8];
+    const char                   *values[8];
+
+    ngx_uint_t                    min;
+    ngx_uint_t                    max;
+    ngx_uint_t                    queue_max;
+    ngx_msec_t                    connect_timeout;
+    ngx_msec_t                    query_timeout;
+
+    ngx_queue_t                   idle;
+    ngx_queue_t                   active;       /* connecting or busy */
+    ngx_queue_t                   waiters;
+
+    ngx_uint_t                    nconns;
+    ngx_uint_t                    nidle;
+    ngx_uint_t                    nconnecting;
+    ngx_uint_t                    nwaiters;
+
+    ngx_event_t                   refill;       /* keeps "min" connections */
+    ngx_msec_t                    backoff;
+};
+
+
+#define NGX_HTTP_BILLING_PG_BACKOFF_MIN  250
+#define NGX_HTTP_BILLING_PG_BACKOFF_MAX  5000
+
+
+static ngx_int_t ngx_http_billing_pg_connect(ngx_http_billing_pg_pool_t *pool);
+static ngx_int_t ngx_http_billing_pg_wrap(ngx_http_billing_pg_conn_t *pc);
+static void ngx_http_billing_pg_unwrap(ngx_http_billing_pg_conn_t *pc,
+    ngx_uint_t fd_closed);
+static void ngx_http_billing_pg_close(ngx_http_billing_pg_conn_t *pc);
+static void ngx_http_billing_pg_want_write(ngx_http_billing_pg_conn_t *pc,
+    ngx_uint_t want);
+static void ngx_http_billing_pg_event(ngx_event_t *ev);
+static void ngx_http_billing_pg_connect_poll(ngx_http_billing_pg_conn_t *pc);
+static void ngx_http_billing_pg_send(ngx_http_billing_pg_conn_t *pc,
+    ngx_http_billing_pg_op_t *op);
+static void ngx_http_billing_pg_flush(ngx_http_billing_pg_conn_t *pc);
+static void ngx_http_billing_pg_read(ngx_http_billing_pg_conn_t *pc);
+static void ngx_http_billing_pg_idle_read(ngx_http_billing_pg_conn_t *pc);
+static void ngx_http_billing_pg_complete(ngx_http_billing_pg_conn_t *pc,
+    ngx_http_billing_pg_status_e status);
+static void ngx_http_billing_pg_release(ngx_http_billing_pg_conn_t *pc);
+static void ngx_http_billing_pg_finish_op(ngx_http_billing_pg_op_t *op,
+    ngx_http_billing_pg_status_e status, PGresult *res);
+static void ngx_http_billing_pg_fail_waiters(ngx_http_billing_pg_pool_t *pool);
+static void ngx_http_billing_pg_wait_timeout(ngx_event_t *ev);
+static void ngx_http_billing_pg_refill_handler(ngx_event_t *ev);
+static void ngx_http_billing_pg_schedule_refill(ngx_http_billing_pg_pool_t *pool);
+static void ngx_http_billing_pg_update_gauges(ngx_http_billing_pg_pool_t *pool);
+static void ngx_http_billing_pg_log_error(ngx_http_billing_pg_conn_t *pc,
+    const char *what);
+
+
+ngx_http_billing_pg_pool_t *
+ngx_http_billing_pg_pool_create(ngx_cycle_t *cycle, ngx_str_t *url,
+    ngx_uint_t min, ngx_uint_t max, ngx_uint_t queue,
+    ngx_msec_t connect_timeout, ngx_msec_t query_timeout)
+{
+    u_char                      *dsn, *options;
+    ngx_uint_t                   i;
+    ngx_http_billing_pg_pool_t  *pool;
+
+    pool = ngx_pcalloc(cycle->pool, sizeof(ngx_http_billing_pg_pool_t));
+    if (pool == NULL) {
+        return NULL;
+    }
+
+    dsn = ngx_pnalloc(cycle->pool, url->len + 1);
+    options = ngx_pnalloc(cycle->pool, NGX_INT_T_LEN + 64);
+    if (dsn == NULL || options == NULL) {
+        return NULL;
+    }
+
+    ngx_memcpy(dsn, url->data, url->len);
+    dsn[url->len] = '\0';
+
+    /* the server enforces the query timeout too, so a query we gave up on
+     * does not keep running and holding row locks */
+    ngx_sprintf(options, "-c statement_timeout=%M%Z", query_timeout);
+
+    /*
+     * Keywords after "dbname" override what the URL says.  GSS encryption
+     * is pinned off because its fallback replaces the socket under us.
+     */
+    i = 0;
+    pool->keywords[i] = "dbname";           pool->values[i++] = (char *) dsn;
+    pool->keywords[i] = "application_name"; pool->values[i++] = "ngx_billing";
+    pool->keywords[i] = "gssencmode";       pool->values[i++] = "disable";
+    pool->keywords[i] = "options";          pool->values[i++] = (char *) options;
+    pool->keywords[i] = NULL;               pool->values[i] = NULL;
+
+    pool->log = cycle->log;
+    pool->min = ngx_min(min, max);
+    pool->max = max;
+    pool->queue_max = queue;
+    pool->connect_timeout = connect_timeout;
+    pool->query_timeout = query_timeout;
+    pool->backoff = NGX_HTTP_BILLING_PG_BACKOFF_MIN;
+
+    ngx_queue_init(&pool->idle);
+    ngx_queue_init(&pool->active);
+    ngx_queue_init(&pool->waiters);
+
+    pool->refill.handler = ngx_http_billing_pg_refill_handler;
+    pool->refill.data = pool;
+    pool->refill.log = cycle->log;
+    pool->refill.cancelable = 1;
+
+    /* warm up in the event loop, never in init_process itself */
+    ngx_add_timer(&pool->refill, 1);
+
+    return pool;
+}
+
+
+void
+ngx_http_billing_pg_pool_destroy(ngx_http_billing_pg_pool_t *pool)
+{
+    ngx_queue_t                 *q;
+    ngx_http_billing_pg_conn_t  *pc;
+
+    if (pool->refill.timer_set) {
+        ngx_del_timer(&pool->refill);
+    }
+
+    while (!ngx_queue_empty(&pool->idle)) {
+        q = ngx_queue_head(&pool->idle);
+        pc = ngx_queue_data(q, ngx_http_billing_pg_conn_t, queue);
+        ngx_http_billing_pg_close(pc);
+    }
+
+    while (!ngx_queue_empty(&pool->active)) {
+        q = ngx_queue_head(&pool->active);
+        pc = ngx_queue_data(q, ngx_http_billing_pg_conn_t, queue);
+        pc->op = NULL;
+        ngx_http_billing_pg_close(pc);
+    }
+}
+
+
+ngx_int_t
+ngx_http_billing_pg_query(ngx_http_billing_pg_pool_t *pool,
+    ngx_http_billing_pg_op_t *op)
+{
+    ngx_queue_t                 *q;
+    ngx_http_billing_pg_conn_t  *pc;
+
+    op->pool = pool;
+    op->conn = NULL;
+    op->res = NULL;
+    op->waiting = 0;
+
+    if (!ngx_queue_empty(&pool->idle)) {
+        q = ngx_queue_head(&pool->idle);
+        ngx_queue_remove(q);
+        pool->nidle--;
+
+        pc = ngx_queue_data(q, ngx_http_billing_pg_conn_t, queue);
+        ngx_queue_insert_tail(&pool->active, q);
+
+        ngx_http_billing_pg_send(pc, op);
+        ngx_http_billing_pg_update_gauges(pool);
+        return NGX_OK;
+    }
+
+    if (pool->nwaiters >= pool->queue_max) {
+        ngx_http_billing_metrics_inc(NGX_HTTP_BILLING_M_DB_QUEUE_FULL, 1);
+        return NGX_BUSY;
+    }
+
+    /* a connection being made will take the first waiter */
+    if (pool->nconns < pool->max && pool->nconnecting <= pool->nwaiters) {
+        if (ngx_http_billing_pg_connect(pool) != NGX_OK
+            && pool->nconns == 0)
+        {
+            return NGX_DECLINED;
+        }
+    }
+
+    ngx_queue_insert_tail(&pool->waiters, &op->queue);
+    pool->nwaiters++;
+    op->waiting = 1;
+
+    ngx_memzero(&op->wait, sizeof(ngx_event_t));
+    op->wait.handler = ngx_http_billing_pg_wait_timeout;
+    op->wait.data = op;
+    op->wait.log = op->log;
+    ngx_add_timer(&op->wait, pool->connect_timeout + pool->query_timeout);
+
+    ngx_http_billing_pg_update_gauges(pool);
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_billing_pg_cancel(ngx_http_billing_pg_op_t *op)
+{
+    if (op->waiting) {
+        ngx_queue_remove(&op->queue);
+        op->pool->nwaiters--;
+        op->waiting = 0;
+
+        if (op->wait.timer_set) {
+            ngx_del_timer(&op->wait);
+        }
+
+        ngx_http_billing_pg_update_gauges(op->pool);
+    }
+
+    if (op->conn) {
+        /* the query finishes on the server; its result is discarded */
+        op->conn->op = NULL;
+        op->conn = NULL;
+    }
+
+    op->handler = NULL;
+}
+
+
+void
+ngx_http_billing_pg_stats(ngx_http_billing_pg_pool_t *pool,
+    ngx_http_billing_pg_stats_t *stats)
+{
+    stats->idle = pool->nidle;
+    stats->connecting = pool->nconnecting;
+    stats->busy = pool->nconns - pool->nidle - pool->nconnecting;
+    stats->waiters = pool->nwaiters;
+}
+
+
+static ngx_int_t
+ngx_http_billing_pg_connect(ngx_http_billing_pg_pool_t *pool)
+{
+    PGconn                      *pg;
+    ngx_http_billing_pg_conn_t  *pc;
+
+    /*
+     * PQconnectStartParams does not wait for the server; note that a host
+     * given by name is resolved here with getaddrinfo() (see
+     * docs/architecture.md: give "hostaddr" to avoid it).
+     */
+    pg = PQconnectStartParams(pool->keywords, pool->values, 1);
+
+    if (pg == NULL || PQstatus(pg) == CONNECTION_BAD) {
+        ngx_log_error(NGX_LOG_ERR, pool->log, 0,
+                      "billing: cannot start a database connection: %s",
+                      pg ? PQerrorMessage(pg) : "out of memory");
+        if (pg) {
+            PQfinish(pg);
+        }
+
+        ngx_http_billing_metrics_inc(NGX_HTTP_BILLING_M_DB_CONNECT_ERROR, 1);
+        ngx_http_billing_pg_schedule_refill(pool);
+        return NGX_ERROR;
+    }
+
+    if (PQsetnonblocking(pg, 1) != 0) {
+        PQfinish(pg);
+        return NGX_ERROR;
+    }
+
+    pc = ngx_calloc(sizeof(ngx_http_billing_pg_conn_t), pool->log);
+    if (pc == NULL) {
+        PQfinish(pg);
+        return NGX_ERROR;
+    }
+
+    pc->pool = pool;
+    pc->pg = pg;
+    pc->state = NGX_HTTP_BILLING_PG_CONNECTING;
+
+    ngx_queue_insert_tail(&pool->active, &pc->queue);
+    pool->nconns++;
+    pool->nconnecting++;
+
+    if (ngx_http_billing_pg_wrap(pc) != NGX_OK) {
+        ngx_http_billing_pg_close(pc);
+        return NGX_ERROR;
+    }
+
+    ngx_add_timer(pc->c->read, pool->connect_timeout);
+
+    /* libpq starts in "writing": wait for the TCP connect to complete */
+    ngx_http_billing_pg_want_write(pc, 1);
+    ngx_http_billing_pg_update_gauges(pool);
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_billing_pg_wrap(ngx_http_billing_pg_conn_t *pc)
+{
+    int                fd;
+    ngx_connection_t  *c;
+
+    fd = PQsocket(pc->pg);
+    if (fd == -1) {
+        return NGX_ERROR;
+    }
+
+    c = ngx_get_connection(fd, pc->pool->log);
+    if (c == NULL) {
+        return NGX_ERROR;
+    }
+
+    c->data = pc;
+    c->read->handler = ngx_http_billing_pg_event;
+    c->write->handler = ngx_http_billing_pg_event;
+    c->read->log = pc->pool->log;
+    c->write->log = pc->pool->log;
+    c->log = pc->pool->log;
+
+    pc->c = c;
+
+    if (ngx_add_event(c->read, NGX_READ_EVENT, NGX_LEVEL_EVENT) != NGX_OK) {
+        ngx_http_billing_pg_unwrap(pc, 0);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/* forgets the nginx side of the socket; libpq owns and closes the fd */
+static void
+ngx_http_billing_pg_unwrap(ngx_http_billing_pg_conn_t *pc,
+    ngx_uint_t fd_closed)
+{
+    ngx_connection_t  *c;
+
+    c = pc->c;
+    if (c == NULL) {
+        return;
+    }
+
+    if (c->read->timer_set) {
+        ngx_del_timer(c->read);
+    }
+
+    if (c->read->active || c->write->active) {
+        /* the kernel forgets a closed descriptor by itself */
+        ngx_del_conn(c, fd_closed ? NGX_CLOSE_EVENT : 0);
+    }
+
+    if (c->read->posted) {
+        ngx_delete_posted_event(c->read);
+    }
+
+    if (c->write->posted) {
+        ngx_delete_posted_event(c->write);
+    }
+
+    c->fd = (ngx_socket_t) -1;
+    ngx_free_connection(c);
+    pc->c = NULL;
+}
+
+
+static void
+ngx_http_billing_pg_close(ngx_http_billing_pg_conn_t *pc)
+{
+    ngx_http_billing_pg_op_t    *op;
+    ngx_http_billing_pg_pool_t  *pool;
+
+    pool = pc->pool;
+    op = pc->op;
+
+    if (pc->res) {
+        PQclear(pc->res);
+        pc->res = NULL;
+    }
+
+    ngx_http_billing_pg_unwrap(pc, 0);
+
+    if (pc->state == NGX_HTTP_BILLING_PG_IDLE) {
+        pool->nidle--;
+
+    } else if (pc->state == NGX_HTTP_BILLING_PG_CONNECTING) {
+        pool->nconnecting--;
+    }
+
+    ngx_queue_remove(&pc->queue);
+    pool->nconns--;
+
+    PQfinish(pc->pg);
+    ngx_free(pc);
+
+    if (pool->nconns < pool->min || pool->nwaiters) {
+        ngx_http_billing_pg_schedule_refill(pool);
+    }
+
+    ngx_http_billing_pg_update_gauges(pool);
+
+    /* last: the handler may start another query on this pool */
+    if (op) {
+        ngx_http_billing_pg_finish_op(op, NGX_HTTP_BILLING_PG_BROKEN, NULL);
+    }
+}
+
+
+static void
+ngx_http_billing_pg_want_write(ngx_http_billing_pg_conn_t *pc, ngx_uint_t want)
+{
+    ngx_event_t  *wev;
+
+    wev = pc->c->write;
+
+    if (want && !wev->active) {
+        (void) ngx_add_event(wev, NGX_WRITE_EVENT, NGX_LEVEL_EVENT);
+
+    } else if (!want && wev->active) {
+        (void) ngx_del_event(wev, NGX_WRITE_EVENT, 0);
+    }
+}
+
+
+static void
+ngx_http_billing_pg_event(ngx_event_t *ev)
+{
+    ngx_connection_t            *c;
+    ngx_http_billing_pg_op_t    *op;
+    ngx_http_billing_pg_conn_t  *pc;
+    ngx_http_billing_pg_pool_t  *pool;
+
+    c = ev->data;
+    pc = c->data;
+
+    if (ev->timedout) {
+        ev->timedout = 0;
+
+        if (pc->state == NGX_HTTP_BILLING_PG_CONNECTING) {
+            ngx_log_error(NGX_LOG_ERR, pc->pool->log, 0,
+                          "billing: database connect timed out");
+            ngx_http_billing_metrics_inc(NGX_HTTP_BILLING_M_DB_CONNECT_ERROR, 1);
+            pool = pc->pool;
+            ngx_http_billing_pg_close(pc);
+            ngx_http_billing_pg_fail_waiters(pool);
+            return;
+        }
+
+        /* nobody can tell what the server did with the query: drop it */
+        ngx_log_error(NGX_LOG_ERR, pc->pool->log, 0,
+                      "billing: database query timed out");
+        ngx_http_billing_metrics_inc(NGX_HTTP_BILLING_M_DB_TIMEOUT, 1);
+
+        op = pc->op;
+        pc->op = NULL;
+
+        ngx_http_billing_pg_close(pc);
+
+        if (op) {
+            ngx_http_billing_pg_finish_op(op, NGX_HTTP_BILLING_PG_TIMEOUT, NULL);
+        }
+
+        return;
+    }
+
+    switch (pc->state) {
+
+    case NGX_HTTP_BILLING_PG_CONNECTING:
+        ngx_http_billing_pg_connect_poll(pc);
+        break;
+
+    case NGX_HTTP_BILLING_PG_SENDING:
+        ngx_http_billing_pg_flush(pc);
+        break;
+
+    case NGX_HTTP_BILLING_PG_READING:
+        ngx_http_billing_pg_read(pc);
+        break;
+
+    case NGX_HTTP_BILLING_PG_IDLE:
+        ngx_http_billing_pg_idle_read(pc);
+        break;
+    }
+}
+
+
+static void
+ngx_http_billing_pg_connect_poll(ngx_http_billing_pg_conn_t *pc)
+{
+    ngx_msec_t                   timer;
+    PostgresPollingStatusType    rc;
+    ngx_http_billing_pg_pool_t  *pool;
+
+    pool = pc->pool;
+
+    rc = PQconnectPoll(pc->pg);
+
+    /* SSL fallback or a second address may replace the socket */
+    if (pc->c == NULL || PQsocket(pc->pg) != pc->c->fd) {
+        timer = pool->connect_timeout;
+        ngx_http_billing_pg_unwrap(pc, 1);
+
+        if (rc != PGRES_POLLING_FAILED) {
+            if (ngx_http_billing_pg_wrap(pc) != NGX_OK) {
+                rc = PGRES_POLLING_FAILED;
+
+            } else {
+                ngx_add_timer(pc->c->read, timer);
+            }
+        }
+    }
+
+    switch (rc) {
+
+    case PGRES_POLLING_WRITING:
+        ngx_http_billing_pg_want_write(pc, 1);
+        return;
+
+    case PGRES_POLLING_READING:
+        ngx_http_billing_pg_want_write(pc, 0);
+        return;
+
+    case PGRES_POLLING_OK:
+        break;
+
+    default: /* PGRES_POLLING_FAILED */
+        ngx_http_billing_pg_log_error(pc, "database connection failed");
+        ngx_http_billing_metrics_inc(NGX_HTTP_BILLING_M_DB_CONNECT_ERROR, 1);
+        ngx_http_billing_pg_close(pc);
+        ngx_http_billing_pg_fail_waiters(pool);
+        return;
+    }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, pool->log, 0,
+                   "billing: database connection %d ready", pc->c->fd);
+
+    if (pc->c->read->timer_set) {
+        ngx_del_timer(pc->c->read);
+    }
+
+    ngx_http_billing_pg_want_write(pc, 0);
+
+    pool->nconnecting--;
+    pool->backoff = NGX_HTTP_BILLING_PG_BACKOFF_MIN;
+    pc->state = NGX_HTTP_BILLING_PG_READING;     /* "busy" until released */
+
+    ngx_http_billing_pg_release(pc);
+}
+
+
+static void
+ngx_http_billing_pg_send(ngx_http_billing_pg_conn_t *pc,
+    ngx_http_billing_pg_op_t *op)
+{
+    pc->op = op;
+    op->conn = pc;
+    pc->state = NGX_HTTP_BILLING_PG_SENDING;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, op->log, 0,
+                   "billing: query on connection %d: \"%s\"", pc->c->fd,
+                   op->sql);
+
+    /* text parameters, text results, unnamed statement: one round trip */
+    if (!PQsendQueryParams(pc->pg, op->sql, op->nparams, NULL,
+                           op->values, NULL, NULL, 0))
+    {
+        ngx_http_billing_pg_log_error(pc, "cannot send query");
+        ngx_http_billing_metrics_inc(NGX_HTTP_BILLING_M_DB_QUERY_ERROR, 1);
+        ngx_http_billing_pg_close(pc);
+        return;
+    }
+
+    ngx_add_timer(pc->c->read, pc->pool->query_timeout);
+
+    ngx_http_billing_pg_flush(pc);
+}
+
+
+static void
+ngx_http_billing_pg_flush(ngx_http_billing_pg_conn_t *pc)
+{
+    switch (PQflush(pc->pg)) {
+
+    case 0:
+        ngx_http_billing_pg_want_write(pc, 0);
+        pc->state = NGX_HTTP_BILLING_PG_READING;
+        return;
+
+    case 1:
+        ngx_http_billing_pg_want_write(pc, 1);
+        return;
+
+    default:
+        ngx_http_billing_pg_log_error(pc, "cannot send query");
+        ngx_http_billing_pg_close(pc);
+        return;
+    }
+}
+
+
+static void
+ngx_http_billing_pg_read(ngx_http_billing_pg_conn_t *pc)
+{
+    PGresult  *res;
+
+    if (!PQconsumeInput(pc->pg)) {
+        ngx_http_billing_pg_log_error(pc, "database connection lost");
+        ngx_http_billing_metrics_inc(NGX_HTTP_BILLING_M_DB_QUERY_ERROR, 1);
+        ngx_http_billing_pg_close(pc);
+        return;
+    }
+
+    while (!PQisBusy(pc->pg)) {
+        res = PQgetResult(pc->pg);
+
+        if (res == NULL) {
+            ngx_http_billing_pg_complete(pc, NGX_HTTP_BILLING_PG_OK);
+            return;
+        }
+
+        /* one statement per query: keep the first result, drop the rest */
+        if (pc->res == NULL) {
+            pc->res = res;
+
+        } else {
+            PQclear(res);
+        }
+    }
+}
+
+
+static void
+ngx_http_billing_pg_idle_read(ngx_http_billing_pg_conn_t *pc)
+{
+    PGnotify  *n;
+
+    /* an idle connection has nothing to read unless the server is leaving */
+    if (!PQconsumeInput(pc->pg) || PQstatus(pc->pg) != CONNECTION_OK) {
+        ngx_log_error(NGX_LOG_WARN, pc->pool->log, 0,
+                      "billing: idle database connection closed by server");
+        ngx_http_billing_pg_close(pc);
+        return;
+    }
+
+    while ((n = PQnotifies(pc->pg)) != NULL) {
+        PQfreemem(n);
+    }
+}
+
+
+static void
+ngx_http_billing_pg_complete(ngx_http_billing_pg_conn_t *pc,
+    ngx_http_billing_pg_status_e status)
+{
+    PGresult                  *res;
+    ngx_http_billing_pg_op_t  *op;
+
+    if (pc->c->read->timer_set) {
+        ngx_del_timer(pc->c->read);
+    }
+
+    res = pc->res;
+    pc->res = NULL;
+
+    if (res == NULL) {
+        status = NGX_HTTP_BILLING_PG_SQL_ERROR;
+
+    } else {
+        switch (PQresultStatus(res)) {
+        case PGRES_TUPLES_OK:
+        case PGRES_COMMAND_OK:
+            break;
+
+        default:
+            status = NGX_HTTP_BILLING_PG_SQL_ERROR;
+            ngx_log_error(NGX_LOG_ERR, pc->pool->log, 0,
+                          "billing: query failed: %s",
+                          PQresultErrorMessage(res));
+            ngx_http_billing_metrics_inc(NGX_HTTP_BILLING_M_DB_QUERY_ERROR, 1);
+        }
+    }
+
+    op = pc->op;
+    pc->op = NULL;
+
+    /* hand the connection back first: the handler may start a new query */
+    ngx_http_billing_pg_release(pc);
+
+    if (op) {
+        ngx_http_billing_pg_finish_op(op, status, res);
+    }
+
+    if (res) {
+        PQclear(res);
+    }
+}
+
+
+/* a connection that finished a query or connected: next waiter or idle */
+static void
+ngx_http_billing_pg_release(ngx_http_billing_pg_conn_t *pc)
+{
+    ngx_queue_t                 *q;
+    ngx_http_billing_pg_op_t    *op;
+    ngx_http_billing_pg_pool_t  *pool;
+
+    pool = pc->pool;
+
+    if (PQstatus(pc->pg) != CONNECTION_OK
+        || PQtransactionStatus(pc->pg) != PQTRANS_IDLE)
+    {
+        ngx_http_billing_pg_close(pc);
+        return;
+    }
+
+    if (!ngx_queue_empty(&pool->waiters)) {
+        q = ngx_queue_head(&pool->waiters);
+        ngx_queue_remove(q);
+        pool->nwaiters--;
+
+        op = ngx_queue_data(q, ngx_http_billing_pg_op_t, queue);
+        op->waiting = 0;
+
+        if (op->wait.timer_set) {
+            ngx_del_timer(&op->wait);
+        }
+
+        ngx_http_billing_pg_send(pc, op);
+        ngx_http_billing_pg_update_gauges(pool);
+        return;
+    }
+
+    if (ngx_exiting || ngx_terminate || pool->nidle >= pool->max) {
+        ngx_http_billing_pg_close(pc);
+        return;
+    }
+
+    pc->state = NGX_HTTP_BILLING_PG_IDLE;
+    ngx_queue_remove(&pc->queue);
+    ngx_queue_insert_head(&pool->idle, &pc->queue);
+    pool->nidle++;
+
+    ngx_http_billing_pg_update_gauges(pool);
+}
+
+
+static void
+ngx_http_billing_pg_finish_op(ngx_http_billing_pg_op_t *op,
+    ngx_http_billing_pg_status_e status, PGresult *res)
+{
+    ngx_http_billing_pg_done_pt  handler;
+
+    op->conn = NULL;
+    op->status = status;
+    op->res = res;
+
+    handler = op->handler;
+    op->handler = NULL;
+
+    if (handler) {
+        handler(op);
+    }
+
+    op->res = NULL;
+}
+
+
+/* the database cannot be reached: do not keep callers waiting for it */
+static void
+ngx_http_billing_pg_fail_waiters(ngx_http_billing_pg_pool_t *pool)
+{
+    ngx_queue_t               *q;
+    ngx_http_billing_pg_op_t  *op;
+
+    if (pool->nconns > pool->nconnecting) {
+        return;     /* live connections will serve them */
+    }
+
+    while (pool->nwaiters > pool->nconnecting) {
+        q = ngx_queue_head(&pool->waiters);
+        ngx_queue_remove(q);
+        pool->nwaiters--;
+
+        op = ngx_queue_data(q, ngx_http_billing_pg_op_t, queue);
+        op->waiting = 0;
+
+        if (op->wait.timer_set) {
+            ngx_del_timer(&op->wait);
+        }
+
+        ngx_http_billing_pg_finish_op(op, NGX_HTTP_BILLING_PG_UNAVAILABLE,
+                                      NULL);
+    }
+
+    ngx_http_billing_pg_update_gauges(pool);
+}
+
+
+static void
+ngx_http_billing_pg_wait_timeout(ngx_event_t *ev)
+{
+    ngx_http_billing_pg_op_t  *op;
+
+    op = ev->data;
+
+    ngx_queue_remove(&op->queue);
+    op->pool->nwaiters--;
+    op->waiting = 0;
+
+    ngx_http_billing_metrics_inc(NGX_HTTP_BILLING_M_DB_TIMEOUT, 1);
+    ngx_http_billing_pg_update_gauges(op->pool);
+
+    ngx_http_billing_pg_finish_op(op, NGX_HTTP_BILLING_PG_TIMEOUT, NULL);
+}
+
+
+static void
+ngx_http_billing_pg_schedule_refill(ngx_http_billing_pg_pool_t *pool)
+{
+    if (pool->refill.timer_set || ngx_exiting || ngx_terminate) {
+        return;
+    }
+
+    ngx_add_timer(&pool->refill, pool->backoff);
+    pool->backoff = ngx_min(pool->backoff * 2, NGX_HTTP_BILLING_PG_BACKOFF_MAX);
+}
+
+
+static void
+ngx_http_billing_pg_refill_handler(ngx_event_t *ev)
+{
+    ngx_uint_t                   want;
+    ngx_http_billing_pg_pool_t  *pool;
+
+    pool = ev->data;
+
+    if (ngx_exiting || ngx_terminate) {
+        return;
+    }
+
+    want = ngx_max(pool->min, ngx_min(pool->nwaiters, pool->max));
+
+    while (pool->nconns < want) {
+        if (ngx_http_billing_pg_connect(pool) != NGX_OK) {
+            break;      /* connect() re-armed the timer with back-off */
+        }
+    }
+
+    ngx_http_billing_pg_update_gauges(pool);
+}
+
+
+static void
+ngx_http_billing_pg_update_gauges(ngx_http_billing_pg_pool_t *pool)
+{
+    ngx_http_billing_pg_stats_t  s;
+
+    ngx_http_billing_pg_stats(pool, &s);
+
+    ngx_http_billing_metrics_gauge(NGX_HTTP_BILLING_G_POOL_IDLE, s.idle);
+    ngx_http_billing_metrics_gauge(NGX_HTTP_BILLING_G_POOL_BUSY, s.busy);
+    ngx_http_billing_metrics_gauge(NGX_HTTP_BILLING_G_POOL_CONNECTING,
+                                   s.connecting);
+    ngx_http_billing_metrics_gauge(NGX_HTTP_BILLING_G_POOL_WAITERS, s.waiters);
+}
+
+
+static void
+ngx_http_billing_pg_log_error(ngx_http_billing_pg_conn_t *pc, const char *what)
+{
+    size_t   len;
+    char    *msg;
+
+    /* libpq's messages name host and user, never the password */
+    msg = PQerrorMessage(pc->pg);
+    len = ngx_strlen(msg);
+
+    while (len && (msg[len - 1] == '\n' || msg[len - 1] == ' ')) {
+        len--;
+    }
+
+    ngx_log_error(NGX_LOG_ERR, pc->pool->log, 0, "billing: %s: %*s",
+                  what, len, msg);
+}

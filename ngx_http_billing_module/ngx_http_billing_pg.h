@@ -1,0 +1,84 @@
+
+/*
+ * ScholarLink Billing: a per-worker, non-blocking PostgreSQL pool driven by
+ * nginx events (libpq's asynchronous API only).
+ */
+
+
+#ifndef _NGX_HTTP_BILLING_PG_H_INCLUDED_
+#define _NGX_HTTP_BILLING_PG_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_event.h>
+
+#include <libpq-fe.h>
+
+
+typedef struct ngx_http_billing_pg_pool_s  ngx_http_billing_pg_pool_t;
+typedef struct ngx_http_billing_pg_conn_s  ngx_http_billing_pg_conn_t;
+typedef struct ngx_http_billing_pg_op_s    ngx_http_billing_pg_op_t;
+
+typedef void (*ngx_http_billing_pg_done_pt)(ngx_http_billing_pg_op_t *op);
+
+
+/* op->status once the handler runs */
+typedef enum {
+    NGX_HTTP_BILLING_PG_OK = 0,          /* op->res holds the tuples */
+    NGX_HTTP_BILLING_PG_SQL_ERROR,       /* the server refused the query */
+    NGX_HTTP_BILLING_PG_UNAVAILABLE,     /* no connection could be made */
+    NGX_HTTP_BILLING_PG_TIMEOUT,         /* waited or ran too long */
+    NGX_HTTP_BILLING_PG_BROKEN           /* connection lost mid-query */
+} ngx_http_billing_pg_status_e;
+
+
+struct ngx_http_billing_pg_op_s {
+    /* filled by the caller */
+    const char                   *sql;
+    int                           nparams;
+    const char *const            *values;
+    ngx_http_billing_pg_done_pt   handler;
+    void                         *data;
+    ngx_log_t                    *log;
+
+    /* filled by the pool; op->res is cleared after the handler returns */
+    ngx_http_billing_pg_status_e  status;
+    PGresult                     *res;
+
+    ngx_http_billing_pg_pool_t   *pool;
+    ngx_http_billing_pg_conn_t   *conn;
+    ngx_queue_t                   queue;         /* in pool->waiters */
+    ngx_event_t                   wait;          /* waiting-for-a-connection timer */
+    unsigned                      waiting:1;
+};
+
+
+typedef struct {
+    ngx_uint_t                    idle;
+    ngx_uint_t                    busy;
+    ngx_uint_t                    connecting;
+    ngx_uint_t                    waiters;
+} ngx_http_billing_pg_stats_t;
+
+
+ngx_http_billing_pg_pool_t *ngx_http_billing_pg_pool_create(ngx_cycle_t *cycle,
+    ngx_str_t *url, ngx_uint_t min, ngx_uint_t max, ngx_uint_t queue,
+    ngx_msec_t connect_timeout, ngx_msec_t query_timeout);
+void ngx_http_billing_pg_pool_destroy(ngx_http_billing_pg_pool_t *pool);
+
+/*
+ * Runs op->sql on a pooled connection.  NGX_OK: op->handler will be called
+ * later (never from inside this call).  NGX_BUSY: the wait queue is full.
+ */
+ngx_int_t ngx_http_billing_pg_query(ngx_http_billing_pg_pool_t *pool,
+    ngx_http_billing_pg_op_t *op);
+
+/* detaches an op whose owner is going away; its handler is never called */
+void ngx_http_billing_pg_cancel(ngx_http_billing_pg_op_t *op);
+
+void ngx_http_billing_pg_stats(ngx_http_billing_pg_pool_t *pool,
+    ngx_http_billing_pg_stats_t *stats);
+
+
+#endif /* _NGX_HTTP_BILLING_PG_H_INCLUDED_ */

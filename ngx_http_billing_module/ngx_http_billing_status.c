@@ -1,0 +1,169 @@
+
+/*
+ * ScholarLink Billing: /health, /readyz and /metrics.
+ */
+
+
+#include "ngx_http_billing_module.h"
+
+
+static void ngx_http_billing_readyz_done(ngx_http_request_t *r,
+    ngx_http_billing_pg_op_t *op);
+static ngx_int_t ngx_http_billing_not_ready(ngx_http_request_t *r,
+    const char *database, const char *migrations);
+
+
+/* liveness: answers from memory, never touches the database */
+ngx_int_t
+ngx_http_billing_health_handler(ngx_http_request_t *r)
+{
+    static u_char  ok[] = "{\"status\":\"ok\"}";
+    ngx_int_t      rc;
+
+    rc = ngx_http_billing_method(r, NGX_HTTP_GET|NGX_HTTP_HEAD, "GET, HEAD");
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    return ngx_http_billing_send_json(r, NGX_HTTP_OK, ok, sizeof(ok) - 1);
+}
+
+
+ngx_int_t
+ngx_http_billing_readyz_handler(ngx_http_request_t *r)
+{
+    ngx_int_t  rc;
+
+    rc = ngx_http_billing_method(r, NGX_HTTP_GET|NGX_HTTP_HEAD, "GET, HEAD");
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    rc = ngx_http_billing_query(r,
+                                "SELECT status, code, body, meta "
+                                "FROM billing.api_readyz()",
+                                0, NULL, ngx_http_billing_readyz_done);
+
+    if (rc == NGX_DONE) {
+        return NGX_DONE;
+    }
+
+    /* no pool, or the pool refused at once: not ready either way */
+    return ngx_http_billing_not_ready(r, "unavailable", "unknown");
+}
+
+
+static void
+ngx_http_billing_readyz_done(ngx_http_request_t *r,
+    ngx_http_billing_pg_op_t *op)
+{
+    u_char                  *p, *last;
+    ngx_int_t                version, rc;
+    ngx_http_billing_row_t   row;
+
+    if (op->status == NGX_HTTP_BILLING_PG_SQL_ERROR) {
+        /* reachable, but the schema is missing or broken */
+        ngx_http_billing_finalize(r,
+                             ngx_http_billing_not_ready(r, "ok", "missing"));
+        return;
+    }
+
+    if (ngx_http_billing_api_row(r, op, &row) != NGX_OK) {
+        ngx_http_billing_finalize(r,
+                         ngx_http_billing_not_ready(r, "unavailable", "unknown"));
+        return;
+    }
+
+    /* body: {"schemaVersion":N} */
+    version = NGX_ERROR;
+    p = (u_char *) ngx_strstr(row.body.data, "\"schemaVersion\":");
+
+    if (p) {
+        p += sizeof("\"schemaVersion\":") - 1;
+        while (*p == ' ') {
+            p++;
+        }
+
+        last = p;
+        while (*last >= '0' && *last <= '9') {
+            last++;
+        }
+
+        version = ngx_atoi(p, last - p);
+    }
+
+    if (version == NGX_ERROR || version < NGX_HTTP_BILLING_SCHEMA_VERSION) {
+        rc = ngx_http_billing_not_ready(r, "ok", "outdated");
+
+    } else {
+        static u_char  ready[] = "{\"status\":\"ready\",\"checks\":"
+                                 "{\"database\":\"ok\",\"migrations\":\"ok\"}}";
+
+        rc = ngx_http_billing_send_json(r, NGX_HTTP_OK, ready,
+                                        sizeof(ready) - 1);
+    }
+
+    ngx_http_billing_finalize(r, rc);
+}
+
+
+static ngx_int_t
+ngx_http_billing_not_ready(ngx_http_request_t *r, const char *database,
+    const char *migrations)
+{
+    u_char  *p, *last;
+
+    p = ngx_pnalloc(r->pool, 128);
+    if (p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    last = ngx_snprintf(p, 128, "{\"status\":\"not_ready\",\"checks\":"
+                        "{\"database\":\"%s\",\"migrations\":\"%s\"}}",
+                        database, migrations);
+
+    return ngx_http_billing_send_json(r, NGX_HTTP_SERVICE_UNAVAILABLE, p,
+                                      last - p);
+}
+
+
+ngx_int_t
+ngx_http_billing_metrics_handler(ngx_http_request_t *r)
+{
+    size_t        len;
+    ngx_int_t     rc;
+    ngx_chain_t  *out;
+
+    rc = ngx_http_billing_method(r, NGX_HTTP_GET|NGX_HTTP_HEAD, "GET, HEAD");
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    out = ngx_http_billing_metrics_render(r->pool, &len);
+    if (out == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    r->headers_out.status = NGX_HTTP_OK;
+    r->headers_out.content_length_n = len;
+    ngx_str_set(&r->headers_out.content_type,
+                "text/plain; version=0.0.4; charset=utf-8");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+
+    if (r->method == NGX_HTTP_HEAD) {
+        r->header_only = 1;
+    }
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    return ngx_http_output_filter(r, out);
+}

@@ -1,0 +1,75 @@
+# shellcheck shell=bash
+# Sourced by ./build.sh test: one PostgreSQL for the whole run, keys for
+# tokens, then every suite.  Functions only; build.sh calls test_main.
+
+test_free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+test_setup() {
+    TEST_TMP=$(mktemp -d /tmp/billing-test.XXXXXX)
+    chmod 755 "$TEST_TMP"
+    export TEST_TMP
+
+    # removed at the end even when a suite fails
+    trap test_teardown EXIT
+
+    log "starting PostgreSQL for the test run"
+    "$ROOT/t/pgserver.sh" start "$TEST_TMP/pg" >/dev/null
+    # shellcheck disable=SC1091
+    . "$TEST_TMP/pg/env"
+
+    log "applying migrations"
+    "$ROOT/sql/migrate.sh" "$BILLING_TEST_ADMIN_URL" >/dev/null
+    "$ROOT/t/pgserver.sh" grant "$TEST_TMP/pg" >/dev/null
+
+    openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 \
+        -out "$TEST_TMP/jwt-private.pem" 2>/dev/null
+    openssl pkey -in "$TEST_TMP/jwt-private.pem" -pubout \
+        -out "$TEST_TMP/jwt-public.pem"
+    openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 \
+        -out "$TEST_TMP/other-private.pem" 2>/dev/null
+
+    export BILLING_TEST_JWT_PRIVATE_KEY_FILE="$TEST_TMP/jwt-private.pem"
+    export BILLING_TEST_OTHER_PRIVATE_KEY_FILE="$TEST_TMP/other-private.pem"
+    export TEST_NGINX_JWT_PUBLIC_KEY_FILE="$TEST_TMP/jwt-public.pem"
+    export TEST_NGINX_MODULE="${TEST_NGINX_MODULE:-$BUILD_DIR/$MODULE_NAME.so}"
+    export TEST_NGINX_BINARY="$NGINX_BIN"
+    export TEST_NGINX_SERVER_PORT="${TEST_NGINX_SERVER_PORT:-$(test_free_port)}"
+    export BILLING_ROOT="$ROOT"
+}
+
+test_teardown() {
+    if [ -n "${TEST_TMP:-}" ] && [ -d "$TEST_TMP" ]; then
+        "$ROOT/t/pgserver.sh" stop "$TEST_TMP/pg" >/dev/null 2>&1 || true
+        rm -rf "$TEST_TMP"
+    fi
+}
+
+test_main() {
+    local failed=0 suites=0
+
+    test_setup
+
+    run_suite() {
+        local name=$1
+        shift
+        suites=$((suites + 1))
+        log "suite: $name"
+        if ! "$@"; then
+            printf 'build.sh: suite "%s" FAILED\n' "$name" >&2
+            failed=$((failed + 1))
+        fi
+    }
+
+    run_suite "unit tests (pure core)" make -s -C "$ROOT/tests/unit" check
+    run_suite "nginx tests (t/*.t)" \
+        prove -I"$ROOT/t/lib" -j1 "$ROOT"/t/*.t
+    if [ -x "$ROOT/deployment/check.sh" ]; then
+        run_suite "deployment checks" \
+            env BILLING_MODULE_SO="$BUILD_DIR/$MODULE_NAME.so" "$ROOT/deployment/check.sh"
+    fi
+
+    printf '%d passed, %d failed\n' "$((suites - failed))" "$failed"
+    [ "$failed" -eq 0 ]
+}
