@@ -1,0 +1,83 @@
+/*
+ * libFuzzer: request body parsers.  The first byte selects how the
+ * Idempotency-Key header is supplied; the rest is the body.
+ */
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "billing_json.h"
+
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    billing_reconcile_req_t  r;
+    billing_hold_req_t       h;
+    billing_purchase_req_t   p;
+    char                     detail[256];
+    const char              *body, *hdr;
+    size_t                   len, hlen;
+
+    if (size == 0) {
+        return 0;
+    }
+
+    body = (const char *) data + 1;
+    len = size - 1;
+
+    /* 0: no header; 1: header "k-1"; 2: header = first 8 body bytes */
+    switch (data[0] % 3) {
+    case 0:
+        hdr = NULL;
+        hlen = 0;
+        break;
+    case 1:
+        hdr = "k-1";
+        hlen = 3;
+        break;
+    default:
+        hdr = body;
+        hlen = len < 8 ? len : 8;
+        break;
+    }
+
+    if (billing_parse_reconcile(body, len, hdr, hlen, &r, detail,
+                                sizeof(detail)) == BILLING_JSON_OK)
+    {
+        /* outputs are NUL-terminated and within their rules */
+        if (strlen(r.user_id) == 0 || strlen(r.model) == 0
+            || r.input_tokens < 0 || r.input_tokens > BILLING_TOKENS_MAX
+            || r.output_tokens < 0 || r.output_tokens > BILLING_TOKENS_MAX
+            || !billing_idempotency_key_valid(r.idempotency_key,
+                                              strlen(r.idempotency_key))
+            || (r.has_hold && !billing_uuid_valid(r.hold_id, 36)))
+        {
+            __builtin_trap();
+        }
+    }
+
+    if (billing_parse_hold(body, len, hdr, hlen, &h, detail, sizeof(detail))
+        == BILLING_JSON_OK)
+    {
+        if (h.amount_micros < 1 || h.amount_micros > BILLING_HOLD_AMOUNT_MAX
+            || h.ttl_seconds < 1 || h.ttl_seconds > 3600)
+        {
+            __builtin_trap();
+        }
+    }
+
+    if (billing_parse_purchase(body, len, &p, detail, sizeof(detail))
+        == BILLING_JSON_OK)
+    {
+        if (strlen(p.package_code) == 0 || strlen(p.package_code) > 64) {
+            __builtin_trap();
+        }
+    }
+
+    (void) billing_uuid_valid(body, len);
+    (void) billing_utf8_valid((const unsigned char *) body, len);
+
+    return 0;
+}
