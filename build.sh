@@ -5,6 +5,7 @@
 #   ./build.sh build    build the dynamic module with Debian's own recipe
 #   ./build.sh run      deps + build + local PostgreSQL + nginx on 127.0.0.1
 #   ./build.sh stop     stop what "run" started
+#   ./build.sh fund U [PACKAGE]  local only: pay a purchase for user U
 #   ./build.sh test     deps + build + the whole test suite
 #   ./build.sh fuzz     longer fuzzing of the pure core (FUZZ_SECONDS, default 300)
 
@@ -12,7 +13,6 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 BUILD_DIR="$ROOT/build"
-RUN_DIR="$ROOT/.run"
 NGINX_SRC=/usr/share/nginx/src
 NGINX_BIN=/usr/sbin/nginx
 MODULE_NAME=ngx_http_billing_module
@@ -131,6 +131,12 @@ cmd_stop() {
     stop_main "$@"
 }
 
+cmd_fund() {
+    # shellcheck source=conf/run.sh
+    . "$ROOT/conf/run.sh"
+    fund_main "$@"
+}
+
 cmd_fuzz() {
     cmd_deps
     make -C "$ROOT/fuzz" run SECONDS="${FUZZ_SECONDS:-300}"
@@ -145,9 +151,10 @@ main() {
         build-asan) cmd_deps; cmd_build_asan ;;
         run) cmd_run "$@" ;;
         stop) cmd_stop "$@" ;;
+        fund) cmd_fund "$@" ;;
         test) cmd_test "$@" ;;
         fuzz) cmd_fuzz ;;
-        *) sed -n '2,10s/^# \{0,1\}//p' "$0"; [ -z "$cmd" ] || exit 2 ;;
+        *) sed -n '2,11s/^# \{0,1\}//p' "$0"; [ -z "$cmd" ] || exit 2 ;;
     esac
 }
 
