@@ -473,8 +473,8 @@ ngx_http_billing_holds_handler(ngx_http_request_t *r)
     ngx_http_billing_ctx_t  *ctx;
 
     if (ngx_http_billing_path_id(r, &path) != NGX_OK) {
-        return ngx_http_billing_problem(r, NGX_HTTP_NOT_FOUND, "not_found",
-                                        "no such resource", 16);
+        return ngx_http_billing_problem_s(r, NGX_HTTP_NOT_FOUND, "not_found",
+                                        "no such resource");
     }
 
     if (path.len == 0) {
@@ -509,8 +509,8 @@ ngx_http_billing_holds_handler(ngx_http_request_t *r)
     if (billing_uuid_normalize((const char *) path.data, path.len,
                                (char *) id) != 0)
     {
-        return ngx_http_billing_problem(r, NGX_HTTP_NOT_FOUND, "not_found",
-                                        "no such hold", 12);
+        return ngx_http_billing_problem_s(r, NGX_HTTP_NOT_FOUND, "not_found",
+                                        "no such hold");
     }
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_billing_module);

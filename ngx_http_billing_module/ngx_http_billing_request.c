@@ -115,9 +115,9 @@ ngx_http_billing_method(ngx_http_request_t *r, ngx_uint_t allowed,
     h->value.data = (u_char *) allow;
     h->value.len = ngx_strlen(allow);
 
-    return ngx_http_billing_problem(r, NGX_HTTP_NOT_ALLOWED,
-                                    "method_not_allowed",
-                                    "this method is not allowed here", 31);
+    return ngx_http_billing_problem_s(r, NGX_HTTP_NOT_ALLOWED,
+                                      "method_not_allowed",
+                                      "this method is not allowed here");
 }
 
 
@@ -332,18 +332,17 @@ ngx_http_billing_read_json_body(ngx_http_request_t *r,
     ngx_int_t  rc;
 
     if (!ngx_http_billing_is_json(r)) {
-        return ngx_http_billing_problem(r, NGX_HTTP_UNSUPPORTED_MEDIA_TYPE,
-                                        "unsupported_media_type",
-                                        "send the body as application/json",
-                                        33);
+        return ngx_http_billing_problem_s(r, NGX_HTTP_UNSUPPORTED_MEDIA_TYPE,
+                                          "unsupported_media_type",
+                                          "send the body as application/json");
     }
 
     rc = ngx_http_read_client_request_body(r, post_handler);
 
     if (rc == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE) {
-        return ngx_http_billing_problem(r, rc, "payload_too_large",
+        return ngx_http_billing_problem_s(r, rc, "payload_too_large",
                                         "the request body is larger than "
-                                        "allowed", 39);
+                                        "allowed");
     }
 
     if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
@@ -431,9 +430,9 @@ ngx_http_billing_query(ngx_http_request_t *r, const char *sql, int nparams,
     }
 
     if (bmcf->pool == NULL) {
-        return ngx_http_billing_problem(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                        "database_unavailable",
-                                        "no database is configured", 25);
+        return ngx_http_billing_problem_s(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                          "database_unavailable",
+                                          "no database is configured");
     }
 
     if (!ctx->cleanup) {
@@ -461,16 +460,16 @@ ngx_http_billing_query(ngx_http_request_t *r, const char *sql, int nparams,
     rc = ngx_http_billing_pg_query(bmcf->pool, op);
 
     if (rc == NGX_BUSY) {
-        return ngx_http_billing_problem(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                        "database_busy",
-                                        "too many requests are waiting for "
-                                        "the database; retry later", 58);
+        return ngx_http_billing_problem_s(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                          "database_busy",
+                                          "too many requests are waiting for "
+                                          "the database; retry later");
     }
 
     if (rc != NGX_OK) {
-        return ngx_http_billing_problem(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                        "database_unavailable",
-                                        "the database cannot be reached", 30);
+        return ngx_http_billing_problem_s(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                          "database_unavailable",
+                                          "the database cannot be reached");
     }
 
     r->main->count++;
@@ -526,21 +525,20 @@ ngx_http_billing_db_failure(ngx_http_request_t *r, ngx_http_billing_pg_op_t *op)
     switch (op->status) {
 
     case NGX_HTTP_BILLING_PG_TIMEOUT:
-        return ngx_http_billing_problem(r, NGX_HTTP_GATEWAY_TIME_OUT,
-                                        "database_timeout",
-                                        "the database did not answer in "
-                                        "time", 35);
+        return ngx_http_billing_problem_s(r, NGX_HTTP_GATEWAY_TIME_OUT,
+                                          "database_timeout",
+                                          "the database did not answer in "
+                                          "time");
 
     case NGX_HTTP_BILLING_PG_SQL_ERROR:
-        return ngx_http_billing_problem(r, NGX_HTTP_INTERNAL_SERVER_ERROR,
-                                        "database_error",
-                                        "the database refused the request",
-                                        32);
+        return ngx_http_billing_problem_s(r, NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                          "database_error",
+                                          "the database refused the request");
 
     default:
-        return ngx_http_billing_problem(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                        "database_unavailable",
-                                        "the database cannot be reached", 30);
+        return ngx_http_billing_problem_s(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                          "database_unavailable",
+                                          "the database cannot be reached");
     }
 }
 
@@ -722,14 +720,15 @@ ngx_http_billing_preflight(ngx_http_request_t *r)
     origin = ngx_http_billing_allowed_origin(r);
 
     if (origin) {
-        if (ngx_http_billing_add_header(r, "Access-Control-Allow-Methods",
-                                        (u_char *) "GET, POST, DELETE, OPTIONS",
-                                        26) != NGX_OK
-            || ngx_http_billing_add_header(r, "Access-Control-Allow-Headers",
-                                  (u_char *) "Authorization, Content-Type, "
-                                  "Idempotency-Key", 45) != NGX_OK
-            || ngx_http_billing_add_header(r, "Access-Control-Max-Age",
-                                           (u_char *) "600", 3) != NGX_OK)
+        if (ngx_http_billing_add_response_header(r,
+                                    "Access-Control-Allow-Methods",
+                                    "GET, POST, DELETE, OPTIONS") != NGX_OK
+            || ngx_http_billing_add_response_header(r,
+                                    "Access-Control-Allow-Headers",
+                                    "Authorization, Content-Type, "
+                                    "Idempotency-Key") != NGX_OK
+            || ngx_http_billing_add_response_header(r, "Access-Control-Max-Age",
+                                                    "600") != NGX_OK)
         {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
@@ -775,9 +774,9 @@ ngx_http_billing_header_filter(ngx_http_request_t *r)
     if (origin) {
         if (ngx_http_billing_add_header(r, "Access-Control-Allow-Origin",
                                         origin->data, origin->len) != NGX_OK
-            || ngx_http_billing_add_header(r, "Access-Control-Expose-Headers",
-                                  (u_char *) "Idempotent-Replayed", 19)
-               != NGX_OK)
+            || ngx_http_billing_add_response_header(r,
+                                    "Access-Control-Expose-Headers",
+                                    "Idempotent-Replayed") != NGX_OK)
         {
             return NGX_ERROR;
         }
