@@ -112,6 +112,7 @@ test_perl5lib() {
 cmd_test() {
     cmd_deps
     cmd_build
+    cmd_build_asan
     # shellcheck source=t/test-env.sh
     . "$ROOT/t/test-env.sh"
     test_main "$@"

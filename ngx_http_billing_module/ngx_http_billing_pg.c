@@ -797,11 +797,10 @@ ngx_http_billing_pg_finish_op(ngx_http_billing_pg_op_t *op,
     handler = op->handler;
     op->handler = NULL;
 
+    /* the handler may free the op with its request: do not touch it after */
     if (handler) {
         handler(op);
     }
-
-    op->res = NULL;
 }
 
 

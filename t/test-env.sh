@@ -46,6 +46,47 @@ test_teardown() {
     fi
 }
 
+# nginx with the sanitizer runtimes preloaded: Debian's nginx is not built
+# with them, the -asan module is. Only nginx gets them, not perl or psql.
+test_asan_wrapper() {
+    local wrapper="$TEST_TMP/nginx-asan"
+    mkdir -p "$TEST_TMP/asan"
+    cat > "$wrapper" <<WRAPPER
+#!/bin/sh
+export LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)"
+export ASAN_OPTIONS="detect_leaks=0:log_path=$TEST_TMP/asan/asan"
+export UBSAN_OPTIONS="print_stacktrace=1:log_path=$TEST_TMP/asan/ubsan"
+exec $NGINX_BIN "\$@"
+WRAPPER
+    chmod +x "$wrapper"
+    echo "$wrapper"
+}
+
+# the whole suite again against the -asan module; any report fails it
+test_asan_suite() {
+    local wrapper
+    wrapper=$(test_asan_wrapper)
+    TEST_NGINX_BINARY="$wrapper" \
+    TEST_NGINX_MODULE="$BUILD_DIR/$MODULE_NAME-asan.so" \
+        prove -I"$ROOT/t/lib" -j1 "$ROOT"/t/0[1-9]*.t || return 1
+    if compgen -G "$TEST_TMP/asan/*" >/dev/null; then
+        echo "sanitizer reports:" >&2
+        head -n 40 "$TEST_TMP"/asan/* >&2
+        return 1
+    fi
+}
+
+# every libFuzzer harness for a bounded time; a crash fails the suite
+test_fuzz_suite() {
+    local log="$TEST_TMP/fuzz.log"
+    if ! make -s -C "$ROOT/fuzz" run SECONDS="${FUZZ_SECONDS:-15}" >"$log" 2>&1; then
+        tail -n 60 "$log" >&2
+        return 1
+    fi
+    grep -E '^== |stat::number_of_executed_units' "$log" | paste - - \
+        | awk '{ printf "  %-12s %10s runs, no crash\n", $2, $NF }'
+}
+
 test_main() {
     local failed=0 suites=0
 
@@ -65,6 +106,8 @@ test_main() {
     run_suite "unit tests (pure core)" make -s -C "$ROOT/tests/unit" check
     run_suite "nginx tests (t/*.t)" \
         prove -I"$ROOT/t/lib" -j1 "$ROOT"/t/*.t
+    run_suite "nginx tests under ASan/UBSan" test_asan_suite
+    run_suite "fuzzing (bounded)" test_fuzz_suite
     if [ -x "$ROOT/deployment/check.sh" ]; then
         run_suite "deployment checks" \
             env BILLING_MODULE_SO="$BUILD_DIR/$MODULE_NAME.so" "$ROOT/deployment/check.sh"
