@@ -195,6 +195,7 @@ ngx_http_billing_pg_query(ngx_http_billing_pg_pool_t *pool,
     op->conn = NULL;
     op->res = NULL;
     op->waiting = 0;
+    op->sent = 0;
 
     if (!ngx_queue_empty(&pool->idle)) {
         q = ngx_queue_head(&pool->idle);
@@ -609,6 +610,9 @@ ngx_http_billing_pg_send(ngx_http_billing_pg_conn_t *pc,
         ngx_http_billing_pg_close(pc);
         return;
     }
+
+    /* from here on a lost connection leaves the outcome unknown */
+    op->sent = 1;
 
     ngx_add_timer(pc->c->read, pc->pool->query_timeout);
 

@@ -51,6 +51,7 @@ struct ngx_http_billing_pg_op_s {
     ngx_queue_t                   queue;         /* in pool->waiters */
     ngx_event_t                   wait;          /* waiting-for-a-connection timer */
     unsigned                      waiting:1;
+    unsigned                      sent:1;        /* the server may have run it */
 };
 
 

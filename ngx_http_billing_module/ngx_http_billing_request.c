@@ -518,28 +518,45 @@ ngx_http_billing_finalize(ngx_http_request_t *r, ngx_int_t rc)
 }
 
 
-/* the database could not answer: nothing was written, the client may retry */
+/*
+ * The database did not answer.  If the query never reached the server,
+ * nothing was written.  If the connection was lost or timed out after it
+ * was sent, the transaction may or may not have committed: no one can know
+ * here, so say so; a retry with the same idempotency key tells (a replay
+ * if it had committed, the write now if not).
+ */
 ngx_int_t
 ngx_http_billing_db_failure(ngx_http_request_t *r, ngx_http_billing_pg_op_t *op)
 {
-    switch (op->status) {
-
-    case NGX_HTTP_BILLING_PG_TIMEOUT:
-        return ngx_http_billing_problem_s(r, NGX_HTTP_GATEWAY_TIME_OUT,
-                                          "database_timeout",
-                                          "the database did not answer in "
-                                          "time");
-
-    case NGX_HTTP_BILLING_PG_SQL_ERROR:
+    if (op->status == NGX_HTTP_BILLING_PG_SQL_ERROR) {
         return ngx_http_billing_problem_s(r, NGX_HTTP_INTERNAL_SERVER_ERROR,
                                           "database_error",
-                                          "the database refused the request");
-
-    default:
-        return ngx_http_billing_problem_s(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                          "database_unavailable",
-                                          "the database cannot be reached");
+                                          "the database refused the request; "
+                                          "nothing was written");
     }
+
+    if (op->sent) {
+        return ngx_http_billing_problem_s(r,
+                          op->status == NGX_HTTP_BILLING_PG_TIMEOUT
+                          ? NGX_HTTP_GATEWAY_TIME_OUT
+                          : NGX_HTTP_SERVICE_UNAVAILABLE,
+                          "database_outcome_unknown",
+                          "the database connection was lost after the "
+                          "request was sent; retry with the same "
+                          "idempotency key to learn the outcome");
+    }
+
+    if (op->status == NGX_HTTP_BILLING_PG_TIMEOUT) {
+        return ngx_http_billing_problem_s(r, NGX_HTTP_GATEWAY_TIME_OUT,
+                                          "database_timeout",
+                                          "no database connection became "
+                                          "free in time; nothing was written");
+    }
+
+    return ngx_http_billing_problem_s(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                      "database_unavailable",
+                                      "the database cannot be reached; "
+                                      "nothing was written");
 }
 
 
