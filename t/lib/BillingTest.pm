@@ -560,3 +560,329 @@ END {
 }
 
 1;
+
+# ================================================================ appended:
+# helpers for 050-concurrency, 060-chaos and 070-model-check (the subs above
+# are unchanged).
+#
+#   unique_id($prefix)            -> "$prefix-<time>-<pid>-<n>", unique per run
+#   billing_http_conf(port => P, pool => 'min=2 max=10', webhook => 0|1,
+#                     timeouts => 'connect=2s query=8s', extra => '')
+#                                 -> http-level config with every endpoint
+#   start_billing_nginx($name, %opts) -> ($prefix, $webhook_enabled): as
+#       start_nginx with billing_http_conf(%opts); with webhook => 1 it
+#       falls back to a config without `billing webhook;` when this build
+#       does not know the endpoint or the secret directive yet
+#   wait_http_status($port, $path, $want, $timeout) -> 1 when seen in time
+#   json_decode($text)            -> ref, or undef when not JSON
+#   reconcile_req($svc, \%body), hold_req($svc, \%body),
+#   hold_release_req($svc, $id), user_get($token, $path) -> request hashrefs
+#   webhook_req($secret, $payload) -> signed POST /webhooks/stripe request
+#   http_webhook_works($port, $secret) -> 1 when a signed ignorable event is
+#                                    answered 200 {"received": true}
+#   stripe_event_sql($payload)    -> meta of billing.api_stripe_event()
+#   purchase_insert($user, $micros [, $cents]) -> id of a pending purchase
+#   fund_purchase($user, $micros) -> purchase id, credited like fund_user
+#   payment_event(%o)             -> Stripe event JSON text (type, id,
+#                                    purchase, pi, session) for the 3 paying types
+#   refund_event(%o)              -> charge.refunded JSON (id, pi, amount, refunded)
+#   parallel_requests_multi(\@reqs, $concurrency, $timeout): like
+#       parallel_requests, but every request names its own `port`
+#   parse_metrics($text)          -> { 'name{labels}' => value }
+#   promtool_check($text)         -> () without promtool, else ($ok, $output)
+#   instance_pg_ports($name)      -> local ports of the TCP connections the
+#                                    instance's processes hold to PostgreSQL
+#   pg_port()                     -> the database port (from the URL)
+
+push @EXPORT, qw(
+    unique_id billing_http_conf start_billing_nginx wait_http_status json_decode
+    reconcile_req hold_req hold_release_req user_get
+    webhook_req http_webhook_works stripe_event_sql purchase_insert fund_purchase
+    payment_event refund_event
+    parallel_requests_multi parse_metrics promtool_check instance_pg_ports pg_port
+);
+
+my $UniqueN = 0;
+sub unique_id {
+    my ($prefix) = @_;
+    $UniqueN++;
+    return sprintf '%s-%d-%d-%d-%s', $prefix // 'id', int(time), $$, $UniqueN, _rand_hex(3);
+}
+
+sub billing_http_conf {
+    my %o = @_;
+    my $port = $o{port} or croak 'billing_http_conf: port';
+    my $pool = $o{pool} // 'min=2 max=10';
+    my $timeouts = $o{timeouts} // 'connect=2s query=8s';
+    my $wh_main = $o{webhook} ? "    billing_stripe_webhook_secret whsec_test;\n" : '';
+    my $wh_loc = $o{webhook}
+        ? "        location = /webhooks/stripe { client_max_body_size 1m; billing webhook; }\n" : '';
+    my $extra = $o{extra} // '';
+    return <<"CONF";
+    billing_database_url $ENV{TEST_NGINX_DATABASE_URL};
+    billing_pool $pool;
+    billing_db_timeouts $timeouts;
+    billing_jwt_key file:$ENV{TEST_NGINX_JWT_PUBLIC_KEY_FILE};
+    billing_jwt_issuer $ISS;
+    billing_jwt_audience $AUD;
+$wh_main$extra
+    server {
+        listen 127.0.0.1:$port;
+        location = /health { billing health; }
+        location = /readyz { billing readyz; }
+        location = /metrics { billing metrics; }
+        location = /api/balance { billing balance; }
+        location = /api/ledger { billing ledger; }
+        location = /api/usage/reconcile { billing reconcile; }
+        location /api/usage/holds { billing holds; }
+$wh_loc    }
+CONF
+}
+
+sub start_billing_nginx {
+    my ($name, %o) = @_;
+    my %start = (main_config => "load_module $ENV{TEST_NGINX_MODULE};",
+                 workers => $o{workers} // 2);
+    my $want_wh = $o{webhook};
+    my $prefix = eval { start_nginx($name, billing_http_conf(%o), %start) };
+    if (!$prefix && $want_wh
+        && $@ =~ /unknown billing endpoint|unknown directive "billing_stripe_webhook/) {
+        $prefix = start_nginx($name, billing_http_conf(%o, webhook => 0), %start);
+        return ($prefix, 0);
+    }
+    die $@ unless $prefix;
+    return ($prefix, $want_wh ? 1 : 0);
+}
+
+sub wait_http_status {
+    my ($port, $path, $want, $timeout) = @_;
+    my $end = time + ($timeout // 10);
+    while (time < $end) {
+        my ($s) = http_request($port, { method => 'GET', path => $path }, 5);
+        return 1 if $s == $want;
+        sleep 0.1;
+    }
+    return 0;
+}
+
+sub json_decode {
+    my ($t) = @_;
+    return undef unless defined $t && length $t;
+    my $r = eval { JSON::PP->new->decode($t) };
+    return $r;
+}
+
+my $JsonC = JSON::PP->new->canonical;
+
+sub reconcile_req {
+    my ($svc, $body) = @_;
+    return { method => 'POST', path => '/api/usage/reconcile',
+             headers => [Authorization => "Bearer $svc", 'Content-Type' => 'application/json'],
+             body => ref $body ? $JsonC->encode($body) : $body };
+}
+
+sub hold_req {
+    my ($svc, $body) = @_;
+    return { method => 'POST', path => '/api/usage/holds',
+             headers => [Authorization => "Bearer $svc", 'Content-Type' => 'application/json'],
+             body => ref $body ? $JsonC->encode($body) : $body };
+}
+
+sub hold_release_req {
+    my ($svc, $id) = @_;
+    return { method => 'DELETE', path => "/api/usage/holds/$id",
+             headers => [Authorization => "Bearer $svc"] };
+}
+
+sub user_get {
+    my ($tok, $path) = @_;
+    return { method => 'GET', path => $path, headers => [Authorization => "Bearer $tok"] };
+}
+
+sub webhook_req {
+    my ($secret, $payload) = @_;
+    return { method => 'POST', path => '/webhooks/stripe',
+             headers => ['Content-Type' => 'application/json',
+                         'Stripe-Signature' => stripe_signature($secret, $payload)],
+             body => $payload };
+}
+
+sub http_webhook_works {
+    my ($port, $secret) = @_;
+    my $payload = $JsonC->encode({ id => unique_id('evt_probe'), object => 'event',
+                                   type => 'billing.test.probe',
+                                   data => { object => { id => 'x', object => 'probe' } } });
+    my ($s, $h, $b) = http_request($port, webhook_req($secret, $payload), 10);
+    return ($s == 200 && $b =~ /"received"\s*:\s*true/) ? 1 : 0;
+}
+
+sub stripe_event_sql {
+    my ($payload) = @_;
+    my $out = psql_admin('SELECT (billing.api_stripe_event(' . sql_quote($payload) . '::jsonb)).meta');
+    chomp $out;
+    return $out;
+}
+
+sub purchase_insert {
+    my ($user, $micros, $cents) = @_;
+    $cents //= 5000;
+    my $id = psql_admin('INSERT INTO billing.purchases (user_id, package_code, amount_cents, credits_micros) '
+                        . 'VALUES (' . sql_quote($user) . ", 'pro', $cents, $micros) RETURNING id");
+    ($id) = $id =~ /([0-9a-f-]{36})/ or croak "purchase_insert($user): $id";
+    return $id;
+}
+
+sub payment_event {
+    my %o = @_;
+    my $pid = $o{purchase} or croak 'payment_event: purchase';
+    my $pi = $o{pi} // "pi_$pid";
+    my $type = $o{type} // 'payment_intent.succeeded';
+    my $obj;
+    if ($type eq 'payment_intent.succeeded') {
+        $obj = { id => $pi, object => 'payment_intent', status => 'succeeded',
+                 metadata => { purchase_id => $pid } };
+    } else {
+        $obj = { id => $o{session} // "cs_$pid", object => 'checkout.session',
+                 payment_status => 'paid', payment_intent => $pi,
+                 client_reference_id => $pid, metadata => { purchase_id => $pid } };
+    }
+    return $JsonC->encode({ id => $o{id} // unique_id('evt'), object => 'event', type => $type,
+                            data => { object => $obj } });
+}
+
+sub refund_event {
+    my %o = @_;
+    return $JsonC->encode({ id => $o{id} // unique_id('evt_ref'), object => 'event',
+                            type => 'charge.refunded',
+                            data => { object => { id => $o{charge} // unique_id('ch'),
+                                                  object => 'charge', payment_intent => $o{pi},
+                                                  amount => $o{amount} + 0,
+                                                  amount_refunded => $o{refunded} + 0 } } });
+}
+
+sub fund_purchase {
+    my ($user, $micros) = @_;
+    my $pid = purchase_insert($user, $micros);
+    my $meta = stripe_event_sql(payment_event(purchase => $pid, pi => "pi_fund_$pid",
+                                              id => "evt_fund_$pid"));
+    croak "fund_purchase($user): $meta" unless $meta eq 'processed';
+    return $pid;
+}
+
+sub parallel_requests_multi {
+    my ($requests, $concurrency, $timeout) = @_;
+    $concurrency ||= scalar @$requests;
+    $timeout ||= 30;
+    my @results;
+    my @queue = (0 .. $#$requests);
+    my %conn;
+    my $sel = IO::Select->new;
+    my $deadline = time + $timeout;
+    my $launch = sub {
+        my @wave;
+        while (@queue && keys(%conn) + @wave < $concurrency) {
+            my $i = shift @queue;
+            my $port = $requests->[$i]{port} or croak "parallel_requests_multi: request $i has no port";
+            my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
+                                             Proto => 'tcp', Timeout => 5);
+            if (!$sock) { $results[$i] = [0, {}, "connect failed: $!"]; next }
+            push @wave, [$sock, $i];
+        }
+        for my $w (@wave) {
+            my ($sock, $i) = @$w;
+            my $data = _build_request($requests->[$i]);
+            my $off = 0;
+            while ($off < length $data) {
+                my $n = syswrite($sock, $data, length($data) - $off, $off);
+                last unless defined $n;
+                $off += $n;
+            }
+            $sock->blocking(0);
+            $conn{ fileno $sock } = { sock => $sock, idx => $i, buf => '' };
+            $sel->add($sock);
+        }
+    };
+    $launch->();
+    while (keys %conn) {
+        my $left = $deadline - time;
+        last if $left <= 0;
+        for my $s ($sel->can_read($left)) {
+            my $c = $conn{ fileno $s };
+            my $n = sysread($s, my $buf, 65536);
+            next if !defined $n && ($!{EAGAIN} || $!{EINTR});
+            if ($n) { $c->{buf} .= $buf; next }
+            $results[ $c->{idx} ] = [_parse_response($c->{buf})];
+            $sel->remove($s);
+            delete $conn{ fileno $s };
+            close $s;
+        }
+        $launch->() if @queue;
+    }
+    for my $c (values %conn) {
+        $results[ $c->{idx} ] = [_parse_response($c->{buf})];
+        $results[ $c->{idx} ][0] = 0 unless length $c->{buf};
+        close $c->{sock};
+    }
+    return map { $_ // [0, {}, ''] } @results[0 .. $#$requests];
+}
+
+sub parse_metrics {
+    my ($text) = @_;
+    my %m;
+    for my $l (split /\n/, $text // '') {
+        next if $l =~ /^\s*(#|$)/;
+        my ($series, $v) = $l =~ /^(\S+(?:\{.*\})?)\s+(\S+)(?:\s+\d+)?\s*$/ or next;
+        $m{$series} = $v;
+    }
+    return \%m;
+}
+
+sub promtool_check {
+    my ($text) = @_;
+    my $promtool;
+    for my $d (split /:/, $ENV{PATH} // '/usr/bin:/bin') {
+        if (-x "$d/promtool") { $promtool = "$d/promtool"; last }
+    }
+    return () unless $promtool;
+    my ($fh, $file) = tempfile('billing-metrics-XXXXXX', TMPDIR => 1, UNLINK => 1);
+    print $fh $text;
+    close $fh;
+    my $out = `$promtool check metrics < $file 2>&1`;
+    my $ok = $? == 0 ? 1 : 0;
+    unlink $file;
+    return ($ok, $out);
+}
+
+sub pg_port {
+    my ($p) = ($ENV{TEST_NGINX_DATABASE_URL} // '') =~ m{\@[^/:]*:(\d+)/};
+    return $p // $ENV{BILLING_PG_PORT} // 5432;
+}
+
+sub instance_pg_ports {
+    my ($name) = @_;
+    my $pgp = pg_port();
+    my %inodes;
+    for my $pid (nginx_pids($name)) {
+        opendir(my $d, "/proc/$pid/fd") or next;
+        for my $fd (readdir $d) {
+            my $l = readlink("/proc/$pid/fd/$fd") // next;
+            $inodes{$1} = 1 if $l =~ /^socket:\[(\d+)\]$/;
+        }
+        closedir $d;
+    }
+    my @ports;
+    for my $f ('/proc/net/tcp', '/proc/net/tcp6') {
+        open my $fh, '<', $f or next;
+        <$fh>;
+        while (my $l = <$fh>) {
+            my @c = split ' ', $l;
+            my ($lport) = $c[1] =~ /:([0-9A-F]{4})$/i or next;
+            my ($rport) = $c[2] =~ /:([0-9A-F]{4})$/i or next;
+            next unless hex($rport) == $pgp && $c[3] eq '01' && $inodes{ $c[9] };
+            push @ports, hex $lport;
+        }
+    }
+    return sort { $a <=> $b } @ports;
+}
+
+1;
