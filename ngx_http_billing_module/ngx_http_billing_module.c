@@ -36,6 +36,10 @@ static char *ngx_http_billing_secret(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_billing_secret_list(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_billing_stripe_timeouts(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_http_billing_checkout_urls(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 
 
 #define NGX_HTTP_BILLING_METRICS_ZONE_SIZE  (128 * 1024)
@@ -143,6 +147,48 @@ static ngx_command_t  ngx_http_billing_commands[] = {
       offsetof(ngx_http_billing_main_conf_t, stripe_tolerance),
       NULL },
 
+    { ngx_string("billing_stripe_api_url"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_billing_main_conf_t, stripe_api_url),
+      NULL },
+
+    { ngx_string("billing_stripe_timeouts"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_billing_stripe_timeouts,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("billing_checkout_urls"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE2,
+      ngx_http_billing_checkout_urls,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("billing_notify_url"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_billing_main_conf_t, notify_url),
+      NULL },
+
+    { ngx_string("billing_notify_secret"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_billing_secret,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_billing_main_conf_t, notify_secret),
+      NULL },
+
+    { ngx_string("billing_notify_interval"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_billing_main_conf_t, notify_interval),
+      NULL },
+
     { ngx_string("billing_cors_origins"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
       ngx_conf_set_str_array_slot,
@@ -212,6 +258,9 @@ ngx_http_billing_create_main_conf(ngx_conf_t *cf)
     bmcf->query_timeout = NGX_CONF_UNSET_MSEC;
     bmcf->jwt_leeway = NGX_CONF_UNSET;
     bmcf->stripe_tolerance = NGX_CONF_UNSET;
+    bmcf->stripe_connect_timeout = NGX_CONF_UNSET_MSEC;
+    bmcf->stripe_total_timeout = NGX_CONF_UNSET_MSEC;
+    bmcf->notify_interval = NGX_CONF_UNSET_MSEC;
 
     return bmcf;
 }
@@ -229,6 +278,30 @@ ngx_http_billing_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_msec_value(bmcf->query_timeout, 10000);
     ngx_conf_init_value(bmcf->jwt_leeway, 60);
     ngx_conf_init_value(bmcf->stripe_tolerance, 300);
+    ngx_conf_init_msec_value(bmcf->stripe_connect_timeout, 5000);
+    ngx_conf_init_msec_value(bmcf->stripe_total_timeout, 15000);
+    ngx_conf_init_msec_value(bmcf->notify_interval, 1000);
+
+    if (bmcf->stripe_api_url.len == 0) {
+        ngx_str_set(&bmcf->stripe_api_url, "https://api.stripe.com");
+    }
+
+    while (bmcf->stripe_api_url.len
+           && bmcf->stripe_api_url.data[bmcf->stripe_api_url.len - 1] == '/')
+    {
+        bmcf->stripe_api_url.len--;
+    }
+
+    if (bmcf->notify_url.len && bmcf->notify_secret.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"billing_notify_url\" requires "
+                           "\"billing_notify_secret\"");
+        return NGX_CONF_ERROR;
+    }
+
+    if (bmcf->notify_interval == 0) {
+        bmcf->notify_interval = 1;
+    }
 
     /* the deployment URL's connection_limit=N is the pool's maximum */
     if (bmcf->url_pool_max != NGX_CONF_UNSET_UINT && bmcf->url_pool_max) {
@@ -334,6 +407,10 @@ ngx_http_billing_init_process(ngx_cycle_t *cycle)
 
     ngx_http_billing_metrics_attach(bmcf->metrics_zone);
 
+    if (ngx_http_billing_curl_init(cycle) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     if (bmcf->database_url.len == 0) {
         return NGX_OK;
     }
@@ -348,7 +425,7 @@ ngx_http_billing_init_process(ngx_cycle_t *cycle)
         return NGX_ERROR;
     }
 
-    return NGX_OK;
+    return ngx_http_billing_outbox_init(cycle, bmcf);
 }
 
 
@@ -361,6 +438,9 @@ ngx_http_billing_exit_process(ngx_cycle_t *cycle)
     if (bmcf == NULL) {
         return;
     }
+
+    ngx_http_billing_outbox_exit(cycle);
+    ngx_http_billing_curl_exit(cycle);
 
     if (bmcf->pool) {
         ngx_http_billing_pg_pool_destroy(bmcf->pool);
@@ -778,6 +858,100 @@ ngx_http_billing_secret_list(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     if (s->len == 0) {
         return "is empty";
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_billing_stripe_timeouts(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_billing_main_conf_t *bmcf = conf;
+
+    ngx_str_t   *value, s;
+    ngx_msec_t   ms, *field;
+    ngx_uint_t   i;
+
+    value = cf->args->elts;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "connect=", 8) == 0) {
+            field = &bmcf->stripe_connect_timeout;
+            s.data = value[i].data + 8;
+            s.len = value[i].len - 8;
+
+        } else if (ngx_strncmp(value[i].data, "total=", 6) == 0) {
+            field = &bmcf->stripe_total_timeout;
+            s.data = value[i].data + 6;
+            s.len = value[i].len - 6;
+
+        } else {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\"", &value[i]);
+            return NGX_CONF_ERROR;
+        }
+
+        ms = ngx_parse_time(&s, 0);
+        if (ms == (ngx_msec_t) NGX_ERROR || ms == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid timeout \"%V\"", &value[i]);
+            return NGX_CONF_ERROR;
+        }
+
+        *field = ms;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_billing_checkout_urls(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_billing_main_conf_t *bmcf = conf;
+
+    ngx_str_t   *value, *field;
+    ngx_uint_t   i, n;
+
+    if (bmcf->checkout_success_url.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "success=", 8) == 0) {
+            field = &bmcf->checkout_success_url;
+            n = 8;
+
+        } else if (ngx_strncmp(value[i].data, "cancel=", 7) == 0) {
+            field = &bmcf->checkout_cancel_url;
+            n = 7;
+
+        } else {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\"", &value[i]);
+            return NGX_CONF_ERROR;
+        }
+
+        field->data = value[i].data + n;
+        field->len = value[i].len - n;
+
+        if (field->len == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "empty URL in \"%V\"", &value[i]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    if (bmcf->checkout_success_url.len == 0
+        || bmcf->checkout_cancel_url.len == 0)
+    {
+        return "requires success= and cancel=";
     }
 
     return NGX_CONF_OK;

@@ -16,6 +16,7 @@
 
 #include "ngx_http_billing_pg.h"
 #include "ngx_http_billing_metrics.h"
+#include "ngx_http_billing_curl.h"
 
 
 /* the schema version this build needs (sql/NNN_*.sql) */
@@ -61,6 +62,16 @@ typedef struct {
     ngx_str_t                     stripe_secret_key;
     ngx_array_t                  *stripe_webhook_secrets;  /* ngx_str_t */
     time_t                        stripe_tolerance;
+    ngx_str_t                     stripe_api_url;
+    ngx_msec_t                    stripe_connect_timeout;
+    ngx_msec_t                    stripe_total_timeout;
+    ngx_str_t                     checkout_success_url;
+    ngx_str_t                     checkout_cancel_url;
+
+    /* outgoing notifications (outbox) */
+    ngx_str_t                     notify_url;
+    ngx_str_t                     notify_secret;
+    ngx_msec_t                    notify_interval;
 
     ngx_http_billing_pg_pool_t   *pool;                    /* per worker */
 } ngx_http_billing_main_conf_t;
@@ -125,6 +136,9 @@ ngx_int_t ngx_http_billing_send_json(ngx_http_request_t *r, ngx_uint_t status,
     u_char *json, size_t len);
 ngx_int_t ngx_http_billing_problem(ngx_http_request_t *r, ngx_uint_t status,
     const char *code, const char *detail, size_t detail_len);
+/* a problem whose detail is a string literal */
+#define ngx_http_billing_problem_s(r, status, code, detail)                   \
+    ngx_http_billing_problem(r, status, code, detail, sizeof(detail) - 1)
 ngx_int_t ngx_http_billing_read_json_body(ngx_http_request_t *r,
     ngx_http_client_body_handler_pt post_handler);
 ngx_int_t ngx_http_billing_body(ngx_http_request_t *r, ngx_str_t *body);
@@ -158,6 +172,11 @@ ngx_int_t ngx_http_billing_balance_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_billing_ledger_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_billing_reconcile_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_billing_holds_handler(ngx_http_request_t *r);
+
+/* ngx_http_billing_outbox.c: outgoing notifications */
+ngx_int_t ngx_http_billing_outbox_init(ngx_cycle_t *cycle,
+    ngx_http_billing_main_conf_t *bmcf);
+void ngx_http_billing_outbox_exit(ngx_cycle_t *cycle);
 
 
 #endif /* _NGX_HTTP_BILLING_MODULE_H_INCLUDED_ */

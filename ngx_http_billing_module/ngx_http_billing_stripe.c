@@ -1,15 +1,946 @@
 
 /*
- * ScholarLink Billing: Stripe purchases and webhooks.
+ * ScholarLink Billing: Stripe purchases and webhooks (SPEC 4.2, 4.5).
+ *
+ * POST /api/purchases: api_purchase_create() (one round trip), then a
+ * Checkout Session created through libcurl's multi interface on nginx
+ * events (ngx_http_billing_curl.c), then api_purchase_session() or
+ * api_purchase_fail().  If the client goes away while Stripe is being
+ * asked, the transfer is cancelled and the purchase stays "pending": a
+ * session may exist at Stripe already, and if it is ever paid its webhook
+ * credits the purchase (or checkout.session.expired marks it failed).
+ *
+ * POST /webhooks/stripe: the raw body is verified against every configured
+ * webhook secret before anything else, then handed to api_stripe_event()
+ * in one call, which deduplicates and credits in one transaction.
  */
 
 
 #include "ngx_http_billing_module.h"
 
+#include <cjson/cJSON.h>
+
+#include "billing_json.h"
+#include "billing_form.h"
+#include "billing_stripe.h"
+
+
+typedef struct {
+    ngx_http_request_t         *r;
+    ngx_http_billing_http_t    *http;
+    char                        purchase_id[37];
+} ngx_http_billing_purchase_t;
+
+
+static ngx_int_t ngx_http_billing_purchases_handler(ngx_http_request_t *r);
+static void ngx_http_billing_purchase_body(ngx_http_request_t *r);
+static void ngx_http_billing_purchase_created(ngx_http_request_t *r,
+    ngx_http_billing_pg_op_t *op);
+static ngx_int_t ngx_http_billing_checkout(ngx_http_request_t *r,
+    ngx_http_billing_purchase_t *p, cJSON *purchase);
+static void ngx_http_billing_checkout_done(
+    ngx_http_billing_http_result_t *res, void *data);
+static void ngx_http_billing_purchase_cleanup(void *data);
+static void ngx_http_billing_stripe_respond(ngx_http_request_t *r,
+    ngx_http_billing_pg_op_t *op);
+static ngx_int_t ngx_http_billing_webhook_handler(ngx_http_request_t *r);
+static void ngx_http_billing_webhook_body(ngx_http_request_t *r);
+static void ngx_http_billing_webhook_done(ngx_http_request_t *r,
+    ngx_http_billing_pg_op_t *op);
+
 
 ngx_int_t
 ngx_http_billing_extra_handler(ngx_http_request_t *r, ngx_uint_t endpoint)
 {
-    return ngx_http_billing_problem(r, NGX_HTTP_NOT_FOUND, "not_found",
-                                    "no such resource", 16);
+    switch (endpoint) {
+
+    case NGX_HTTP_BILLING_EP_PURCHASES:
+        return ngx_http_billing_purchases_handler(r);
+
+    case NGX_HTTP_BILLING_EP_WEBHOOK:
+        return ngx_http_billing_webhook_handler(r);
+
+    default:
+        return ngx_http_billing_problem(r, NGX_HTTP_NOT_FOUND, "not_found",
+                                        "no such resource", 16);
+    }
+}
+
+
+/* the part of the URI after the location prefix: "" or "/{id}" */
+static ngx_int_t
+ngx_http_billing_stripe_path_id(ngx_http_request_t *r, ngx_str_t *id)
+{
+    u_char                    *p;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    id->len = 0;
+    id->data = NULL;
+
+    if (clcf->regex == NULL && r->uri.len >= clcf->name.len
+        && ngx_strncmp(r->uri.data, clcf->name.data, clcf->name.len) == 0)
+    {
+        p = r->uri.data + clcf->name.len;
+
+    } else {
+        p = r->uri.data + r->uri.len;
+
+        while (p > r->uri.data && p[-1] != '/') {
+            p--;
+        }
+
+        p--;
+    }
+
+    if (p >= r->uri.data + r->uri.len) {
+        return NGX_OK;
+    }
+
+    if (*p != '/') {
+        return NGX_DECLINED;
+    }
+
+    id->data = p + 1;
+    id->len = r->uri.data + r->uri.len - id->data;
+
+    return NGX_OK;
+}
+
+
+static u_char *
+ngx_http_billing_pstrdup(ngx_pool_t *pool, const char *s, size_t len)
+{
+    u_char  *p;
+
+    p = ngx_pnalloc(pool, len + 1);
+    if (p == NULL) {
+        return NULL;
+    }
+
+    ngx_memcpy(p, s, len);
+    p[len] = '\0';
+
+    return p;
+}
+
+
+/* purchases */
+
+
+static ngx_int_t
+ngx_http_billing_purchases_handler(ngx_http_request_t *r)
+{
+    u_char                        *id;
+    ngx_int_t                      rc;
+    ngx_str_t                      path;
+    ngx_http_billing_ctx_t        *ctx;
+    ngx_http_billing_main_conf_t  *bmcf;
+
+    if (ngx_http_billing_stripe_path_id(r, &path) != NGX_OK) {
+        return ngx_http_billing_problem(r, NGX_HTTP_NOT_FOUND, "not_found",
+                                        "no such resource", 16);
+    }
+
+    if (path.len == 0) {
+        rc = ngx_http_billing_method(r, NGX_HTTP_POST, "POST");
+        if (rc != NGX_DECLINED) {
+            return rc;
+        }
+
+        rc = ngx_http_billing_require_auth(r, NULL);
+        if (rc != NGX_DECLINED) {
+            return rc;
+        }
+
+        bmcf = ngx_http_get_module_main_conf(r, ngx_http_billing_module);
+
+        if (bmcf->stripe_secret_key.len == 0
+            || bmcf->checkout_success_url.len == 0)
+        {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "billing: purchases need billing_stripe_secret_key "
+                          "and billing_checkout_urls");
+            return ngx_http_billing_problem(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                            "stripe_not_configured",
+                                            "payments are not configured",
+                                            27);
+        }
+
+        return ngx_http_billing_read_json_body(r,
+                                               ngx_http_billing_purchase_body);
+    }
+
+    rc = ngx_http_billing_method(r, NGX_HTTP_GET|NGX_HTTP_HEAD, "GET, HEAD");
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    rc = ngx_http_billing_require_auth(r, NULL);
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    id = ngx_pnalloc(r->pool, 37);
+    if (id == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* a malformed id names no purchase */
+    if (billing_uuid_normalize((const char *) path.data, path.len,
+                               (char *) id) != 0)
+    {
+        return ngx_http_billing_problem(r, NGX_HTTP_NOT_FOUND, "not_found",
+                                        "No such purchase", 16);
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_billing_module);
+    ctx->params[0] = (const char *) ctx->user_id.data;
+    ctx->params[1] = (const char *) id;
+
+    return ngx_http_billing_query(r,
+                                  "SELECT status, code, body, meta "
+                                  "FROM billing.api_purchase_get($1, $2::uuid)",
+                                  2, ctx->params,
+                                  ngx_http_billing_stripe_respond);
+}
+
+
+static void
+ngx_http_billing_purchase_body(ngx_http_request_t *r)
+{
+    char                     detail[256];
+    ngx_int_t                rc;
+    ngx_str_t                body;
+    billing_purchase_req_t  *req;
+    ngx_http_billing_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_billing_module);
+
+    req = ngx_palloc(r->pool, sizeof(billing_purchase_req_t));
+    if (req == NULL || ngx_http_billing_body(r, &body) != NGX_OK) {
+        ngx_http_billing_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    if (billing_parse_purchase((const char *) body.data, body.len, req,
+                               detail, sizeof(detail))
+        != BILLING_JSON_OK)
+    {
+        ngx_http_finalize_request(r,
+                       ngx_http_billing_problem(r, NGX_HTTP_BAD_REQUEST,
+                                                "invalid_request", detail,
+                                                ngx_strlen(detail)));
+        return;
+    }
+
+    ctx->params[0] = (const char *) ctx->user_id.data;
+    ctx->params[1] = req->package_code;
+
+    rc = ngx_http_billing_query(r,
+                                "SELECT status, code, body, meta "
+                                "FROM billing.api_purchase_create($1, $2)",
+                                2, ctx->params,
+                                ngx_http_billing_purchase_created);
+
+    ngx_http_finalize_request(r, rc);
+}
+
+
+static void
+ngx_http_billing_purchase_created(ngx_http_request_t *r,
+    ngx_http_billing_pg_op_t *op)
+{
+    cJSON                        *json, *id;
+    ngx_int_t                     rc;
+    ngx_http_billing_row_t        row;
+    ngx_http_billing_ctx_t       *ctx;
+    ngx_http_billing_purchase_t  *p;
+
+    if (ngx_http_billing_api_row(r, op, &row) != NGX_OK) {
+        ngx_http_billing_finalize(r, ngx_http_billing_db_failure(r, op));
+        return;
+    }
+
+    if (row.code.len || row.status != NGX_HTTP_CREATED) {
+        /* 422 unknown_package and friends pass through */
+        ngx_http_billing_finalize(r, ngx_http_billing_api_respond(r, &row));
+        return;
+    }
+
+    json = cJSON_ParseWithLength((const char *) row.body.data, row.body.len);
+    id = cJSON_GetObjectItemCaseSensitive(json, "purchaseId");
+
+    p = ngx_pcalloc(r->pool, sizeof(ngx_http_billing_purchase_t));
+
+    if (p == NULL || !cJSON_IsString(id)
+        || billing_uuid_normalize(id->valuestring, ngx_strlen(id->valuestring),
+                                  p->purchase_id) != 0)
+    {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "billing: api_purchase_create() answered an "
+                      "unexpected body");
+        cJSON_Delete(json);
+        ngx_http_billing_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    p->r = r;
+
+    rc = ngx_http_billing_checkout(r, p, json);
+    cJSON_Delete(json);
+
+    if (rc == NGX_OK) {
+        /* the transfer holds the request now; the query's hold goes */
+        r->main->count++;
+        r->read_event_handler = ngx_http_test_reading;
+        ngx_http_billing_finalize(r, NGX_DONE);
+        return;
+    }
+
+    ngx_http_billing_metrics_inc(NGX_HTTP_BILLING_M_STRIPE_ERROR, 1);
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_billing_module);
+    ctx->params[0] = p->purchase_id;
+    ctx->params[1] = "the request to Stripe could not be started";
+
+    rc = ngx_http_billing_query(r,
+                                "SELECT status, code, body, meta "
+                                "FROM billing.api_purchase_fail($1::uuid, $2)",
+                                2, ctx->params,
+                                ngx_http_billing_stripe_respond);
+
+    ngx_http_billing_finalize(r, rc);
+}
+
+
+/* POST {api}/v1/checkout/sessions, SPEC 4.5 */
+static ngx_int_t
+ngx_http_billing_checkout(ngx_http_request_t *r,
+    ngx_http_billing_purchase_t *p, cJSON *purchase)
+{
+    char                          *buf, amount[NGX_INT64_LEN + 1], *hdr;
+    size_t                         cap, n;
+    cJSON                         *cents, *code, *currency;
+    ngx_str_t                      url;
+    billing_form_t                 f;
+    struct curl_slist             *headers, *l;
+    ngx_pool_cleanup_t            *cln;
+    ngx_http_billing_ctx_t        *ctx;
+    ngx_http_billing_main_conf_t  *bmcf;
+
+    bmcf = ngx_http_get_module_main_conf(r, ngx_http_billing_module);
+    ctx = ngx_http_get_module_ctx(r, ngx_http_billing_module);
+
+    cents = cJSON_GetObjectItemCaseSensitive(purchase, "amountCents");
+    code = cJSON_GetObjectItemCaseSensitive(purchase, "packageCode");
+    currency = cJSON_GetObjectItemCaseSensitive(purchase, "currency");
+
+    if (!cJSON_IsNumber(cents) || cents->valuedouble < 1
+        || cents->valuedouble > 99999999 || !cJSON_IsString(code)
+        || !cJSON_IsString(currency))
+    {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "billing: api_purchase_create() answered an "
+                      "unexpected body");
+        return NGX_ERROR;
+    }
+
+    (void) ngx_sprintf((u_char *) amount, "%L%Z", (int64_t) cents->valuedouble);
+
+    cap = 2048 + 3 * (2 * ctx->user_id.len + bmcf->checkout_success_url.len
+                      + bmcf->checkout_cancel_url.len
+                      + 2 * ngx_strlen(code->valuestring));
+
+    buf = ngx_pnalloc(r->pool, cap);
+    if (buf == NULL) {
+        return NGX_ERROR;
+    }
+
+    billing_form_init(&f, buf, cap);
+
+    (void) billing_form_append(&f, "mode", "payment");
+    (void) billing_form_append(&f, "line_items[0][price_data][currency]",
+                               currency->valuestring);
+    (void) billing_form_append(&f, "line_items[0][price_data][unit_amount]",
+                               amount);
+    (void) billing_form_append(&f,
+                               "line_items[0][price_data][product_data][name]",
+                               "ScholarLink credits");
+    (void) billing_form_append(&f,
+                     "line_items[0][price_data][product_data][metadata]"
+                     "[package_code]", code->valuestring);
+    (void) billing_form_append(&f, "line_items[0][quantity]", "1");
+    (void) billing_form_append(&f, "client_reference_id", p->purchase_id);
+    (void) billing_form_append(&f, "metadata[purchase_id]", p->purchase_id);
+    (void) billing_form_append(&f, "metadata[user_id]",
+                               (const char *) ctx->user_id.data);
+    (void) billing_form_append(&f, "metadata[package_code]",
+                               code->valuestring);
+    (void) billing_form_append(&f, "payment_intent_data[metadata][purchase_id]",
+                               p->purchase_id);
+    (void) billing_form_append(&f, "payment_intent_data[metadata][user_id]",
+                               (const char *) ctx->user_id.data);
+    (void) billing_form_append_n(&f, "success_url", sizeof("success_url") - 1,
+                       (const char *) bmcf->checkout_success_url.data,
+                       bmcf->checkout_success_url.len);
+    (void) billing_form_append_n(&f, "cancel_url", sizeof("cancel_url") - 1,
+                       (const char *) bmcf->checkout_cancel_url.data,
+                       bmcf->checkout_cancel_url.len);
+
+    if (f.overflow) {
+        return NGX_ERROR;
+    }
+
+    /* the secret key goes to curl only, never to a log line */
+    n = sizeof("Authorization: Bearer ") + bmcf->stripe_secret_key.len;
+    hdr = ngx_alloc(n, r->connection->log);
+    if (hdr == NULL) {
+        return NGX_ERROR;
+    }
+
+    (void) ngx_sprintf((u_char *) hdr, "Authorization: Bearer %V%Z",
+                       &bmcf->stripe_secret_key);
+
+    headers = curl_slist_append(NULL, hdr);
+
+    ngx_explicit_memzero(hdr, n);
+    ngx_free(hdr);
+
+    if (headers == NULL) {
+        return NGX_ERROR;
+    }
+
+    hdr = ngx_pnalloc(r->pool, sizeof("Idempotency-Key: purchase-") + 37);
+    if (hdr == NULL) {
+        curl_slist_free_all(headers);
+        return NGX_ERROR;
+    }
+
+    (void) ngx_sprintf((u_char *) hdr, "Idempotency-Key: purchase-%s%Z",
+                       p->purchase_id);
+
+    l = curl_slist_append(headers, hdr);
+    if (l == NULL) {
+        curl_slist_free_all(headers);
+        return NGX_ERROR;
+    }
+
+    l = curl_slist_append(headers,
+                        "Content-Type: application/x-www-form-urlencoded");
+    if (l == NULL) {
+        curl_slist_free_all(headers);
+        return NGX_ERROR;
+    }
+
+    url.len = bmcf->stripe_api_url.len + sizeof("/v1/checkout/sessions") - 1;
+    url.data = ngx_pnalloc(r->pool, url.len);
+    if (url.data == NULL) {
+        curl_slist_free_all(headers);
+        return NGX_ERROR;
+    }
+
+    (void) ngx_sprintf(url.data, "%V/v1/checkout/sessions",
+                       &bmcf->stripe_api_url);
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        curl_slist_free_all(headers);
+        return NGX_ERROR;
+    }
+
+    p->http = ngx_http_billing_http_post(&url, headers, (u_char *) f.buf,
+                                         f.len, bmcf->stripe_connect_timeout,
+                                         bmcf->stripe_total_timeout,
+                                         ngx_http_billing_checkout_done, p,
+                                         r->connection->log);
+
+    /* the cleanup is harmless when nothing is in flight */
+    cln->handler = ngx_http_billing_purchase_cleanup;
+    cln->data = p;
+
+    if (p->http == NULL) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "billing: cannot start the request to Stripe");
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_billing_purchase_cleanup(void *data)
+{
+    ngx_http_billing_purchase_t  *p = data;
+
+    /* the client went away: stop asking Stripe; the purchase stays
+     * pending (see the comment at the top) */
+    if (p->http) {
+        ngx_log_error(NGX_LOG_INFO, p->r->connection->log, 0,
+                      "billing: request closed while Stripe was asked; "
+                      "purchase %s stays pending", p->purchase_id);
+        ngx_http_billing_http_cancel(p->http);
+        p->http = NULL;
+    }
+}
+
+
+/* a short, log-safe reason from a Stripe error body */
+static u_char *
+ngx_http_billing_stripe_reason(ngx_http_request_t *r,
+    ngx_http_billing_http_result_t *res)
+{
+    cJSON   *json, *err, *type, *code;
+    u_char  *p, *last;
+    size_t   len;
+
+    len = 256;
+    p = ngx_pnalloc(r->pool, len);
+    if (p == NULL) {
+        return NULL;
+    }
+
+    last = p + len - 1;
+
+    if (res->timedout) {
+        *ngx_slprintf(p, last, "no answer within %M ms", res->elapsed) = '\0';
+        return p;
+    }
+
+    if (res->code != CURLE_OK) {
+        *ngx_slprintf(p, last, "unreachable: %s",
+                      curl_easy_strerror(res->code)) = '\0';
+        return p;
+    }
+
+    json = cJSON_ParseWithLength((const char *) res->body, res->len);
+    err = cJSON_GetObjectItemCaseSensitive(json, "error");
+    type = cJSON_GetObjectItemCaseSensitive(err, "type");
+    code = cJSON_GetObjectItemCaseSensitive(err, "code");
+
+    /* the message is not copied: it may quote parts of our request */
+    *ngx_slprintf(p, last, "HTTP %l%s%s%s%s", res->status,
+                  cJSON_IsString(type) ? " " : "",
+                  cJSON_IsString(type) ? type->valuestring : "",
+                  cJSON_IsString(code) ? " " : "",
+                  cJSON_IsString(code) ? code->valuestring : "") = '\0';
+
+    cJSON_Delete(json);
+
+    for (last = p; *last; last++) {
+        if (*last < 0x20 || *last >= 0x7f) {
+            *last = '?';
+        }
+    }
+
+    return p;
+}
+
+
+static void
+ngx_http_billing_checkout_done(ngx_http_billing_http_result_t *res,
+    void *data)
+{
+    ngx_http_billing_purchase_t *p = data;
+
+    cJSON                   *json, *id, *url;
+    u_char                  *reason;
+    ngx_int_t                rc;
+    ngx_http_request_t      *r;
+    ngx_http_billing_ctx_t  *ctx;
+
+    r = p->r;
+    p->http = NULL;
+
+    ngx_http_billing_metrics_observe(NGX_HTTP_BILLING_H_STRIPE, res->elapsed);
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_billing_module);
+
+    if (res->code == CURLE_OK && res->status >= 200 && res->status < 300) {
+
+        json = cJSON_ParseWithLength((const char *) res->body, res->len);
+        id = cJSON_GetObjectItemCaseSensitive(json, "id");
+        url = cJSON_GetObjectItemCaseSensitive(json, "url");
+
+        if (cJSON_IsString(id) && id->valuestring[0] != '\0'
+            && cJSON_IsString(url) && url->valuestring[0] != '\0')
+        {
+            ctx->params[0] = p->purchase_id;
+            ctx->params[1] = (const char *) ngx_http_billing_pstrdup(r->pool,
+                                 id->valuestring, ngx_strlen(id->valuestring));
+            ctx->params[2] = (const char *) ngx_http_billing_pstrdup(r->pool,
+                               url->valuestring, ngx_strlen(url->valuestring));
+            cJSON_Delete(json);
+
+            if (ctx->params[1] == NULL || ctx->params[2] == NULL) {
+                ngx_http_billing_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+                return;
+            }
+
+            ngx_http_billing_metrics_inc(NGX_HTTP_BILLING_M_STRIPE_OK, 1);
+
+            rc = ngx_http_billing_query(r,
+                                 "SELECT status, code, body, meta FROM "
+                                 "billing.api_purchase_session($1::uuid, $2, "
+                                 "$3)",
+                                 3, ctx->params,
+                                 ngx_http_billing_stripe_respond);
+
+            ngx_http_billing_finalize(r, rc);
+            return;
+        }
+
+        cJSON_Delete(json);
+
+        reason = (u_char *) "invalid response from Stripe";
+        ngx_http_billing_metrics_inc(NGX_HTTP_BILLING_M_STRIPE_ERROR, 1);
+
+    } else {
+        reason = ngx_http_billing_stripe_reason(r, res);
+        if (reason == NULL) {
+            reason = (u_char *) "Stripe error";
+        }
+
+        ngx_http_billing_metrics_inc(res->timedout
+                                     ? NGX_HTTP_BILLING_M_STRIPE_TIMEOUT
+                                     : NGX_HTTP_BILLING_M_STRIPE_ERROR, 1);
+    }
+
+    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                  "billing: Stripe checkout session for purchase %s "
+                  "failed: %s", p->purchase_id, reason);
+
+    ctx->params[0] = p->purchase_id;
+    ctx->params[1] = (const char *) reason;
+
+    rc = ngx_http_billing_query(r,
+                                "SELECT status, code, body, meta "
+                                "FROM billing.api_purchase_fail($1::uuid, $2)",
+                                2, ctx->params,
+                                ngx_http_billing_stripe_respond);
+
+    ngx_http_billing_finalize(r, rc);
+}
+
+
+static void
+ngx_http_billing_stripe_respond(ngx_http_request_t *r,
+    ngx_http_billing_pg_op_t *op)
+{
+    ngx_http_billing_row_t  row;
+
+    if (ngx_http_billing_api_row(r, op, &row) != NGX_OK) {
+        ngx_http_billing_finalize(r, ngx_http_billing_db_failure(r, op));
+        return;
+    }
+
+    ngx_http_billing_finalize(r, ngx_http_billing_api_respond(r, &row));
+}
+
+
+/* webhooks */
+
+
+static ngx_int_t
+ngx_http_billing_webhook_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                      rc;
+    ngx_http_billing_main_conf_t  *bmcf;
+
+    rc = ngx_http_billing_method(r, NGX_HTTP_POST, "POST");
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    bmcf = ngx_http_get_module_main_conf(r, ngx_http_billing_module);
+
+    if (bmcf->stripe_webhook_secrets == NULL
+        || bmcf->stripe_webhook_secrets->nelts == 0)
+    {
+        /* 503: Stripe keeps the event and retries once this is fixed */
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "billing: webhook received but no "
+                      "billing_stripe_webhook_secret is configured");
+        return ngx_http_billing_problem(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                        "webhook_not_configured",
+                                        "webhooks are not configured", 27);
+    }
+
+    if (ngx_http_billing_get_ctx(r) == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /*
+     * No content-type check: Stripe sends "application/json;
+     * charset=utf-8", and the signature, checked first, is what proves
+     * the body.
+     */
+    rc = ngx_http_read_client_request_body(r, ngx_http_billing_webhook_body);
+
+    if (rc == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE) {
+        return ngx_http_billing_problem(r, rc, "payload_too_large",
+                                        "the request body is larger than "
+                                        "allowed", 39);
+    }
+
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        return rc;
+    }
+
+    return NGX_DONE;
+}
+
+
+static ngx_table_elt_t *
+ngx_http_billing_find_header(ngx_http_request_t *r, const char *name,
+    size_t len)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == len
+            && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0)
+        {
+            return &h[i];
+        }
+    }
+
+    return NULL;
+}
+
+
+static void
+ngx_http_billing_webhook_body(ngx_http_request_t *r)
+{
+    int                            vrc;
+    char                          *type;
+    cJSON                         *json, *id, *t;
+    size_t                        *lens;
+    ngx_int_t                      rc;
+    ngx_str_t                      body, *secret;
+    ngx_uint_t                     i, n;
+    const char                   **secrets, *detail;
+    ngx_table_elt_t               *sig;
+    ngx_http_billing_ctx_t        *ctx;
+    ngx_http_billing_main_conf_t  *bmcf;
+
+    bmcf = ngx_http_get_module_main_conf(r, ngx_http_billing_module);
+    ctx = ngx_http_get_module_ctx(r, ngx_http_billing_module);
+
+    if (ngx_http_billing_body(r, &body) != NGX_OK) {
+        ngx_http_billing_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    n = bmcf->stripe_webhook_secrets->nelts;
+    secret = bmcf->stripe_webhook_secrets->elts;
+
+    secrets = ngx_palloc(r->pool, n * sizeof(char *));
+    lens = ngx_palloc(r->pool, n * sizeof(size_t));
+    if (secrets == NULL || lens == NULL) {
+        ngx_http_billing_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    for (i = 0; i < n; i++) {
+        secrets[i] = (const char *) secret[i].data;
+        lens[i] = secret[i].len;
+    }
+
+    sig = ngx_http_billing_find_header(r, "Stripe-Signature",
+                                       sizeof("Stripe-Signature") - 1);
+
+    if (sig == NULL) {
+        vrc = BILLING_STRIPE_MALFORMED;
+        detail = "the Stripe-Signature header is missing";
+
+    } else {
+        vrc = billing_stripe_verify((const char *) sig->value.data,
+                                    sig->value.len,
+                                    (const char *) body.data, body.len,
+                                    secrets, lens, n, (int64_t) ngx_time(),
+                                    (int64_t) bmcf->stripe_tolerance);
+
+        switch (vrc) {
+        case BILLING_STRIPE_OK:
+            detail = NULL;
+            break;
+        case BILLING_STRIPE_TIMESTAMP:
+            detail = "the signature timestamp is outside the tolerance";
+            break;
+        case BILLING_STRIPE_NO_MATCH:
+            detail = "no signature matches a configured webhook secret";
+            break;
+        case BILLING_STRIPE_ERROR:
+            ngx_http_billing_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+            return;
+        default:
+            detail = "the Stripe-Signature header is malformed";
+        }
+    }
+
+    if (vrc != BILLING_STRIPE_OK) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "billing: Stripe webhook rejected: %s", detail);
+        ngx_http_billing_metrics_webhook((u_char *) "", 0,
+                                      NGX_HTTP_BILLING_WH_INVALID_SIGNATURE);
+        ngx_http_billing_finalize(r,
+                       ngx_http_billing_problem(r, NGX_HTTP_BAD_REQUEST,
+                                                "invalid_signature", detail,
+                                                ngx_strlen(detail)));
+        return;
+    }
+
+    json = NULL;
+    type = NULL;
+
+    if (billing_json_parse_object((const char *) body.data, body.len, &json)
+        == BILLING_JSON_OK)
+    {
+        id = cJSON_GetObjectItemCaseSensitive(json, "id");
+        t = cJSON_GetObjectItemCaseSensitive(json, "type");
+
+        if (cJSON_IsString(id) && cJSON_IsString(t)) {
+            type = (char *) ngx_http_billing_pstrdup(r->pool, t->valuestring,
+                                                ngx_strlen(t->valuestring));
+            if (type == NULL) {
+                cJSON_Delete(json);
+                ngx_http_billing_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+                return;
+            }
+        }
+    }
+
+    cJSON_Delete(json);
+
+    if (type == NULL) {
+        ngx_http_billing_metrics_webhook((u_char *) "", 0,
+                                         NGX_HTTP_BILLING_WH_ERROR);
+        ngx_http_billing_finalize(r,
+                       ngx_http_billing_problem(r, NGX_HTTP_BAD_REQUEST,
+                                   "invalid_request",
+                                   "the event must be a JSON object with "
+                                   "string id and type", 56));
+        return;
+    }
+
+    /* the query takes one parameter; params[1] keeps the type for the
+     * metrics in the completion handler */
+    ctx->params[0] = (const char *) body.data;
+    ctx->params[1] = type;
+
+    rc = ngx_http_billing_query(r,
+                                "SELECT status, code, body, meta "
+                                "FROM billing.api_stripe_event($1::jsonb)",
+                                1, ctx->params,
+                                ngx_http_billing_webhook_done);
+
+    ngx_http_billing_finalize(r, rc);
+}
+
+
+static int64_t
+ngx_http_billing_body_int(ngx_str_t *body, const char *name)
+{
+    u_char  *p, *last;
+
+    p = (u_char *) ngx_strstr(body->data, name);
+    if (p == NULL) {
+        return 0;
+    }
+
+    p += ngx_strlen(name);
+
+    while (*p == ' ' || *p == ':') {
+        p++;
+    }
+
+    for (last = p; *last >= '0' && *last <= '9'; last++) { /* void */ }
+
+    return (last > p && last - p < 19) ? ngx_atoof(p, last - p) : 0;
+}
+
+
+static void
+ngx_http_billing_webhook_done(ngx_http_request_t *r,
+    ngx_http_billing_pg_op_t *op)
+{
+    int64_t                  credited;
+    ngx_str_t               *meta;
+    ngx_uint_t               outcome;
+    const char              *type;
+    ngx_http_billing_row_t   row;
+    ngx_http_billing_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_billing_module);
+    type = ctx->params[1];
+
+    if (ngx_http_billing_api_row(r, op, &row) != NGX_OK) {
+        ngx_http_billing_metrics_webhook((u_char *) type, ngx_strlen(type),
+                                         NGX_HTTP_BILLING_WH_ERROR);
+
+        /* 5xx: Stripe retries the event later */
+        if (op->status == NGX_HTTP_BILLING_PG_SQL_ERROR) {
+            ngx_http_billing_finalize(r, ngx_http_billing_db_failure(r, op));
+            return;
+        }
+
+        ngx_http_billing_finalize(r,
+                       ngx_http_billing_problem(r,
+                                    NGX_HTTP_SERVICE_UNAVAILABLE,
+                                    "database_unavailable",
+                                    "the database cannot be reached; "
+                                    "retry later", 43));
+        return;
+    }
+
+    meta = &row.meta;
+
+    if (row.code.len || row.status >= 300) {
+        outcome = NGX_HTTP_BILLING_WH_ERROR;
+
+    } else if (meta->len == 9
+               && ngx_strncmp(meta->data, "duplicate", 9) == 0)
+    {
+        outcome = NGX_HTTP_BILLING_WH_DUPLICATE;
+
+    } else if (meta->len == 9
+               && ngx_strncmp(meta->data, "processed", 9) == 0)
+    {
+        outcome = NGX_HTTP_BILLING_WH_PROCESSED;
+
+        /* counted only when the function says how much it credited */
+        credited = ngx_http_billing_body_int(&row.body, "\"creditedMicros\"");
+        if (credited > 0) {
+            ngx_http_billing_metrics_inc(NGX_HTTP_BILLING_M_CREDITS_PURCHASED,
+                                         (uint64_t) credited);
+        }
+
+    } else {
+        /* ignored, unmatched (no such purchase): nothing was changed */
+        outcome = NGX_HTTP_BILLING_WH_IGNORED;
+    }
+
+    ngx_http_billing_metrics_webhook((u_char *) type, ngx_strlen(type),
+                                     outcome);
+
+    ngx_http_billing_finalize(r, ngx_http_billing_api_respond(r, &row));
 }
