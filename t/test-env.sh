@@ -76,6 +76,27 @@ test_asan_suite() {
     fi
 }
 
+# a subset under valgrind, as upstream Test::Nginx's check-leak mode does:
+# invalid reads/writes and definite leaks of the module fail it
+test_valgrind_suite() {
+    local wrapper="$TEST_TMP/nginx-valgrind" vg="$TEST_TMP/valgrind"
+    mkdir -p "$vg"
+    cat > "$wrapper" <<WRAPPER
+#!/bin/sh
+exec valgrind -q --trace-children=yes --leak-check=full \\
+    --show-leak-kinds=definite --errors-for-leak-kinds=definite \\
+    --suppressions=$ROOT/t/valgrind.supp --log-file=$vg/vg.%p $NGINX_BIN "\$@"
+WRAPPER
+    chmod +x "$wrapper"
+    TEST_NGINX_BINARY="$wrapper" \
+        prove -I"$ROOT/t/lib" "$ROOT/t/010-status.t" "$ROOT/t/030-reconcile.t" || return 1
+    if [ -n "$(find "$vg" -type f -size +0c)" ]; then
+        echo "valgrind reports:" >&2
+        find "$vg" -type f -size +0c -exec head -n 40 {} + >&2
+        return 1
+    fi
+}
+
 # every libFuzzer harness for a bounded time; a crash fails the suite
 test_fuzz_suite() {
     local log="$TEST_TMP/fuzz.log"
@@ -107,6 +128,7 @@ test_main() {
     run_suite "nginx tests (t/*.t)" \
         prove -I"$ROOT/t/lib" -j1 "$ROOT"/t/*.t
     run_suite "nginx tests under ASan/UBSan" test_asan_suite
+    run_suite "nginx tests under valgrind (subset)" test_valgrind_suite
     run_suite "fuzzing (bounded)" test_fuzz_suite
     if [ -x "$ROOT/deployment/check.sh" ]; then
         run_suite "deployment checks" \
