@@ -91,6 +91,7 @@ ngx_http_billing_authenticate(ngx_http_request_t *r)
 {
     int                            rc;
     char                           err[128];
+    EVP_PKEY                      *key;
     ngx_str_t                      token;
     billing_jwt_t                  jwt;
     billing_jwt_claims_t           claims;
@@ -121,12 +122,13 @@ ngx_http_billing_authenticate(ngx_http_request_t *r)
         return ctx->auth;
     }
 
-    if (bmcf->jwt_key == NULL || bmcf->jwt_issuer.len == 0
-        || bmcf->jwt_audience.len == 0)
+    if ((bmcf->jwt_key == NULL && bmcf->jwks_url.len == 0)
+        || bmcf->jwt_issuer.len == 0 || bmcf->jwt_audience.len == 0)
     {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "billing: a bearer token arrived but billing_jwt_key, "
-                      "billing_jwt_issuer or billing_jwt_audience is not set");
+                      "billing: a bearer token arrived but no key "
+                      "(billing_jwt_key or billing_jwt_jwks_url), "
+                      "billing_jwt_issuer or billing_jwt_audience is set");
         ctx->auth = NGX_HTTP_BILLING_AUTH_INVALID;
         ngx_http_billing_metrics_inc(NGX_HTTP_BILLING_M_JWT_INVALID, 1);
         return ctx->auth;
@@ -136,7 +138,16 @@ ngx_http_billing_authenticate(ngx_http_request_t *r)
                            err, sizeof(err));
 
     if (rc == BILLING_JWT_OK) {
-        rc = billing_jwt_verify_signature(&jwt, bmcf->jwt_key);
+        key = bmcf->jwt_key;
+
+        if (key == NULL) {
+            /* NULL for an unknown kid: a refresh is on its way */
+            key = ngx_http_billing_jwks_key(bmcf, jwt.kid, jwt.has_kid,
+                                            r->connection->log);
+        }
+
+        rc = key ? billing_jwt_verify_signature(&jwt, key)
+                 : BILLING_JWT_BAD_SIGNATURE;
 
         if (rc == BILLING_JWT_OK) {
             rc = billing_jwt_check_claims(&jwt,

@@ -32,6 +32,8 @@ static char *ngx_http_billing_metrics_zone(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_billing_jwt_key(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_billing_jwks_zone(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static char *ngx_http_billing_secret(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_billing_secret_list(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -43,6 +45,7 @@ static char *ngx_http_billing_checkout_urls(ngx_conf_t *cf,
 
 
 #define NGX_HTTP_BILLING_METRICS_ZONE_SIZE  (128 * 1024)
+#define NGX_HTTP_BILLING_JWKS_ZONE_SIZE     (256 * 1024)
 
 
 static ngx_conf_enum_t  ngx_http_billing_endpoints[] = {
@@ -103,6 +106,34 @@ static ngx_command_t  ngx_http_billing_commands[] = {
       ngx_http_billing_jwt_key,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
+      NULL },
+
+    { ngx_string("billing_jwt_jwks_url"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_billing_main_conf_t, jwks_url),
+      NULL },
+
+    { ngx_string("billing_jwt_jwks_zone"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE2,
+      ngx_http_billing_jwks_zone,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("billing_jwt_jwks_refresh"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_billing_main_conf_t, jwks_refresh),
+      NULL },
+
+    { ngx_string("billing_jwt_jwks_cooldown"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_billing_main_conf_t, jwks_cooldown),
       NULL },
 
     { ngx_string("billing_jwt_issuer"),
@@ -257,6 +288,8 @@ ngx_http_billing_create_main_conf(ngx_conf_t *cf)
     bmcf->connect_timeout = NGX_CONF_UNSET_MSEC;
     bmcf->query_timeout = NGX_CONF_UNSET_MSEC;
     bmcf->jwt_leeway = NGX_CONF_UNSET;
+    bmcf->jwks_refresh = NGX_CONF_UNSET;
+    bmcf->jwks_cooldown = NGX_CONF_UNSET;
     bmcf->stripe_tolerance = NGX_CONF_UNSET;
     bmcf->stripe_connect_timeout = NGX_CONF_UNSET_MSEC;
     bmcf->stripe_total_timeout = NGX_CONF_UNSET_MSEC;
@@ -277,6 +310,15 @@ ngx_http_billing_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_msec_value(bmcf->connect_timeout, 5000);
     ngx_conf_init_msec_value(bmcf->query_timeout, 10000);
     ngx_conf_init_value(bmcf->jwt_leeway, 60);
+    ngx_conf_init_value(bmcf->jwks_refresh, 600);
+    ngx_conf_init_value(bmcf->jwks_cooldown, 30);
+
+    if (bmcf->jwt_key && bmcf->jwks_url.len) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"billing_jwt_key\" and \"billing_jwt_jwks_url\" "
+                           "cannot both be set");
+        return NGX_CONF_ERROR;
+    }
     ngx_conf_init_value(bmcf->stripe_tolerance, 300);
     ngx_conf_init_msec_value(bmcf->stripe_connect_timeout, 5000);
     ngx_conf_init_msec_value(bmcf->stripe_total_timeout, 15000);
@@ -377,6 +419,19 @@ ngx_http_billing_postconfiguration(ngx_conf_t *cf)
         bmcf->metrics_zone->init = ngx_http_billing_metrics_init_zone;
     }
 
+    if (bmcf->jwks_url.len && bmcf->jwks_zone == NULL) {
+        ngx_str_set(&name, "billing_jwks");
+
+        bmcf->jwks_zone = ngx_shared_memory_add(cf, &name,
+                                                NGX_HTTP_BILLING_JWKS_ZONE_SIZE,
+                                                &ngx_http_billing_module);
+        if (bmcf->jwks_zone == NULL) {
+            return NGX_ERROR;
+        }
+
+        bmcf->jwks_zone->init = ngx_http_billing_jwks_init_zone;
+    }
+
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
 
     h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
@@ -411,6 +466,10 @@ ngx_http_billing_init_process(ngx_cycle_t *cycle)
         return NGX_ERROR;
     }
 
+    if (ngx_http_billing_jwks_init_process(cycle, bmcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     if (bmcf->database_url.len == 0) {
         return NGX_OK;
     }
@@ -439,6 +498,7 @@ ngx_http_billing_exit_process(ngx_cycle_t *cycle)
         return;
     }
 
+    ngx_http_billing_jwks_exit_process();
     ngx_http_billing_outbox_exit(cycle);
     ngx_http_billing_curl_exit(cycle);
 
@@ -749,6 +809,47 @@ ngx_http_billing_metrics_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     bmcf->metrics_zone->init = ngx_http_billing_metrics_init_zone;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_billing_jwks_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_billing_main_conf_t *bmcf = conf;
+
+    ssize_t     size;
+    ngx_str_t  *value;
+
+    if (bmcf->jwks_zone) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    size = ngx_parse_size(&value[2]);
+    if (size == NGX_ERROR || size < NGX_HTTP_BILLING_JWKS_ZONE_SIZE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid zone size \"%V\": at least %uzk",
+                           &value[2],
+                           (size_t) NGX_HTTP_BILLING_JWKS_ZONE_SIZE / 1024);
+        return NGX_CONF_ERROR;
+    }
+
+    bmcf->jwks_zone = ngx_shared_memory_add(cf, &value[1], size,
+                                            &ngx_http_billing_module);
+    if (bmcf->jwks_zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (bmcf->jwks_zone->data) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "duplicate zone \"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    bmcf->jwks_zone->init = ngx_http_billing_jwks_init_zone;
 
     return NGX_CONF_OK;
 }

@@ -52,8 +52,12 @@ typedef struct {
 
     ngx_shm_zone_t               *metrics_zone;
 
-    /* JWT */
+    /* JWT: a PEM key, or a JWKS URL with keys shared in a zone */
     EVP_PKEY                     *jwt_key;
+    ngx_str_t                     jwks_url;
+    ngx_shm_zone_t               *jwks_zone;
+    time_t                        jwks_refresh;
+    time_t                        jwks_cooldown;
     ngx_str_t                     jwt_issuer;
     ngx_str_t                     jwt_audience;
     time_t                        jwt_leeway;
@@ -165,6 +169,15 @@ ngx_http_billing_auth_e ngx_http_billing_authenticate(ngx_http_request_t *r);
 ngx_int_t ngx_http_billing_require_auth(ngx_http_request_t *r,
     const char *scope);
 ngx_int_t ngx_http_billing_add_variables(ngx_conf_t *cf);
+
+/* ngx_http_billing_jwks.c: JWKS keys shared by all workers */
+ngx_int_t ngx_http_billing_jwks_init_zone(ngx_shm_zone_t *shm_zone,
+    void *data);
+ngx_int_t ngx_http_billing_jwks_init_process(ngx_cycle_t *cycle,
+    ngx_http_billing_main_conf_t *bmcf);
+void ngx_http_billing_jwks_exit_process(void);
+EVP_PKEY *ngx_http_billing_jwks_key(ngx_http_billing_main_conf_t *bmcf,
+    const char *kid, ngx_uint_t has_kid, ngx_log_t *log);
 
 /* ngx_http_billing_api.c: the ledger API */
 ngx_int_t ngx_http_billing_packages_handler(ngx_http_request_t *r);
