@@ -20,7 +20,7 @@
 
 
 /* the schema version this build needs (sql/NNN_*.sql) */
-#define NGX_HTTP_BILLING_SCHEMA_VERSION  5
+#define NGX_HTTP_BILLING_SCHEMA_VERSION  6
 
 
 typedef enum {

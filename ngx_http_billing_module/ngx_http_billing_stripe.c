@@ -322,7 +322,7 @@ ngx_http_billing_checkout(ngx_http_request_t *r,
 {
     char                          *buf, amount[NGX_INT64_LEN + 1], *hdr;
     size_t                         cap, n;
-    cJSON                         *cents, *code, *currency;
+    cJSON                         *cents, *code, *currency, *name;
     ngx_str_t                      url;
     billing_form_t                 f;
     struct curl_slist             *headers, *l;
@@ -336,10 +336,11 @@ ngx_http_billing_checkout(ngx_http_request_t *r,
     cents = cJSON_GetObjectItemCaseSensitive(purchase, "amountCents");
     code = cJSON_GetObjectItemCaseSensitive(purchase, "packageCode");
     currency = cJSON_GetObjectItemCaseSensitive(purchase, "currency");
+    name = cJSON_GetObjectItemCaseSensitive(purchase, "packageName");
 
     if (!cJSON_IsNumber(cents) || cents->valuedouble < 1
         || cents->valuedouble > 99999999 || !cJSON_IsString(code)
-        || !cJSON_IsString(currency))
+        || !cJSON_IsString(currency) || !cJSON_IsString(name))
     {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "billing: api_purchase_create() answered an "
@@ -351,7 +352,8 @@ ngx_http_billing_checkout(ngx_http_request_t *r,
 
     cap = 2048 + 3 * (2 * ctx->user_id.len + bmcf->checkout_success_url.len
                       + bmcf->checkout_cancel_url.len
-                      + 2 * ngx_strlen(code->valuestring));
+                      + 2 * ngx_strlen(code->valuestring)
+                      + ngx_strlen(name->valuestring));
 
     buf = ngx_pnalloc(r->pool, cap);
     if (buf == NULL) {
@@ -367,7 +369,7 @@ ngx_http_billing_checkout(ngx_http_request_t *r,
                                amount);
     (void) billing_form_append(&f,
                                "line_items[0][price_data][product_data][name]",
-                               "ScholarLink credits");
+                               name->valuestring);
     (void) billing_form_append(&f,
                      "line_items[0][price_data][product_data][metadata]"
                      "[package_code]", code->valuestring);

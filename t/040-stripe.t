@@ -96,12 +96,12 @@ BEGIN {
     $Run = join '', map { ('a' .. 'z')[rand 26] } 1 .. 8;
     $Stripe = StripeStandIn->start;
 
-    %U = map { $_ => "user-040-$Run-$_" } qw(buyer other stall fail owner a b c d e f g h n);
+    %U = map { $_ => "user-040-$Run-$_" } qw(buyer other stall fail owner a b c d e f g h n m);
     my %cents = (starter => [500, 5000000], standard => [2000, 21000000], pro => [5000, 55000000]);
     for my $spec ([owner => 'owner', 'starter'], [A => 'a', 'starter'], [B => 'b', 'starter'],
                   [C => 'c', 'standard'], [D => 'd', 'starter'], [E => 'e', 'starter'],
                   [F => 'f', 'starter'], [G => 'g', 'pro'], [H => 'h', 'starter', 'failed'],
-                  [N1 => 'n', 'starter'], [N2 => 'n', 'starter'])
+                  [N1 => 'n', 'starter'], [N2 => 'n', 'starter'], [M => 'm', 'standard'])
     {
         my ($p, $u, $pkg, $status) = @$spec;
         $P{$p} = { id => uuid(), user => $U{$u}, pkg => $pkg, cents => $cents{$pkg}[0],
@@ -185,6 +185,7 @@ if ($first) {
     is($f{'line_items[0][price_data][currency]'}, 'usd', 'currency usd');
     is($f{'line_items[0][price_data][unit_amount]'}, '500', 'unit amount is the package price in cents');
     is($f{'line_items[0][quantity]'}, '1', 'quantity 1');
+    is($f{'line_items[0][price_data][product_data][name]'}, 'Starter', 'the product is named after the package');
     is($f{'metadata[purchase_id]'}, $pid, 'metadata[purchase_id]');
     is($f{'payment_intent_data[metadata][purchase_id]'}, $pid, 'payment_intent_data[metadata][purchase_id]');
     is($f{'metadata[user_id]'}, $U{buyer}, 'metadata[user_id]');
@@ -512,7 +513,7 @@ location = /webhooks/stripe { client_max_body_size 1m; billing webhook; }
 --- response_headers
 Content-Type: application/json
 --- response_body chomp
-{"received": true}
+{"received": true, "creditedMicros": 5000000}
 --- no_error_log
 [error]
 
@@ -579,7 +580,7 @@ Test::More::is(main::balance($main::U{c}), 0, 'completed but unpaid credits noth
 --- request eval: main::req('c2')
 --- more_headers eval: main::hdr('c2')
 --- response_body chomp
-{"received": true}
+{"received": true, "creditedMicros": 21000000}
 
 
 
@@ -680,7 +681,7 @@ location = /webhooks/stripe { client_max_body_size 1m; billing webhook; }
 --- request eval: main::req('e_rotated')
 --- more_headers eval: main::hdr('e_rotated')
 --- response_body chomp
-{"received": true}
+{"received": true, "creditedMicros": 5000000}
 
 
 
@@ -707,7 +708,7 @@ location = /webhooks/stripe { client_max_body_size 1m; billing webhook; }
 --- request eval: main::req('f_multi')
 --- more_headers eval: main::hdr('f_multi')
 --- response_body chomp
-{"received": true}
+{"received": true, "creditedMicros": 5000000}
 
 
 
@@ -742,7 +743,7 @@ location = /webhooks/stripe { client_max_body_size 1m; billing webhook; }
 --- request eval: main::req('h1')
 --- more_headers eval: main::hdr('h1')
 --- response_body chomp
-{"received": true}
+{"received": true, "creditedMicros": 5000000}
 
 
 
@@ -823,6 +824,27 @@ GET /metrics
 --- response_body_like
 billing_stripe_api_requests_total\{outcome="ok"\} 1
 .*billing_stripe_api_duration_seconds_count 1
+
+
+
+=== TEST 31b: a crediting webhook counts the purchased credits
+--- main_config
+load_module $TEST_NGINX_MODULE;
+--- http_config eval: $::HttpConfig
+--- config
+location = /webhooks/stripe { client_max_body_size 1m; billing webhook; }
+location = /metrics { billing metrics; }
+--- init
+my $body = main::event('payment_intent.succeeded', main::intent('M'));
+my ($st, $h, $b) = BillingTest::http_request($ENV{TEST_NGINX_SERVER_PORT}, { method => 'POST',
+    path => '/webhooks/stripe', headers => [ 'Content-Type' => 'application/json',
+    'Stripe-Signature' => BillingTest::stripe_signature($main::Secret1, $body) ], body => $body });
+Test::More::like($b, qr/"creditedMicros": 21000000/, 'the webhook answer says what it credited');
+--- request
+GET /metrics
+--- response_body_like
+billing_credits_purchased_micros_total 21000000
+.*billing_stripe_webhooks_total\{type="payment_intent.succeeded",outcome="processed"\} 1
 
 
 

@@ -36,7 +36,9 @@ BEGIN
     b := r.body::jsonb;
     pid := (b ->> 'purchaseId')::uuid;
     ASSERT b = jsonb_build_object('purchaseId', pid::text, 'packageCode', 'standard', 'amountCents', 2000,
-                                  'currency', 'usd', 'creditsMicros', 21000000, 'status', 'pending'), b::text;
+                                  'currency', 'usd', 'creditsMicros', 21000000, 'status', 'pending',
+                                  'packageName', 'Standard'), b::text;
+    b := b - 'packageName';
 
     r := billing.api_purchase_session(pid, 'cs_test_123', 'https://checkout.stripe.com/c/pay/cs_test_123');
     ASSERT r.status = 201 AND r.body::jsonb = b || jsonb_build_object(
@@ -80,7 +82,7 @@ BEGIN
     e := pg_temp.evt('once-1', 'checkout.session.completed', pg_temp.session(pid, 'paid', 'pi_once_' || pid));
     r := billing.api_stripe_event(e);
     ASSERT r.status = 200 AND r.code IS NULL AND r.meta = 'processed'
-       AND r.body::jsonb = '{"received": true}', format('%s', r);
+       AND r.body::jsonb = '{"received": true, "creditedMicros": 55000000}', format('%s', r);
     ASSERT pg_temp.balance(u) = 55000000;
     ASSERT (SELECT status FROM billing.purchases WHERE id = pid) = 'paid';
     ASSERT (SELECT payment_intent_id FROM billing.purchases WHERE id = pid) = 'pi_once_' || pid;
