@@ -238,11 +238,12 @@ elif [ -z "$USER_TOKEN" ]; then
 else
     n=$((RATE_LIMIT_BURST + RATE_LIMIT_EXTRA))
     urls=()
-    for _ in $(seq 1 "$n"); do urls+=("$BASE_URL/api/balance"); done
+    # -o applies to one URL only: give every URL its own
+    for _ in $(seq 1 "$n"); do urls+=(-o /dev/null "$BASE_URL/api/balance"); done
     # One curl, one kept-alive connection, n requests back to back.
     # shellcheck disable=SC2086
     codes="$(curl -sS $CURL_OPTS --max-time 60 -H "Authorization: Bearer ${USER_TOKEN}" \
-        -o /dev/null -w '%{http_code}\n' "${urls[@]}" 2>/dev/null)"
+        -w '%{http_code}\n' "${urls[@]}" 2>/dev/null)"
     limited="$(printf '%s\n' "$codes" | grep -c '^429$')"
     ok="$(printf '%s\n' "$codes" | grep -c '^200$')"
     if [ "$limited" -gt 0 ]; then
