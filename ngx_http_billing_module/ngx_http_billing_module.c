@@ -94,6 +94,13 @@ static ngx_command_t  ngx_http_billing_commands[] = {
       0,
       NULL },
 
+    { ngx_string("billing_audit_interval"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_billing_main_conf_t, audit_interval),
+      NULL },
+
     { ngx_string("billing_metrics_zone"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE2,
       ngx_http_billing_metrics_zone,
@@ -287,6 +294,7 @@ ngx_http_billing_create_main_conf(ngx_conf_t *cf)
     bmcf->pool_queue = NGX_CONF_UNSET_UINT;
     bmcf->connect_timeout = NGX_CONF_UNSET_MSEC;
     bmcf->query_timeout = NGX_CONF_UNSET_MSEC;
+    bmcf->audit_interval = NGX_CONF_UNSET_MSEC;
     bmcf->jwt_leeway = NGX_CONF_UNSET;
     bmcf->jwks_refresh = NGX_CONF_UNSET;
     bmcf->jwks_cooldown = NGX_CONF_UNSET;
@@ -309,6 +317,7 @@ ngx_http_billing_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_uint_value(bmcf->pool_queue, 128);
     ngx_conf_init_msec_value(bmcf->connect_timeout, 5000);
     ngx_conf_init_msec_value(bmcf->query_timeout, 10000);
+    ngx_conf_init_msec_value(bmcf->audit_interval, 300000);
     ngx_conf_init_value(bmcf->jwt_leeway, 60);
     ngx_conf_init_value(bmcf->jwks_refresh, 600);
     ngx_conf_init_value(bmcf->jwks_cooldown, 30);
@@ -484,6 +493,10 @@ ngx_http_billing_init_process(ngx_cycle_t *cycle)
         return NGX_ERROR;
     }
 
+    if (ngx_http_billing_audit_init(cycle, bmcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     return ngx_http_billing_outbox_init(cycle, bmcf);
 }
 
@@ -498,6 +511,7 @@ ngx_http_billing_exit_process(ngx_cycle_t *cycle)
         return;
     }
 
+    ngx_http_billing_audit_exit();
     ngx_http_billing_jwks_exit_process();
     ngx_http_billing_outbox_exit(cycle);
     ngx_http_billing_curl_exit(cycle);

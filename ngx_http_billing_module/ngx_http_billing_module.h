@@ -77,6 +77,8 @@ typedef struct {
     ngx_str_t                     notify_secret;
     ngx_msec_t                    notify_interval;
 
+    ngx_msec_t                    audit_interval;
+
     ngx_http_billing_pg_pool_t   *pool;                    /* per worker */
 } ngx_http_billing_main_conf_t;
 
@@ -178,6 +180,11 @@ ngx_int_t ngx_http_billing_jwks_init_process(ngx_cycle_t *cycle,
 void ngx_http_billing_jwks_exit_process(void);
 EVP_PKEY *ngx_http_billing_jwks_key(ngx_http_billing_main_conf_t *bmcf,
     const char *kid, ngx_uint_t has_kid, ngx_log_t *log);
+
+/* ngx_http_billing_audit.c: the periodic invariant check */
+ngx_int_t ngx_http_billing_audit_init(ngx_cycle_t *cycle,
+    ngx_http_billing_main_conf_t *bmcf);
+void ngx_http_billing_audit_exit(void);
 
 /* ngx_http_billing_api.c: the ledger API */
 ngx_int_t ngx_http_billing_packages_handler(ngx_http_request_t *r);
