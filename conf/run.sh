@@ -153,7 +153,7 @@ MSG
         cat <<MSG
 
   # Local only: credit test-user-id with \$5.00 as a paid Stripe webhook would
-  ./build.sh fund test-user-id 5000000
+  ./build.sh fund test-user-id starter
 MSG
     fi
 }
@@ -185,10 +185,12 @@ fund_main() {
     [ -f "$RUN_DIR/pg/env" ] || die "fund needs the local database of ./build.sh run"
     # shellcheck disable=SC1091
     . "$RUN_DIR/pg/env"
+    # psql variables are quoted by psql itself (only on stdin, not with -c)
     purchase=$(psql -X -At -v ON_ERROR_STOP=1 -d "$BILLING_TEST_ADMIN_URL" \
-        -v user="$user" -v package="$package" \
-        -c "SELECT body::jsonb->>'purchaseId' FROM billing.api_purchase_create(:'user', :'package')") \
-        || die "cannot create the purchase"
+        -v user="$user" -v package="$package" <<'SQL'
+SELECT body::jsonb->>'purchaseId' FROM billing.api_purchase_create(:'user', :'package')
+SQL
+    ) || die "cannot create the purchase"
     [ -n "$purchase" ] || die "unknown package $package"
     event="{\"id\":\"evt_dev_$purchase\",\"object\":\"event\",\"type\":\"payment_intent.succeeded\",\"data\":{\"object\":{\"id\":\"pi_dev_$purchase\",\"object\":\"payment_intent\",\"metadata\":{\"purchase_id\":\"$purchase\",\"user_id\":\"$user\"}}}}"
     ts=$(date +%s)

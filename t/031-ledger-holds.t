@@ -86,7 +86,7 @@ load_module $TEST_NGINX_MODULE;
 --- request
 GET /api/ledger?limit=1
 --- response_body_like chomp
-^\{"entries": \[\{"id": "\d+", "type": "usage", .*"idempotencyKey": "seed-2".*\], "balanceMicros": 999700,"nextCursor":"[A-Za-z0-9_-]+"\}$
+^\{"entries": \[\{"id": "\d+", "type": "usage", .*"idempotencyKey": "seed-2".*\], "balanceMicros": 999700, "nextCursor": "[A-Za-z0-9_-]+"\}$
 
 
 
@@ -99,7 +99,7 @@ load_module $TEST_NGINX_MODULE;
 --- request
 GET /api/ledger
 --- response_body_like chomp
-^\{"entries": \[\{"id": "\d+", "type": "purchase", [^\]]*\}\], "balanceMicros": 5000000,"nextCursor":null\}$
+^\{"entries": \[\{"id": "\d+", "type": "purchase", [^\]]*\}\], "balanceMicros": 5000000, "nextCursor": null\}$
 
 
 
