@@ -249,9 +249,10 @@ if need "$NGINX" "nginx -t" && need openssl "nginx -t"; then
             : >"$TMP/out"; fail "nginx -t with the billing module ($BILLING_MODULE_SO not found)"
         else
             so="$(cd "$(dirname "$BILLING_MODULE_SO")" && pwd)/$(basename "$BILLING_MODULE_SO")"
-            sed -E -e "s#^load_module .*#load_module $so;#" \
-                   -e "s#/tmp/#$TMP/nginx/#" \
+            # paths first: the module itself may live under /tmp
+            sed -E -e "s#/tmp/#$TMP/nginx/#" \
                    -e "s#/etc/nginx/tls/#$TMP/nginx/#" \
+                   -e "s#^load_module .*#load_module $so;#" \
                    "$TMP/nginx/nginx.conf.orig" >"$TMP/nginx/prod.conf"
             openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$TMP/nginx/jwt.key" >/dev/null 2>&1
             openssl pkey -in "$TMP/nginx/jwt.key" -pubout -out "$TMP/nginx/jwt.pub" >/dev/null 2>&1
