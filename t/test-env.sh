@@ -3,7 +3,7 @@
 # tokens, then every suite.  Functions only; build.sh calls test_main.
 
 test_free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+    perl -MIO::Socket::INET -e 'print IO::Socket::INET->new(LocalAddr => "127.0.0.1", Listen => 1)->sockport'
 }
 
 test_setup() {
