@@ -241,44 +241,6 @@ ngx_http_billing_ledger_done(ngx_http_request_t *r,
 }
 
 
-static ngx_int_t
-ngx_http_billing_idempotency_header(ngx_http_request_t *r, ngx_str_t *value)
-{
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h;
-
-    part = &r->headers_in.headers.part;
-    h = part->elts;
-
-    for (i = 0; /* void */; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                break;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len == sizeof("Idempotency-Key") - 1
-            && ngx_strncasecmp(h[i].key.data, (u_char *) "Idempotency-Key",
-                               sizeof("Idempotency-Key") - 1) == 0)
-        {
-            *value = h[i].value;
-            return NGX_OK;
-        }
-    }
-
-    value->len = 0;
-    value->data = NULL;
-
-    return NGX_DECLINED;
-}
-
-
 /* POST /api/usage/reconcile: SPEC 4.1 */
 ngx_int_t
 ngx_http_billing_reconcile_handler(ngx_http_request_t *r)
@@ -316,7 +278,7 @@ ngx_http_billing_reconcile_body(ngx_http_request_t *r)
         return;
     }
 
-    (void) ngx_http_billing_idempotency_header(r, &key);
+    ngx_http_billing_header_value(r, "Idempotency-Key", &key);
 
     if (billing_parse_reconcile((const char *) body.data, body.len,
                                 (const char *) key.data, key.len, req,
@@ -421,48 +383,6 @@ ngx_http_billing_reconcile_done(ngx_http_request_t *r,
 }
 
 
-/* the part of the URI after the location prefix: "" or "/{id}" */
-static ngx_int_t
-ngx_http_billing_path_id(ngx_http_request_t *r, ngx_str_t *id)
-{
-    u_char                    *p;
-    ngx_http_core_loc_conf_t  *clcf;
-
-    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
-
-    id->len = 0;
-    id->data = NULL;
-
-    if (clcf->regex == NULL && r->uri.len >= clcf->name.len
-        && ngx_strncmp(r->uri.data, clcf->name.data, clcf->name.len) == 0)
-    {
-        p = r->uri.data + clcf->name.len;
-
-    } else {
-        p = r->uri.data + r->uri.len;
-
-        while (p > r->uri.data && p[-1] != '/') {
-            p--;
-        }
-
-        p--;
-    }
-
-    if (p >= r->uri.data + r->uri.len) {
-        return NGX_OK;
-    }
-
-    if (*p != '/') {
-        return NGX_DECLINED;
-    }
-
-    id->data = p + 1;
-    id->len = r->uri.data + r->uri.len - id->data;
-
-    return NGX_OK;
-}
-
-
 /* POST /api/usage/holds and DELETE /api/usage/holds/{id}: SPEC 4.3 */
 ngx_int_t
 ngx_http_billing_holds_handler(ngx_http_request_t *r)
@@ -541,7 +461,7 @@ ngx_http_billing_hold_body(ngx_http_request_t *r)
         return;
     }
 
-    (void) ngx_http_billing_idempotency_header(r, &key);
+    ngx_http_billing_header_value(r, "Idempotency-Key", &key);
 
     if (billing_parse_hold((const char *) body.data, body.len,
                            (const char *) key.data, key.len, req,

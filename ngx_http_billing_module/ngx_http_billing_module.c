@@ -787,44 +787,54 @@ ngx_http_billing_db_timeouts(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
+/* "name size": a zone of this module, at least "min" bytes */
 static char *
-ngx_http_billing_metrics_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+ngx_http_billing_zone(ngx_conf_t *cf, ngx_shm_zone_t **zone, size_t min,
+    ngx_shm_zone_init_pt init)
 {
-    ngx_http_billing_main_conf_t *bmcf = conf;
-
     ssize_t     size;
     ngx_str_t  *value;
 
-    if (bmcf->metrics_zone) {
+    if (*zone) {
         return "is duplicate";
     }
 
     value = cf->args->elts;
 
     size = ngx_parse_size(&value[2]);
-    if (size == NGX_ERROR || size < NGX_HTTP_BILLING_METRICS_ZONE_SIZE) {
+    if (size == NGX_ERROR || (size_t) size < min) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "invalid zone size \"%V\": at least %uzk",
-                           &value[2],
-                           (size_t) NGX_HTTP_BILLING_METRICS_ZONE_SIZE / 1024);
+                           &value[2], min / 1024);
         return NGX_CONF_ERROR;
     }
 
-    bmcf->metrics_zone = ngx_shared_memory_add(cf, &value[1], size,
-                                               &ngx_http_billing_module);
-    if (bmcf->metrics_zone == NULL) {
+    *zone = ngx_shared_memory_add(cf, &value[1], size,
+                                  &ngx_http_billing_module);
+    if (*zone == NULL) {
         return NGX_CONF_ERROR;
     }
 
-    if (bmcf->metrics_zone->data) {
+    if ((*zone)->data) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "duplicate zone \"%V\"", &value[1]);
         return NGX_CONF_ERROR;
     }
 
-    bmcf->metrics_zone->init = ngx_http_billing_metrics_init_zone;
+    (*zone)->init = init;
 
     return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_billing_metrics_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_billing_main_conf_t *bmcf = conf;
+
+    return ngx_http_billing_zone(cf, &bmcf->metrics_zone,
+                                 NGX_HTTP_BILLING_METRICS_ZONE_SIZE,
+                                 ngx_http_billing_metrics_init_zone);
 }
 
 
@@ -833,39 +843,9 @@ ngx_http_billing_jwks_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_billing_main_conf_t *bmcf = conf;
 
-    ssize_t     size;
-    ngx_str_t  *value;
-
-    if (bmcf->jwks_zone) {
-        return "is duplicate";
-    }
-
-    value = cf->args->elts;
-
-    size = ngx_parse_size(&value[2]);
-    if (size == NGX_ERROR || size < NGX_HTTP_BILLING_JWKS_ZONE_SIZE) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid zone size \"%V\": at least %uzk",
-                           &value[2],
-                           (size_t) NGX_HTTP_BILLING_JWKS_ZONE_SIZE / 1024);
-        return NGX_CONF_ERROR;
-    }
-
-    bmcf->jwks_zone = ngx_shared_memory_add(cf, &value[1], size,
-                                            &ngx_http_billing_module);
-    if (bmcf->jwks_zone == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    if (bmcf->jwks_zone->data) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "duplicate zone \"%V\"", &value[1]);
-        return NGX_CONF_ERROR;
-    }
-
-    bmcf->jwks_zone->init = ngx_http_billing_jwks_init_zone;
-
-    return NGX_CONF_OK;
+    return ngx_http_billing_zone(cf, &bmcf->jwks_zone,
+                                 NGX_HTTP_BILLING_JWKS_ZONE_SIZE,
+                                 ngx_http_billing_jwks_init_zone);
 }
 
 

@@ -156,6 +156,11 @@ ngx_int_t ngx_http_billing_api_row(ngx_http_request_t *r,
     ngx_http_billing_pg_op_t *op, ngx_http_billing_row_t *row);
 ngx_int_t ngx_http_billing_api_respond(ngx_http_request_t *r,
     ngx_http_billing_row_t *row);
+ngx_table_elt_t *ngx_http_billing_find_header(ngx_http_request_t *r,
+    const char *name, size_t len);
+void ngx_http_billing_header_value(ngx_http_request_t *r, const char *name,
+    ngx_str_t *value);
+ngx_int_t ngx_http_billing_path_id(ngx_http_request_t *r, ngx_str_t *id);
 ngx_int_t ngx_http_billing_add_response_header(ngx_http_request_t *r,
     const char *key, const char *value);
 void ngx_http_billing_finalize(ngx_http_request_t *r, ngx_int_t rc);

@@ -645,25 +645,17 @@ ngx_http_billing_api_respond(ngx_http_request_t *r,
 }
 
 
-/* CORS */
+/* request headers */
 
 
-static ngx_str_t *
-ngx_http_billing_allowed_origin(ngx_http_request_t *r)
+ngx_table_elt_t *
+ngx_http_billing_find_header(ngx_http_request_t *r, const char *name,
+    size_t len)
 {
-    ngx_str_t                    *origin, *allowed;
-    ngx_uint_t                    i;
-    ngx_list_part_t              *part;
-    ngx_table_elt_t              *h;
-    ngx_http_billing_loc_conf_t  *blcf;
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
 
-    blcf = ngx_http_get_module_loc_conf(r, ngx_http_billing_module);
-
-    if (blcf->cors_origins == NULL) {
-        return NULL;
-    }
-
-    origin = NULL;
     part = &r->headers_in.headers.part;
     h = part->elts;
 
@@ -679,19 +671,101 @@ ngx_http_billing_allowed_origin(ngx_http_request_t *r)
             i = 0;
         }
 
-        if (h[i].key.len == sizeof("Origin") - 1
-            && ngx_strncasecmp(h[i].key.data, (u_char *) "Origin",
-                               sizeof("Origin") - 1) == 0)
+        if (h[i].key.len == len
+            && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0)
         {
-            origin = &h[i].value;
-            break;
+            return &h[i];
         }
     }
 
-    if (origin == NULL) {
+    return NULL;
+}
+
+
+/* the first such header's value, or an empty string with data NULL */
+void
+ngx_http_billing_header_value(ngx_http_request_t *r, const char *name,
+    ngx_str_t *value)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_http_billing_find_header(r, name, ngx_strlen(name));
+
+    if (h) {
+        *value = h->value;
+
+    } else {
+        value->len = 0;
+        value->data = NULL;
+    }
+}
+
+
+/* the part of the URI after the location prefix: "" or "/{id}" */
+ngx_int_t
+ngx_http_billing_path_id(ngx_http_request_t *r, ngx_str_t *id)
+{
+    u_char                    *p;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    id->len = 0;
+    id->data = NULL;
+
+    if (clcf->regex == NULL && r->uri.len >= clcf->name.len
+        && ngx_strncmp(r->uri.data, clcf->name.data, clcf->name.len) == 0)
+    {
+        p = r->uri.data + clcf->name.len;
+
+    } else {
+        p = r->uri.data + r->uri.len;
+
+        while (p > r->uri.data && p[-1] != '/') {
+            p--;
+        }
+
+        p--;
+    }
+
+    if (p >= r->uri.data + r->uri.len) {
+        return NGX_OK;
+    }
+
+    if (*p != '/') {
+        return NGX_DECLINED;
+    }
+
+    id->data = p + 1;
+    id->len = r->uri.data + r->uri.len - id->data;
+
+    return NGX_OK;
+}
+
+
+/* CORS */
+
+
+static ngx_str_t *
+ngx_http_billing_allowed_origin(ngx_http_request_t *r)
+{
+    ngx_str_t                    *origin, *allowed;
+    ngx_uint_t                    i;
+    ngx_table_elt_t              *h;
+    ngx_http_billing_loc_conf_t  *blcf;
+
+    blcf = ngx_http_get_module_loc_conf(r, ngx_http_billing_module);
+
+    if (blcf->cors_origins == NULL) {
         return NULL;
     }
 
+    h = ngx_http_billing_find_header(r, "Origin", sizeof("Origin") - 1);
+    if (h == NULL) {
+        return NULL;
+    }
+
+    origin = &h->value;
     allowed = blcf->cors_origins->elts;
 
     /* exact, case-sensitive match: no wildcards, no suffix tricks */

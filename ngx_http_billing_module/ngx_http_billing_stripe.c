@@ -67,48 +67,6 @@ ngx_http_billing_extra_handler(ngx_http_request_t *r, ngx_uint_t endpoint)
 }
 
 
-/* the part of the URI after the location prefix: "" or "/{id}" */
-static ngx_int_t
-ngx_http_billing_stripe_path_id(ngx_http_request_t *r, ngx_str_t *id)
-{
-    u_char                    *p;
-    ngx_http_core_loc_conf_t  *clcf;
-
-    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
-
-    id->len = 0;
-    id->data = NULL;
-
-    if (clcf->regex == NULL && r->uri.len >= clcf->name.len
-        && ngx_strncmp(r->uri.data, clcf->name.data, clcf->name.len) == 0)
-    {
-        p = r->uri.data + clcf->name.len;
-
-    } else {
-        p = r->uri.data + r->uri.len;
-
-        while (p > r->uri.data && p[-1] != '/') {
-            p--;
-        }
-
-        p--;
-    }
-
-    if (p >= r->uri.data + r->uri.len) {
-        return NGX_OK;
-    }
-
-    if (*p != '/') {
-        return NGX_DECLINED;
-    }
-
-    id->data = p + 1;
-    id->len = r->uri.data + r->uri.len - id->data;
-
-    return NGX_OK;
-}
-
-
 static u_char *
 ngx_http_billing_pstrdup(ngx_pool_t *pool, const char *s, size_t len)
 {
@@ -138,7 +96,7 @@ ngx_http_billing_purchases_handler(ngx_http_request_t *r)
     ngx_http_billing_ctx_t        *ctx;
     ngx_http_billing_main_conf_t  *bmcf;
 
-    if (ngx_http_billing_stripe_path_id(r, &path) != NGX_OK) {
+    if (ngx_http_billing_path_id(r, &path) != NGX_OK) {
         return ngx_http_billing_problem(r, NGX_HTTP_NOT_FOUND, "not_found",
                                         "no such resource", 16);
     }
@@ -692,40 +650,6 @@ ngx_http_billing_webhook_handler(ngx_http_request_t *r)
     }
 
     return NGX_DONE;
-}
-
-
-static ngx_table_elt_t *
-ngx_http_billing_find_header(ngx_http_request_t *r, const char *name,
-    size_t len)
-{
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h;
-
-    part = &r->headers_in.headers.part;
-    h = part->elts;
-
-    for (i = 0; /* void */; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                break;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len == len
-            && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0)
-        {
-            return &h[i];
-        }
-    }
-
-    return NULL;
 }
 
 
