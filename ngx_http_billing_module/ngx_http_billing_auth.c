@@ -151,11 +151,11 @@ ngx_http_billing_authenticate(ngx_http_request_t *r)
 
         if (rc == BILLING_JWT_OK) {
             rc = billing_jwt_check_claims(&jwt,
-                                          (const char *) bmcf->jwt_issuer.data,
-                                          (const char *) bmcf->jwt_audience.data,
-                                          (int64_t) ngx_time(),
-                                          (int64_t) bmcf->jwt_leeway,
-                                          &claims, err, sizeof(err));
+                                     (const char *) bmcf->jwt_issuer.data,
+                                     (const char *) bmcf->jwt_audience.data,
+                                     (int64_t) ngx_time(),
+                                     (int64_t) bmcf->jwt_leeway,
+                                     &claims, err, sizeof(err));
         }
 
         billing_jwt_free(&jwt);

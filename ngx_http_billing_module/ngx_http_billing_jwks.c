@@ -43,7 +43,8 @@ typedef struct {
 
 
 /* per worker */
-static ngx_http_billing_jwks_cached_t   ngx_http_billing_jwks_cache[BILLING_JWKS_MAX_KEYS];
+static ngx_http_billing_jwks_cached_t
+    ngx_http_billing_jwks_cache[BILLING_JWKS_MAX_KEYS];
 static ngx_http_billing_http_t         *ngx_http_billing_jwks_fetch;
 static ngx_event_t                      ngx_http_billing_jwks_timer;
 
@@ -277,7 +278,8 @@ ngx_http_billing_jwks_refresh(ngx_http_billing_main_conf_t *bmcf,
         return;
     }
 
-    ngx_log_error(NGX_LOG_INFO, log, 0, "billing: refreshing JWKS from \"%V\"%s",
+    ngx_log_error(NGX_LOG_INFO, log, 0,
+                  "billing: refreshing JWKS from \"%V\"%s",
                   &bmcf->jwks_url, force ? " (unknown kid)" : "");
 
     ngx_http_billing_jwks_fetch = ngx_http_billing_http_get(&bmcf->jwks_url,

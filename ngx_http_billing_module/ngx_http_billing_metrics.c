@@ -78,7 +78,9 @@ static const ngx_uint_t  ngx_http_billing_statuses[] = {
     (sizeof(ngx_http_billing_statuses) / sizeof(ngx_uint_t))
 
 
-static const char  *ngx_http_billing_endpoint_names[NGX_HTTP_BILLING_EP_COUNT] = {
+static const char
+    *ngx_http_billing_endpoint_names[NGX_HTTP_BILLING_EP_COUNT] =
+{
     "other", "health", "readyz", "metrics", "packages", "balance", "ledger",
     "reconcile", "holds", "purchases", "webhook", "error"
 };
@@ -326,8 +328,8 @@ ngx_http_billing_metrics_request(ngx_uint_t endpoint, ngx_uint_t status,
         }
     }
 
-    (void) ngx_atomic_fetch_add(&ngx_http_billing_metrics->requests[endpoint][i],
-                                1);
+    (void) ngx_atomic_fetch_add(
+                        &ngx_http_billing_metrics->requests[endpoint][i], 1);
 
     ngx_http_billing_histogram_add(&ngx_http_billing_metrics->latency[endpoint],
                                    (uint64_t) elapsed * 1000);
@@ -474,8 +476,8 @@ ngx_http_billing_metrics_render(ngx_pool_t *pool, size_t *len)
         ngx_sprintf(label, "endpoint=\"%s\"%Z",
                     ngx_http_billing_endpoint_names[i]);
         ngx_http_billing_render_histogram(&o,
-                                          "billing_http_request_duration_seconds",
-                                          (char *) label, &m->latency[i]);
+                                    "billing_http_request_duration_seconds",
+                                    (char *) label, &m->latency[i]);
     }
 
     prev = NULL;
@@ -521,7 +523,7 @@ ngx_http_billing_metrics_render(ngx_pool_t *pool, size_t *len)
                                    "histogram",
                                    "Time Stripe took to answer.");
     ngx_http_billing_render_histogram(&o, "billing_stripe_api_duration_seconds",
-                                      "", &m->histogram[NGX_HTTP_BILLING_H_STRIPE]);
+                                 "", &m->histogram[NGX_HTTP_BILLING_H_STRIPE]);
 
     ngx_memzero(gauges, sizeof(gauges));
 
@@ -551,7 +553,8 @@ ngx_http_billing_metrics_render(ngx_pool_t *pool, size_t *len)
     ngx_http_billing_render_header(&o, "billing_outbox_backlog", "gauge",
                                    "Notifications not yet delivered.");
     ngx_http_billing_out(&o, "billing_outbox_backlog %uL\n",
-                         (uint64_t) m->shared[NGX_HTTP_BILLING_S_OUTBOX_BACKLOG]);
+                         (uint64_t)
+                         m->shared[NGX_HTTP_BILLING_S_OUTBOX_BACKLOG]);
 
     ngx_http_billing_render_header(&o, "billing_invariant_violations", "gauge",
                                    "Ledger invariant violations found by the "

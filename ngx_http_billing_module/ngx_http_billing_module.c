@@ -460,7 +460,9 @@ ngx_http_billing_init_process(ngx_cycle_t *cycle)
     ngx_http_billing_main_conf_t  *bmcf;
 
     /* cache manager and loader processes serve no requests */
-    if (ngx_process != NGX_PROCESS_WORKER && ngx_process != NGX_PROCESS_SINGLE) {
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
         return NGX_OK;
     }
 
@@ -721,7 +723,9 @@ ngx_http_billing_pool(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         }
 
         n = ngx_atoi(s.data, s.len);
-        if (n == NGX_ERROR || n > 10000 || (field == &bmcf->pool_max && n == 0)) {
+        if (n == NGX_ERROR || n > 10000
+            || (field == &bmcf->pool_max && n == 0))
+        {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "invalid value \"%V\"", &value[i]);
             return NGX_CONF_ERROR;

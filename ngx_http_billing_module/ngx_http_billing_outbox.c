@@ -233,6 +233,7 @@ static void
 ngx_http_billing_outbox_claimed(ngx_http_billing_pg_op_t *op)
 {
     int                           i, rows;
+    off_t                         backlog;
     ngx_uint_t                    n;
     ngx_http_billing_outbox_t    *ob;
     ngx_http_billing_delivery_t  *d;
@@ -250,9 +251,13 @@ ngx_http_billing_outbox_claimed(ngx_http_billing_pg_op_t *op)
     rows = PQntuples(op->res);
 
     if (rows > 0 && !PQgetisnull(op->res, 0, 0)) {
-        ngx_http_billing_metrics_shared_gauge(NGX_HTTP_BILLING_S_OUTBOX_BACKLOG,
-                        (uint64_t) ngx_atoof((u_char *) PQgetvalue(op->res, 0, 0),
-                                             PQgetlength(op->res, 0, 0)));
+        backlog = ngx_atoof((u_char *) PQgetvalue(op->res, 0, 0),
+                            PQgetlength(op->res, 0, 0));
+
+        if (backlog >= 0) {
+            ngx_http_billing_metrics_shared_gauge(
+                NGX_HTTP_BILLING_S_OUTBOX_BACKLOG, (uint64_t) backlog);
+        }
     }
 
     ob->deliveries = ngx_pcalloc(ob->round, (rows ? rows : 1)

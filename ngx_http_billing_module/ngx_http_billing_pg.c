@@ -91,7 +91,8 @@ static void ngx_http_billing_pg_finish_op(ngx_http_billing_pg_op_t *op,
 static void ngx_http_billing_pg_fail_waiters(ngx_http_billing_pg_pool_t *pool);
 static void ngx_http_billing_pg_wait_timeout(ngx_event_t *ev);
 static void ngx_http_billing_pg_refill_handler(ngx_event_t *ev);
-static void ngx_http_billing_pg_schedule_refill(ngx_http_billing_pg_pool_t *pool);
+static void ngx_http_billing_pg_schedule_refill(
+    ngx_http_billing_pg_pool_t *pool);
 static void ngx_http_billing_pg_update_gauges(ngx_http_billing_pg_pool_t *pool);
 static void ngx_http_billing_pg_log_error(ngx_http_billing_pg_conn_t *pc,
     const char *what);
@@ -129,11 +130,16 @@ ngx_http_billing_pg_pool_create(ngx_cycle_t *cycle, ngx_str_t *url,
      * is pinned off because its fallback replaces the socket under us.
      */
     i = 0;
-    pool->keywords[i] = "dbname";           pool->values[i++] = (char *) dsn;
-    pool->keywords[i] = "application_name"; pool->values[i++] = "ngx_billing";
-    pool->keywords[i] = "gssencmode";       pool->values[i++] = "disable";
-    pool->keywords[i] = "options";          pool->values[i++] = (char *) options;
-    pool->keywords[i] = NULL;               pool->values[i] = NULL;
+    pool->keywords[i] = "dbname";
+    pool->values[i++] = (char *) dsn;
+    pool->keywords[i] = "application_name";
+    pool->values[i++] = "ngx_billing";
+    pool->keywords[i] = "gssencmode";
+    pool->values[i++] = "disable";
+    pool->keywords[i] = "options";
+    pool->values[i++] = (char *) options;
+    pool->keywords[i] = NULL;
+    pool->values[i] = NULL;
 
     pool->log = cycle->log;
     pool->min = ngx_min(min, max);
@@ -480,7 +486,8 @@ ngx_http_billing_pg_event(ngx_event_t *ev)
         if (pc->state == NGX_HTTP_BILLING_PG_CONNECTING) {
             ngx_log_error(NGX_LOG_ERR, pc->pool->log, 0,
                           "billing: database connect timed out");
-            ngx_http_billing_metrics_inc(NGX_HTTP_BILLING_M_DB_CONNECT_ERROR, 1);
+            ngx_http_billing_metrics_inc(NGX_HTTP_BILLING_M_DB_CONNECT_ERROR,
+                                         1);
             pool = pc->pool;
             ngx_http_billing_pg_close(pc);
             ngx_http_billing_pg_fail_waiters(pool);
@@ -498,7 +505,8 @@ ngx_http_billing_pg_event(ngx_event_t *ev)
         ngx_http_billing_pg_close(pc);
 
         if (op) {
-            ngx_http_billing_pg_finish_op(op, NGX_HTTP_BILLING_PG_TIMEOUT, NULL);
+            ngx_http_billing_pg_finish_op(op, NGX_HTTP_BILLING_PG_TIMEOUT,
+                                          NULL);
         }
 
         return;

@@ -49,9 +49,9 @@ struct ngx_http_billing_pg_op_s {
     ngx_http_billing_pg_pool_t   *pool;
     ngx_http_billing_pg_conn_t   *conn;
     ngx_queue_t                   queue;         /* in pool->waiters */
-    ngx_event_t                   wait;          /* waiting-for-a-connection timer */
+    ngx_event_t                   wait;      /* waiting for a connection */
     unsigned                      waiting:1;
-    unsigned                      sent:1;        /* the server may have run it */
+    unsigned                      sent:1;    /* the server may have run it */
 };
 
 

@@ -228,8 +228,9 @@ ngx_http_billing_problem(ngx_http_request_t *r, ngx_uint_t status,
 
     body.data = p;
 
-    p = ngx_sprintf(p, "{\"type\":\"https://billing.scholarlink.app/problems/%s\","
-                    "\"title\":\"%s\",\"status\":%ui,\"detail\":\"",
+    p = ngx_sprintf(p, "{\"type\":\"https://billing.scholarlink.app/"
+                    "problems/%s\",\"title\":\"%s\",\"status\":%ui,"
+                    "\"detail\":\"",
                     code, ngx_http_billing_title(status), status);
     p += billing_json_escape((char *) p, esc + 1, detail, detail_len);
     p = ngx_sprintf(p, "\",\"code\":\"%s\"}", code);

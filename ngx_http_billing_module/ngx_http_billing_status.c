@@ -69,8 +69,8 @@ ngx_http_billing_readyz_done(ngx_http_request_t *r,
     }
 
     if (ngx_http_billing_api_row(r, op, &row) != NGX_OK) {
-        ngx_http_billing_finalize(r,
-                         ngx_http_billing_not_ready(r, "unavailable", "unknown"));
+        ngx_http_billing_finalize(r, ngx_http_billing_not_ready(r,
+                                            "unavailable", "unknown"));
         return;
     }
 
