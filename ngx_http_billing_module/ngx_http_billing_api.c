@@ -87,7 +87,7 @@ ngx_http_billing_packages_handler(ngx_http_request_t *r)
         return rc;
     }
 
-    return ngx_http_billing_query(r,
+    return ngx_http_billing_read(r,
                                   "SELECT status, code, body, meta "
                                   "FROM billing.api_packages()",
                                   0, NULL, ngx_http_billing_respond_done);
@@ -114,7 +114,7 @@ ngx_http_billing_balance_handler(ngx_http_request_t *r)
     ctx = ngx_http_get_module_ctx(r, ngx_http_billing_module);
     ctx->params[0] = (const char *) ctx->user_id.data;
 
-    return ngx_http_billing_query(r,
+    return ngx_http_billing_read(r,
                                   "SELECT status, code, body, meta "
                                   "FROM billing.api_balance($1)",
                                   1, ctx->params,
@@ -175,7 +175,7 @@ ngx_http_billing_ledger_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    return ngx_http_billing_query(r,
+    return ngx_http_billing_read(r,
                                   "SELECT status, code, body, meta "
                                   "FROM billing.api_ledger($1, $2, $3)",
                                   3, ctx->params,

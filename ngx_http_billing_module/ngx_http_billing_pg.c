@@ -78,7 +78,7 @@ static void ngx_http_billing_pg_want_write(ngx_http_billing_pg_conn_t *pc,
     ngx_uint_t want);
 static void ngx_http_billing_pg_event(ngx_event_t *ev);
 static void ngx_http_billing_pg_connect_poll(ngx_http_billing_pg_conn_t *pc);
-static void ngx_http_billing_pg_send(ngx_http_billing_pg_conn_t *pc,
+static ngx_int_t ngx_http_billing_pg_send(ngx_http_billing_pg_conn_t *pc,
     ngx_http_billing_pg_op_t *op);
 static void ngx_http_billing_pg_flush(ngx_http_billing_pg_conn_t *pc);
 static void ngx_http_billing_pg_read(ngx_http_billing_pg_conn_t *pc);
@@ -201,9 +201,13 @@ ngx_http_billing_pg_query(ngx_http_billing_pg_pool_t *pool,
     op->conn = NULL;
     op->res = NULL;
     op->waiting = 0;
-    op->sent = 0;
 
-    if (!ngx_queue_empty(&pool->idle)) {
+    if (!op->retried) {
+        op->sent = 0;
+    }
+
+    /* a connection found dead here is closed and the next one tried */
+    while (!ngx_queue_empty(&pool->idle)) {
         q = ngx_queue_head(&pool->idle);
         ngx_queue_remove(q);
         pool->nidle--;
@@ -211,9 +215,10 @@ ngx_http_billing_pg_query(ngx_http_billing_pg_pool_t *pool,
         pc = ngx_queue_data(q, ngx_http_billing_pg_conn_t, queue);
         ngx_queue_insert_tail(&pool->active, q);
 
-        ngx_http_billing_pg_send(pc, op);
-        ngx_http_billing_pg_update_gauges(pool);
-        return NGX_OK;
+        if (ngx_http_billing_pg_send(pc, op) == NGX_OK) {
+            ngx_http_billing_pg_update_gauges(pool);
+            return NGX_OK;
+        }
     }
 
     if (pool->nwaiters >= pool->queue_max) {
@@ -446,10 +451,28 @@ ngx_http_billing_pg_close(ngx_http_billing_pg_conn_t *pc)
 
     ngx_http_billing_pg_update_gauges(pool);
 
-    /* last: the handler may start another query on this pool */
-    if (op) {
-        ngx_http_billing_pg_finish_op(op, NGX_HTTP_BILLING_PG_BROKEN, NULL);
+    if (op == NULL) {
+        return;
     }
+
+    /*
+     * A read found its connection dead (a restarted or failed-over server,
+     * pg_terminate_backend): running it again elsewhere changes nothing,
+     * so it gets one more try before the caller hears of it.  Writes are
+     * not retried here: whether they committed is for the client to learn
+     * with its idempotency key.
+     */
+    if (op->read_only && !op->retried && !ngx_exiting && !ngx_terminate) {
+        op->retried = 1;
+        op->conn = NULL;
+
+        if (ngx_http_billing_pg_query(pool, op) == NGX_OK) {
+            return;
+        }
+    }
+
+    /* last: the handler may start another query on this pool */
+    ngx_http_billing_pg_finish_op(op, NGX_HTTP_BILLING_PG_BROKEN, NULL);
 }
 
 
@@ -597,12 +620,17 @@ ngx_http_billing_pg_connect_poll(ngx_http_billing_pg_conn_t *pc)
 }
 
 
-static void
+/*
+ * Sends op's query on pc.  NGX_ERROR: the connection turned out dead; it
+ * is closed and op is untouched (its handler is not called), so the caller
+ * can try another connection.
+ */
+static ngx_int_t
 ngx_http_billing_pg_send(ngx_http_billing_pg_conn_t *pc,
     ngx_http_billing_pg_op_t *op)
 {
-    pc->op = op;
-    op->conn = pc;
+    int  rc;
+
     pc->state = NGX_HTTP_BILLING_PG_SENDING;
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, op->log, 0,
@@ -610,21 +638,34 @@ ngx_http_billing_pg_send(ngx_http_billing_pg_conn_t *pc,
                    op->sql);
 
     /* text parameters, text results, unnamed statement: one round trip */
-    if (!PQsendQueryParams(pc->pg, op->sql, op->nparams, NULL,
-                           op->values, NULL, NULL, 0))
-    {
+    rc = PQsendQueryParams(pc->pg, op->sql, op->nparams, NULL, op->values,
+                           NULL, NULL, 0)
+         ? PQflush(pc->pg) : -1;
+
+    if (rc == -1) {
+        /* nothing complete reached the server: safe to send elsewhere */
         ngx_http_billing_pg_log_error(pc, "cannot send query");
         ngx_http_billing_metrics_inc(NGX_HTTP_BILLING_M_DB_QUERY_ERROR, 1);
         ngx_http_billing_pg_close(pc);
-        return;
+        return NGX_ERROR;
     }
+
+    pc->op = op;
+    op->conn = pc;
 
     /* from here on a lost connection leaves the outcome unknown */
     op->sent = 1;
 
     ngx_add_timer(pc->c->read, pc->pool->query_timeout);
 
-    ngx_http_billing_pg_flush(pc);
+    if (rc == 1) {
+        ngx_http_billing_pg_want_write(pc, 1);
+        return NGX_OK;
+    }
+
+    pc->state = NGX_HTTP_BILLING_PG_READING;
+
+    return NGX_OK;
 }
 
 
@@ -767,17 +808,21 @@ ngx_http_billing_pg_release(ngx_http_billing_pg_conn_t *pc)
 
     if (!ngx_queue_empty(&pool->waiters)) {
         q = ngx_queue_head(&pool->waiters);
+        op = ngx_queue_data(q, ngx_http_billing_pg_op_t, queue);
+
+        /* a dead connection is closed; the waiter keeps its place */
+        if (ngx_http_billing_pg_send(pc, op) != NGX_OK) {
+            return;
+        }
+
         ngx_queue_remove(q);
         pool->nwaiters--;
-
-        op = ngx_queue_data(q, ngx_http_billing_pg_op_t, queue);
         op->waiting = 0;
 
         if (op->wait.timer_set) {
             ngx_del_timer(&op->wait);
         }
 
-        ngx_http_billing_pg_send(pc, op);
         ngx_http_billing_pg_update_gauges(pool);
         return;
     }

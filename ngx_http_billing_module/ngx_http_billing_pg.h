@@ -41,6 +41,7 @@ struct ngx_http_billing_pg_op_s {
     ngx_http_billing_pg_done_pt   handler;
     void                         *data;
     ngx_log_t                    *log;
+    unsigned                      read_only:1;   /* safe to run twice */
 
     /* filled by the pool; op->res is cleared after the handler returns */
     ngx_http_billing_pg_status_e  status;
@@ -52,6 +53,7 @@ struct ngx_http_billing_pg_op_s {
     ngx_event_t                   wait;      /* waiting for a connection */
     unsigned                      waiting:1;
     unsigned                      sent:1;    /* the server may have run it */
+    unsigned                      retried:1;
 };
 
 

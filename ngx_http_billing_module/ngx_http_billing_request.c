@@ -413,9 +413,32 @@ ngx_http_billing_body(ngx_http_request_t *r, ngx_str_t *body)
 /* database calls on behalf of a request */
 
 
+static ngx_int_t ngx_http_billing_run(ngx_http_request_t *r, const char *sql,
+    int nparams, const char **values, ngx_http_billing_done_pt done,
+    ngx_uint_t read_only);
+
+
+/* a statement that may write */
 ngx_int_t
 ngx_http_billing_query(ngx_http_request_t *r, const char *sql, int nparams,
     const char **values, ngx_http_billing_done_pt done)
+{
+    return ngx_http_billing_run(r, sql, nparams, values, done, 0);
+}
+
+
+/* a statement that only reads: the pool may run it again on a lost link */
+ngx_int_t
+ngx_http_billing_read(ngx_http_request_t *r, const char *sql, int nparams,
+    const char **values, ngx_http_billing_done_pt done)
+{
+    return ngx_http_billing_run(r, sql, nparams, values, done, 1);
+}
+
+
+static ngx_int_t
+ngx_http_billing_run(ngx_http_request_t *r, const char *sql, int nparams,
+    const char **values, ngx_http_billing_done_pt done, ngx_uint_t read_only)
 {
     ngx_int_t                      rc;
     ngx_pool_cleanup_t            *cln;
@@ -456,6 +479,7 @@ ngx_http_billing_query(ngx_http_request_t *r, const char *sql, int nparams,
     op->handler = ngx_http_billing_query_done;
     op->data = r;
     op->log = r->connection->log;
+    op->read_only = read_only;
     ctx->done = done;
 
     rc = ngx_http_billing_pg_query(bmcf->pool, op);
@@ -536,7 +560,7 @@ ngx_http_billing_db_failure(ngx_http_request_t *r, ngx_http_billing_pg_op_t *op)
                                           "nothing was written");
     }
 
-    if (op->sent) {
+    if (op->sent && !op->read_only) {
         return ngx_http_billing_problem_s(r,
                           op->status == NGX_HTTP_BILLING_PG_TIMEOUT
                           ? NGX_HTTP_GATEWAY_TIME_OUT

@@ -39,7 +39,7 @@ ngx_http_billing_readyz_handler(ngx_http_request_t *r)
         return rc;
     }
 
-    rc = ngx_http_billing_query(r,
+    rc = ngx_http_billing_read(r,
                                 "SELECT status, code, body, meta "
                                 "FROM billing.api_readyz()",
                                 0, NULL, ngx_http_billing_readyz_done);

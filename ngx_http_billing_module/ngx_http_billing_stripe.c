@@ -157,7 +157,7 @@ ngx_http_billing_purchases_handler(ngx_http_request_t *r)
     ctx->params[0] = (const char *) ctx->user_id.data;
     ctx->params[1] = (const char *) id;
 
-    return ngx_http_billing_query(r,
+    return ngx_http_billing_read(r,
                                   "SELECT status, code, body, meta "
                                   "FROM billing.api_purchase_get($1, $2::uuid)",
                                   2, ctx->params,

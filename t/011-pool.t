@@ -81,6 +81,17 @@ ok(wait_ready(200, 30), 'ready again after the restart, without reload');
 is($s, 200, 'API calls work again');
 like($b, qr/"balanceMicros": 10000000/, '... with the balance intact');
 
+# --- connections killed under the pool (failover, pg_terminate_backend):
+# the next requests are served, by a live or a new connection, never 5xx
+my @after_terminate;
+for my $round (1 .. 5) {
+    psql_admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+               . "WHERE application_name = 'ngx_billing'");
+    push @after_terminate, (get('/api/balance', $token))[0];
+}
+is_deeply(\@after_terminate, [(200) x 5],
+          'requests right after the pool\'s connections are terminated are answered 200');
+
 # --- a stalled query does not hold up /health on the same (single) worker
 my $lock = fork // die;
 if ($lock == 0) {
