@@ -66,7 +66,7 @@ WRAPPER
 test_asan_suite() {
     local wrapper
     wrapper=$(test_asan_wrapper)
-    TEST_NGINX_BINARY="$wrapper" \
+    TEST_NGINX_BINARY="$wrapper" TEST_NGINX_TIMEOUT=10 \
     TEST_NGINX_MODULE="$BUILD_DIR/$MODULE_NAME-asan.so" \
         prove -I"$ROOT/t/lib" -j1 "$ROOT"/t/0[1-9]*.t || return 1
     if compgen -G "$TEST_TMP/asan/*" >/dev/null; then
@@ -88,7 +88,8 @@ exec valgrind -q --trace-children=yes --leak-check=full \\
     --suppressions=$ROOT/t/valgrind.supp --log-file=$vg/vg.%p $NGINX_BIN "\$@"
 WRAPPER
     chmod +x "$wrapper"
-    TEST_NGINX_BINARY="$wrapper" \
+    # memcheck runs nginx some 20 times slower: give each request time
+    TEST_NGINX_BINARY="$wrapper" TEST_NGINX_TIMEOUT=30 \
         prove -I"$ROOT/t/lib" "$ROOT/t/010-status.t" "$ROOT/t/030-reconcile.t" || return 1
     if [ -n "$(find "$vg" -type f -size +0c)" ]; then
         echo "valgrind reports:" >&2
