@@ -53,6 +53,19 @@ like($log, qr/\[alert\].*ledger audit found \d+ invariant violations/, 'and logg
 
 is(wait_for(sub { $_[0] == 0 }, 10), 0, 'the gauge returns to 0 once the ledger is consistent again');
 
+# the whole exposition, as Prometheus would scrape it, passes promtool
+SKIP: {
+    skip 'promtool not installed', 1 unless grep { -x "$_/promtool" } split /:/, $ENV{PATH};
+    my (undef, undef, $scrape) = http_request($port, { method => 'GET', path => '/metrics' });
+    open my $p, '|-', 'promtool check metrics >/tmp/billing-promtool.$$ 2>&1' or die;
+    print $p $scrape;
+    close $p;
+    my $rc = $?;
+    my $out = do { local $/; open my $f, '<', "/tmp/billing-promtool.$$"; <$f> } // '';
+    unlink "/tmp/billing-promtool.$$";
+    is($rc, 0, 'promtool check metrics accepts the scrape') or diag $out;
+}
+
 stop_nginx('audit');
 invariants_ok('invariants hold');
 done_testing();
