@@ -80,7 +80,10 @@ build_module() {
 
     log "compiling ($flavour)"
     make -s -f "$bld/Makefile" -C "$src" -j"$(nproc)" modules >&2
-    cp "$bld/$MODULE_NAME.so" "$BUILD_DIR/$MODULE_NAME${flavour:+-$flavour}.so"
+    # a new file, renamed into place: a running nginx keeps the old one
+    # mapped instead of crashing on a rewritten library
+    cp "$bld/$MODULE_NAME.so" "$BUILD_DIR/.$MODULE_NAME.so.new"
+    mv -f "$BUILD_DIR/.$MODULE_NAME.so.new" "$BUILD_DIR/$MODULE_NAME${flavour:+-$flavour}.so"
 }
 
 cmd_build() {

@@ -37,6 +37,7 @@ struct ngx_http_billing_pg_conn_s {
     ngx_http_billing_pg_state_e   state;
     ngx_http_billing_pg_op_t     *op;           /* NULL when idle or detached */
     PGresult                     *res;          /* first result of the query */
+    unsigned                      fatal:1;      /* the server said goodbye */
 };
 
 
@@ -83,6 +84,8 @@ static ngx_int_t ngx_http_billing_pg_send(ngx_http_billing_pg_conn_t *pc,
 static void ngx_http_billing_pg_flush(ngx_http_billing_pg_conn_t *pc);
 static void ngx_http_billing_pg_read(ngx_http_billing_pg_conn_t *pc);
 static void ngx_http_billing_pg_idle_read(ngx_http_billing_pg_conn_t *pc);
+static ngx_int_t ngx_http_billing_pg_alive(ngx_http_billing_pg_conn_t *pc);
+static void ngx_http_billing_pg_notice(void *arg, const PGresult *res);
 static void ngx_http_billing_pg_complete(ngx_http_billing_pg_conn_t *pc,
     ngx_http_billing_pg_status_e status);
 static void ngx_http_billing_pg_release(ngx_http_billing_pg_conn_t *pc);
@@ -202,7 +205,7 @@ ngx_http_billing_pg_query(ngx_http_billing_pg_pool_t *pool,
     op->res = NULL;
     op->waiting = 0;
 
-    if (!op->retried) {
+    if (op->retries == 0) {
         op->sent = 0;
     }
 
@@ -214,6 +217,13 @@ ngx_http_billing_pg_query(ngx_http_billing_pg_pool_t *pool,
 
         pc = ngx_queue_data(q, ngx_http_billing_pg_conn_t, queue);
         ngx_queue_insert_tail(&pool->active, q);
+
+        /* what the server sent while we were not looking comes first */
+        if (!ngx_http_billing_pg_alive(pc)) {
+            pc->state = NGX_HTTP_BILLING_PG_SENDING;
+            ngx_http_billing_pg_close(pc);
+            continue;
+        }
 
         if (ngx_http_billing_pg_send(pc, op) == NGX_OK) {
             ngx_http_billing_pg_update_gauges(pool);
@@ -328,6 +338,9 @@ ngx_http_billing_pg_connect(ngx_http_billing_pg_pool_t *pool)
     pc->pg = pg;
     pc->state = NGX_HTTP_BILLING_PG_CONNECTING;
 
+    /* libpq's default prints notices to stderr */
+    PQsetNoticeReceiver(pg, ngx_http_billing_pg_notice, pc);
+
     ngx_queue_insert_tail(&pool->active, &pc->queue);
     pool->nconns++;
     pool->nconnecting++;
@@ -430,7 +443,8 @@ ngx_http_billing_pg_close(ngx_http_billing_pg_conn_t *pc)
         pc->res = NULL;
     }
 
-    ngx_http_billing_pg_unwrap(pc, 0);
+    /* libpq closes the socket itself when it reads the end of the stream */
+    ngx_http_billing_pg_unwrap(pc, PQsocket(pc->pg) == -1);
 
     if (pc->state == NGX_HTTP_BILLING_PG_IDLE) {
         pool->nidle--;
@@ -458,12 +472,15 @@ ngx_http_billing_pg_close(ngx_http_billing_pg_conn_t *pc)
     /*
      * A read found its connection dead (a restarted or failed-over server,
      * pg_terminate_backend): running it again elsewhere changes nothing,
-     * so it gets one more try before the caller hears of it.  Writes are
+     * so it is tried on other connections (after a failover every idle
+     * one may be dead) before the caller hears of it.  Writes are
      * not retried here: whether they committed is for the client to learn
      * with its idempotency key.
      */
-    if (op->read_only && !op->retried && !ngx_exiting && !ngx_terminate) {
-        op->retried = 1;
+    if (op->read_only && op->retries < ngx_min(pool->max, 16)
+        && !ngx_exiting && !ngx_terminate)
+    {
+        op->retries++;
         op->conn = NULL;
 
         if (ngx_http_billing_pg_query(pool, op) == NGX_OK) {
@@ -725,18 +742,69 @@ ngx_http_billing_pg_read(ngx_http_billing_pg_conn_t *pc)
 static void
 ngx_http_billing_pg_idle_read(ngx_http_billing_pg_conn_t *pc)
 {
-    PGnotify  *n;
-
-    /* an idle connection has nothing to read unless the server is leaving */
-    if (!PQconsumeInput(pc->pg) || PQstatus(pc->pg) != CONNECTION_OK) {
+    if (!ngx_http_billing_pg_alive(pc)) {
         ngx_log_error(NGX_LOG_WARN, pc->pool->log, 0,
                       "billing: idle database connection closed by server");
         ngx_http_billing_pg_close(pc);
-        return;
+    }
+}
+
+
+/*
+ * An idle connection has nothing to read unless the server is leaving: a
+ * terminated or restarting backend sends a FATAL message (which libpq hands
+ * to the notice receiver while idle) and closes.  Reads only what is
+ * already there, never waits.
+ */
+static ngx_int_t
+ngx_http_billing_pg_alive(ngx_http_billing_pg_conn_t *pc)
+{
+    PGnotify  *n;
+
+    if (!PQconsumeInput(pc->pg) || PQstatus(pc->pg) != CONNECTION_OK
+        || pc->fatal)
+    {
+        return 0;
     }
 
     while ((n = PQnotifies(pc->pg)) != NULL) {
         PQfreemem(n);
+    }
+
+    return 1;
+}
+
+
+static void
+ngx_http_billing_pg_notice(void *arg, const PGresult *res)
+{
+    ngx_http_billing_pg_conn_t *pc = arg;
+
+    size_t       len;
+    const char  *msg, *severity;
+
+    severity = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+
+    if (severity && (ngx_strcmp(severity, "FATAL") == 0
+                     || ngx_strcmp(severity, "PANIC") == 0))
+    {
+        pc->fatal = 1;
+    }
+
+    msg = PQresultErrorMessage(res);
+    len = ngx_strlen(msg);
+
+    while (len && (msg[len - 1] == '\n' || msg[len - 1] == ' ')) {
+        len--;
+    }
+
+    if (pc->fatal) {
+        ngx_log_error(NGX_LOG_WARN, pc->pool->log, 0,
+                      "billing: database says: %*s", len, msg);
+
+    } else {
+        ngx_log_error(NGX_LOG_INFO, pc->pool->log, 0,
+                      "billing: database says: %*s", len, msg);
     }
 }
 

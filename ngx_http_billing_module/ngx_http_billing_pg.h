@@ -53,7 +53,7 @@ struct ngx_http_billing_pg_op_s {
     ngx_event_t                   wait;      /* waiting for a connection */
     unsigned                      waiting:1;
     unsigned                      sent:1;    /* the server may have run it */
-    unsigned                      retried:1;
+    unsigned                      retries:8;
 };
 
 
