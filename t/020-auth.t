@@ -318,3 +318,4 @@ GET /whoami
 main::bearer(BillingTest::mint_token(sub => 'auth-user-6', aud => 'https://other.example'))
 --- response_headers
 X-User: []
+
