@@ -5,6 +5,7 @@ use warnings;
 use lib 't/lib';
 use Test::More;
 use Time::HiRes qw(time sleep);
+use File::Temp ();
 use BillingTest;
 
 my $port = free_port();
@@ -57,12 +58,12 @@ is(wait_for(sub { $_[0] == 0 }, 10), 0, 'the gauge returns to 0 once the ledger 
 SKIP: {
     skip 'promtool not installed', 1 unless grep { -x "$_/promtool" } split /:/, $ENV{PATH};
     my (undef, undef, $scrape) = http_request($port, { method => 'GET', path => '/metrics' });
-    open my $p, '|-', 'promtool check metrics >/tmp/billing-promtool.$$ 2>&1' or die;
+    my (undef, $report) = File::Temp::tempfile('billing-promtool-XXXXXX', TMPDIR => 1, UNLINK => 1);
+    open my $p, '|-', "promtool check metrics >$report 2>&1" or die;
     print $p $scrape;
     close $p;
     my $rc = $?;
-    my $out = do { local $/; open my $f, '<', "/tmp/billing-promtool.$$"; <$f> } // '';
-    unlink "/tmp/billing-promtool.$$";
+    my $out = do { local $/; open my $f, '<', $report or die; <$f> } // '';
     is($rc, 0, 'promtool check metrics accepts the scrape') or diag $out;
 }
 
