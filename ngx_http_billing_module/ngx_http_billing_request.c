@@ -500,6 +500,13 @@ ngx_http_billing_run(ngx_http_request_t *r, const char *sql, int nparams,
     r->main->count++;
     ctx->pending = 1;
 
+    /*
+     * Notice a client that goes away meanwhile: the request is then
+     * terminated and its cleanup detaches the query (and any Stripe call),
+     * so nothing waits for or leaks on its behalf.
+     */
+    r->read_event_handler = ngx_http_test_reading;
+
     return NGX_DONE;
 }
 

@@ -8,6 +8,7 @@ use lib 't/lib';
 use Test::More;
 use Time::HiRes qw(time sleep);
 use POSIX ();
+use IO::Socket::INET;
 use BillingTest;
 
 my $port = free_port();
@@ -123,6 +124,44 @@ waitpid($rec, 0);
 is($? >> 8, 0, 'the stalled reconcile completed with 201 once the lock was released');
 waitpid($lock, 0);
 diag(sprintf '/health took %.1f ms during the stall', ($health_done - $t0) * 1000);
+
+# --- a client that goes away while its query waits: the request ends
+# (499), the query finishes on the server, the connection returns to the
+# pool; a retry with the same key learns the outcome
+$lock = fork // die;
+if ($lock == 0) {
+    { exec 'psql', '-X', '-q', '-d', $ENV{BILLING_TEST_ADMIN_URL}, '-c',
+           "BEGIN; SELECT 1 FROM billing.accounts WHERE user_id = '$user' FOR UPDATE; "
+           . "SELECT pg_sleep(2); COMMIT;" };
+    POSIX::_exit(1);
+}
+sleep 0.5;
+{
+    my $body = qq{{"userId":"$user","model":"gpt-4o","inputTokens":1000,"outputTokens":500,"idempotencyKey":"gone-1"}};
+    my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port) or die;
+    print $sock "POST /api/usage/reconcile HTTP/1.1\r\nHost: localhost\r\n"
+              . "Authorization: Bearer $svc\r\nContent-Type: application/json\r\n"
+              . "Content-Length: " . length($body) . "\r\n\r\n$body";
+    sleep 0.3;
+    close $sock;        # gone before the answer
+}
+waitpid($lock, 0);
+sleep 0.5;
+my (undef, undef, $m) = get('/metrics');
+like($m, qr/billing_http_requests_total\{endpoint="reconcile",status="499"\} 1/,
+     'the abandoned request ended as 499');
+my $gone = psql_admin("SELECT count(*) FROM billing.ledger_entries WHERE user_id = '$user' AND idempotency_key = 'gone-1'");
+chomp $gone;
+is($gone, 1, 'its query still completed on the server, once');
+my ($st, $hd) = http_request($port, {
+    method => 'POST', path => '/api/usage/reconcile',
+    headers => { Authorization => "Bearer $svc", 'Content-Type' => 'application/json' },
+    body => qq{{"userId":"$user","model":"gpt-4o","inputTokens":1000,"outputTokens":500,"idempotencyKey":"gone-1"}},
+});
+is("$st $hd->{'idempotent-replayed'}", '201 true', 'a retry with the same key is a replay');
+ok(app_conns() <= 3, 'no connection leaked by the abandoned request');
+(undef, undef, $b) = get('/api/balance', $token);
+like($b, qr/"balanceMicros": \d+/, 'the pool still serves requests');
 
 # --- bounded: connections never exceed the pool maximum
 my @reqs = map { { method => 'GET', path => '/api/balance',
