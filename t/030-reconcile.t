@@ -299,3 +299,16 @@ GET /api/usage/reconcile
 --- error_code: 405
 --- response_headers
 Allow: POST
+
+
+
+=== TEST 20: unknown fields are ignored
+--- main_config
+load_module $TEST_NGINX_MODULE;
+--- http_config eval: $::HttpConfig
+--- config eval: $::Config
+--- more_headers eval: $::Svc
+--- request eval: main::body(userId => "$::U-zero", inputTokens => 0, outputTokens => 0, idempotencyKey => 'k-extra', traceId => 'abc', extra => { nested => [1, 2, { deep => JSON::PP::true }] })
+--- error_code: 201
+--- response_body_like chomp
+"chargedMicros": 0\}$
