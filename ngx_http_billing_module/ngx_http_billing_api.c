@@ -68,14 +68,6 @@ ngx_http_billing_int_param(ngx_http_request_t *r, int64_t n)
 }
 
 
-static ngx_int_t
-ngx_http_billing_invalid(ngx_http_request_t *r, const char *detail)
-{
-    return ngx_http_billing_problem(r, NGX_HTTP_BAD_REQUEST, "invalid_request",
-                                    detail, ngx_strlen(detail));
-}
-
-
 /* GET /api/packages: public */
 ngx_int_t
 ngx_http_billing_packages_handler(ngx_http_request_t *r)
@@ -310,28 +302,6 @@ ngx_http_billing_reconcile_body(ngx_http_request_t *r)
                                 ngx_http_billing_reconcile_done);
 
     ngx_http_finalize_request(r, rc);
-}
-
-
-static int64_t
-ngx_http_billing_json_int(ngx_str_t *body, const char *name)
-{
-    u_char  *p, *last;
-
-    p = (u_char *) ngx_strstr(body->data, name);
-    if (p == NULL) {
-        return 0;
-    }
-
-    p += ngx_strlen(name);
-
-    while (*p == ' ' || *p == ':') {
-        p++;
-    }
-
-    for (last = p; *last >= '0' && *last <= '9'; last++) { /* void */ }
-
-    return last > p ? ngx_atoof(p, last - p) : 0;
 }
 
 

@@ -26,7 +26,7 @@ static char *ngx_http_billing_database_url(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_billing_pool(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-static char *ngx_http_billing_db_timeouts(ngx_conf_t *cf, ngx_command_t *cmd,
+static char *ngx_http_billing_timeouts(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_billing_metrics_zone(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
@@ -38,8 +38,6 @@ static char *ngx_http_billing_secret(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_billing_secret_list(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-static char *ngx_http_billing_stripe_timeouts(ngx_conf_t *cf,
-    ngx_command_t *cmd, void *conf);
 static char *ngx_http_billing_checkout_urls(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 
@@ -60,6 +58,31 @@ static ngx_conf_enum_t  ngx_http_billing_endpoints[] = {
     { ngx_string("purchases"), NGX_HTTP_BILLING_EP_PURCHASES },
     { ngx_string("webhook"), NGX_HTTP_BILLING_EP_WEBHOOK },
     { ngx_string("error"), NGX_HTTP_BILLING_EP_ERROR },
+    { ngx_null_string, 0 }
+};
+
+
+/* "name=time" parameters of a timeouts directive and where they go */
+typedef struct {
+    ngx_str_t                     name;
+    size_t                        offset;
+} ngx_http_billing_timeout_t;
+
+
+static ngx_http_billing_timeout_t  ngx_http_billing_db_timeouts[] = {
+    { ngx_string("connect="),
+      offsetof(ngx_http_billing_main_conf_t, connect_timeout) },
+    { ngx_string("query="),
+      offsetof(ngx_http_billing_main_conf_t, query_timeout) },
+    { ngx_null_string, 0 }
+};
+
+
+static ngx_http_billing_timeout_t  ngx_http_billing_stripe_timeouts[] = {
+    { ngx_string("connect="),
+      offsetof(ngx_http_billing_main_conf_t, stripe_connect_timeout) },
+    { ngx_string("total="),
+      offsetof(ngx_http_billing_main_conf_t, stripe_total_timeout) },
     { ngx_null_string, 0 }
 };
 
@@ -89,10 +112,10 @@ static ngx_command_t  ngx_http_billing_commands[] = {
 
     { ngx_string("billing_db_timeouts"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
-      ngx_http_billing_db_timeouts,
+      ngx_http_billing_timeouts,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
-      NULL },
+      ngx_http_billing_db_timeouts },
 
     { ngx_string("billing_audit_interval"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
@@ -194,10 +217,10 @@ static ngx_command_t  ngx_http_billing_commands[] = {
 
     { ngx_string("billing_stripe_timeouts"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
-      ngx_http_billing_stripe_timeouts,
+      ngx_http_billing_timeouts,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
-      NULL },
+      ngx_http_billing_stripe_timeouts },
 
     { ngx_string("billing_checkout_urls"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE2,
@@ -748,34 +771,37 @@ ngx_http_billing_pool(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
+/* "connect=5s query=10s": each parameter into its field of the main conf */
 static char *
-ngx_http_billing_db_timeouts(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+ngx_http_billing_timeouts(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
-    ngx_http_billing_main_conf_t *bmcf = conf;
+    u_char  *p = conf;
 
-    ngx_str_t   *value, s;
-    ngx_msec_t   ms, *field;
-    ngx_uint_t   i;
+    ngx_str_t                   *value, s;
+    ngx_msec_t                   ms;
+    ngx_uint_t                   i;
+    ngx_http_billing_timeout_t  *t;
 
     value = cf->args->elts;
 
     for (i = 1; i < cf->args->nelts; i++) {
 
-        if (ngx_strncmp(value[i].data, "connect=", 8) == 0) {
-            field = &bmcf->connect_timeout;
-            s.data = value[i].data + 8;
-            s.len = value[i].len - 8;
+        for (t = cmd->post; t->name.len; t++) {
+            if (value[i].len > t->name.len
+                && ngx_strncmp(value[i].data, t->name.data, t->name.len) == 0)
+            {
+                break;
+            }
+        }
 
-        } else if (ngx_strncmp(value[i].data, "query=", 6) == 0) {
-            field = &bmcf->query_timeout;
-            s.data = value[i].data + 6;
-            s.len = value[i].len - 6;
-
-        } else {
+        if (t->name.len == 0) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "invalid parameter \"%V\"", &value[i]);
             return NGX_CONF_ERROR;
         }
+
+        s.data = value[i].data + t->name.len;
+        s.len = value[i].len - t->name.len;
 
         ms = ngx_parse_time(&s, 0);
         if (ms == (ngx_msec_t) NGX_ERROR || ms == 0) {
@@ -784,7 +810,7 @@ ngx_http_billing_db_timeouts(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             return NGX_CONF_ERROR;
         }
 
-        *field = ms;
+        *(ngx_msec_t *) (p + t->offset) = ms;
     }
 
     return NGX_CONF_OK;
@@ -957,50 +983,6 @@ ngx_http_billing_secret_list(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     if (s->len == 0) {
         return "is empty";
-    }
-
-    return NGX_CONF_OK;
-}
-
-
-static char *
-ngx_http_billing_stripe_timeouts(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf)
-{
-    ngx_http_billing_main_conf_t *bmcf = conf;
-
-    ngx_str_t   *value, s;
-    ngx_msec_t   ms, *field;
-    ngx_uint_t   i;
-
-    value = cf->args->elts;
-
-    for (i = 1; i < cf->args->nelts; i++) {
-
-        if (ngx_strncmp(value[i].data, "connect=", 8) == 0) {
-            field = &bmcf->stripe_connect_timeout;
-            s.data = value[i].data + 8;
-            s.len = value[i].len - 8;
-
-        } else if (ngx_strncmp(value[i].data, "total=", 6) == 0) {
-            field = &bmcf->stripe_total_timeout;
-            s.data = value[i].data + 6;
-            s.len = value[i].len - 6;
-
-        } else {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid parameter \"%V\"", &value[i]);
-            return NGX_CONF_ERROR;
-        }
-
-        ms = ngx_parse_time(&s, 0);
-        if (ms == (ngx_msec_t) NGX_ERROR || ms == 0) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid timeout \"%V\"", &value[i]);
-            return NGX_CONF_ERROR;
-        }
-
-        *field = ms;
     }
 
     return NGX_CONF_OK;

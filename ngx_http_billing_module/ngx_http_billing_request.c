@@ -241,6 +241,41 @@ ngx_http_billing_problem(ngx_http_request_t *r, ngx_uint_t status,
                                  &body);
 }
 
+/* 400 invalid_request with a detail from the validator */
+ngx_int_t
+ngx_http_billing_invalid(ngx_http_request_t *r, const char *detail)
+{
+    return ngx_http_billing_problem(r, NGX_HTTP_BAD_REQUEST, "invalid_request",
+                                    detail, ngx_strlen(detail));
+}
+
+
+/*
+ * A non-negative integer member of a JSON object our own SQL produced
+ * (jsonb text, so '"name": 123'); 0 when absent.  Not a JSON parser: used
+ * only on bodies the database wrote.
+ */
+int64_t
+ngx_http_billing_json_int(ngx_str_t *body, const char *name)
+{
+    u_char  *p, *last;
+
+    p = (u_char *) ngx_strstr(body->data, name);
+    if (p == NULL) {
+        return 0;
+    }
+
+    p += ngx_strlen(name);
+
+    while (*p == ' ' || *p == ':') {
+        p++;
+    }
+
+    for (last = p; *last >= '0' && *last <= '9'; last++) { /* void */ }
+
+    return (last > p && last - p < 19) ? ngx_atoof(p, last - p) : 0;
+}
+
 
 /*
  * "billing error;" in a location named by error_page turns nginx's own

@@ -57,8 +57,8 @@ static void
 ngx_http_billing_readyz_done(ngx_http_request_t *r,
     ngx_http_billing_pg_op_t *op)
 {
-    u_char                  *p, *last;
-    ngx_int_t                version, rc;
+    int64_t                  version;
+    ngx_int_t                rc;
     ngx_http_billing_row_t   row;
 
     if (op->status == NGX_HTTP_BILLING_PG_SQL_ERROR) {
@@ -74,25 +74,10 @@ ngx_http_billing_readyz_done(ngx_http_request_t *r,
         return;
     }
 
-    /* body: {"schemaVersion":N} */
-    version = NGX_ERROR;
-    p = (u_char *) ngx_strstr(row.body.data, "\"schemaVersion\":");
+    /* body: {"schemaVersion": N}; absent reads as 0, i.e. outdated */
+    version = ngx_http_billing_json_int(&row.body, "\"schemaVersion\"");
 
-    if (p) {
-        p += sizeof("\"schemaVersion\":") - 1;
-        while (*p == ' ') {
-            p++;
-        }
-
-        last = p;
-        while (*last >= '0' && *last <= '9') {
-            last++;
-        }
-
-        version = ngx_atoi(p, last - p);
-    }
-
-    if (version == NGX_ERROR || version < NGX_HTTP_BILLING_SCHEMA_VERSION) {
+    if (version < NGX_HTTP_BILLING_SCHEMA_VERSION) {
         rc = ngx_http_billing_not_ready(r, "ok", "outdated");
 
     } else {

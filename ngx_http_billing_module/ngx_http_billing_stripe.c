@@ -61,8 +61,8 @@ ngx_http_billing_extra_handler(ngx_http_request_t *r, ngx_uint_t endpoint)
         return ngx_http_billing_webhook_handler(r);
 
     default:
-        return ngx_http_billing_problem(r, NGX_HTTP_NOT_FOUND, "not_found",
-                                        "no such resource", 16);
+        return ngx_http_billing_problem_s(r, NGX_HTTP_NOT_FOUND, "not_found",
+                                        "no such resource");
     }
 }
 
@@ -97,8 +97,8 @@ ngx_http_billing_purchases_handler(ngx_http_request_t *r)
     ngx_http_billing_main_conf_t  *bmcf;
 
     if (ngx_http_billing_path_id(r, &path) != NGX_OK) {
-        return ngx_http_billing_problem(r, NGX_HTTP_NOT_FOUND, "not_found",
-                                        "no such resource", 16);
+        return ngx_http_billing_problem_s(r, NGX_HTTP_NOT_FOUND, "not_found",
+                                        "no such resource");
     }
 
     if (path.len == 0) {
@@ -120,10 +120,9 @@ ngx_http_billing_purchases_handler(ngx_http_request_t *r)
             ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                           "billing: purchases need billing_stripe_secret_key "
                           "and billing_checkout_urls");
-            return ngx_http_billing_problem(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+            return ngx_http_billing_problem_s(r, NGX_HTTP_SERVICE_UNAVAILABLE,
                                             "stripe_not_configured",
-                                            "payments are not configured",
-                                            27);
+                                            "payments are not configured");
         }
 
         return ngx_http_billing_read_json_body(r,
@@ -149,8 +148,8 @@ ngx_http_billing_purchases_handler(ngx_http_request_t *r)
     if (billing_uuid_normalize((const char *) path.data, path.len,
                                (char *) id) != 0)
     {
-        return ngx_http_billing_problem(r, NGX_HTTP_NOT_FOUND, "not_found",
-                                        "No such purchase", 16);
+        return ngx_http_billing_problem_s(r, NGX_HTTP_NOT_FOUND, "not_found",
+                                        "No such purchase");
     }
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_billing_module);
@@ -186,10 +185,7 @@ ngx_http_billing_purchase_body(ngx_http_request_t *r)
                                detail, sizeof(detail))
         != BILLING_JSON_OK)
     {
-        ngx_http_finalize_request(r,
-                       ngx_http_billing_problem(r, NGX_HTTP_BAD_REQUEST,
-                                                "invalid_request", detail,
-                                                ngx_strlen(detail)));
+        ngx_http_finalize_request(r, ngx_http_billing_invalid(r, detail));
         return;
     }
 
@@ -623,9 +619,9 @@ ngx_http_billing_webhook_handler(ngx_http_request_t *r)
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "billing: webhook received but no "
                       "billing_stripe_webhook_secret is configured");
-        return ngx_http_billing_problem(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+        return ngx_http_billing_problem_s(r, NGX_HTTP_SERVICE_UNAVAILABLE,
                                         "webhook_not_configured",
-                                        "webhooks are not configured", 27);
+                                        "webhooks are not configured");
     }
 
     if (ngx_http_billing_get_ctx(r) == NULL) {
@@ -640,9 +636,9 @@ ngx_http_billing_webhook_handler(ngx_http_request_t *r)
     rc = ngx_http_read_client_request_body(r, ngx_http_billing_webhook_body);
 
     if (rc == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE) {
-        return ngx_http_billing_problem(r, rc, "payload_too_large",
+        return ngx_http_billing_problem_s(r, rc, "payload_too_large",
                                         "the request body is larger than "
-                                        "allowed", 39);
+                                        "allowed");
     }
 
     if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
@@ -761,10 +757,10 @@ ngx_http_billing_webhook_body(ngx_http_request_t *r)
         ngx_http_billing_metrics_webhook((u_char *) "", 0,
                                          NGX_HTTP_BILLING_WH_ERROR);
         ngx_http_billing_finalize(r,
-                       ngx_http_billing_problem(r, NGX_HTTP_BAD_REQUEST,
+                       ngx_http_billing_problem_s(r, NGX_HTTP_BAD_REQUEST,
                                    "invalid_request",
                                    "the event must be a JSON object with "
-                                   "string id and type", 56));
+                                   "string id and type"));
         return;
     }
 
@@ -780,28 +776,6 @@ ngx_http_billing_webhook_body(ngx_http_request_t *r)
                                 ngx_http_billing_webhook_done);
 
     ngx_http_billing_finalize(r, rc);
-}
-
-
-static int64_t
-ngx_http_billing_body_int(ngx_str_t *body, const char *name)
-{
-    u_char  *p, *last;
-
-    p = (u_char *) ngx_strstr(body->data, name);
-    if (p == NULL) {
-        return 0;
-    }
-
-    p += ngx_strlen(name);
-
-    while (*p == ' ' || *p == ':') {
-        p++;
-    }
-
-    for (last = p; *last >= '0' && *last <= '9'; last++) { /* void */ }
-
-    return (last > p && last - p < 19) ? ngx_atoof(p, last - p) : 0;
 }
 
 
@@ -830,11 +804,11 @@ ngx_http_billing_webhook_done(ngx_http_request_t *r,
         }
 
         ngx_http_billing_finalize(r,
-                       ngx_http_billing_problem(r,
+                       ngx_http_billing_problem_s(r,
                                     NGX_HTTP_SERVICE_UNAVAILABLE,
                                     "database_unavailable",
                                     "the database cannot be reached; "
-                                    "retry later", 43));
+                                    "retry later"));
         return;
     }
 
@@ -854,7 +828,7 @@ ngx_http_billing_webhook_done(ngx_http_request_t *r,
         outcome = NGX_HTTP_BILLING_WH_PROCESSED;
 
         /* counted only when the function says how much it credited */
-        credited = ngx_http_billing_body_int(&row.body, "\"creditedMicros\"");
+        credited = ngx_http_billing_json_int(&row.body, "\"creditedMicros\"");
         if (credited > 0) {
             ngx_http_billing_metrics_inc(NGX_HTTP_BILLING_M_CREDITS_PURCHASED,
                                          (uint64_t) credited);
