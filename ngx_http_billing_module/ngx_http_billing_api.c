@@ -233,7 +233,7 @@ ngx_http_billing_ledger_done(ngx_http_request_t *r,
 }
 
 
-/* POST /api/usage/reconcile: SPEC 4.1 */
+/* POST /api/usage/reconcile: docs/spec.md §4.1 */
 ngx_int_t
 ngx_http_billing_reconcile_handler(ngx_http_request_t *r)
 {
@@ -353,7 +353,7 @@ ngx_http_billing_reconcile_done(ngx_http_request_t *r,
 }
 
 
-/* POST /api/usage/holds and DELETE /api/usage/holds/{id}: SPEC 4.3 */
+/* POST /api/usage/holds and DELETE /api/usage/holds/{id}: docs/spec.md §4.3 */
 ngx_int_t
 ngx_http_billing_holds_handler(ngx_http_request_t *r)
 {

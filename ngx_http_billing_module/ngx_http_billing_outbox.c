@@ -1,6 +1,6 @@
 
 /*
- * ScholarLink Billing: delivery of outgoing notifications (SPEC 4.4).
+ * ScholarLink Billing: delivery of outgoing notifications (docs/spec.md §4.4).
  *
  * The ledger functions write notifications into billing.outbox in the
  * same transaction as the ledger change.  Every worker polls the outbox

@@ -1,6 +1,6 @@
 
 /*
- * ScholarLink Billing: Stripe purchases and webhooks (SPEC 4.2, 4.5).
+ * ScholarLink Billing: Stripe purchases and webhooks (docs/spec.md §4.2, 4.5).
  *
  * POST /api/purchases: api_purchase_create() (one round trip), then a
  * Checkout Session created through libcurl's multi interface on nginx
@@ -269,7 +269,7 @@ ngx_http_billing_purchase_created(ngx_http_request_t *r,
 }
 
 
-/* POST {api}/v1/checkout/sessions, SPEC 4.5 */
+/* POST {api}/v1/checkout/sessions, docs/spec.md §4.5 */
 static ngx_int_t
 ngx_http_billing_checkout(ngx_http_request_t *r,
     ngx_http_billing_purchase_t *p, cJSON *purchase)

@@ -1,4 +1,4 @@
--- 002_seed.sql — credit packages and model prices (SPEC §2).
+-- 002_seed.sql — credit packages and model prices (docs/spec.md §2).
 -- Prices are integer micro-dollars per 1M tokens. A price change is a NEW row
 -- with a later effective_from, never an UPDATE.
 

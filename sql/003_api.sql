@@ -274,7 +274,7 @@ END
 $$;
 
 -- ---------------------------------------------------------------------------
--- POST /api/usage/reconcile (SPEC §4.1, §4.3)
+-- POST /api/usage/reconcile (docs/spec.md §4.1, §4.3)
 -- ---------------------------------------------------------------------------
 CREATE FUNCTION billing.api_reconcile(p_user text, p_model text, p_input bigint, p_output bigint,
                                       p_key text, p_hold uuid DEFAULT NULL)
@@ -393,7 +393,7 @@ END
 $$;
 
 -- ---------------------------------------------------------------------------
--- POST /api/usage/holds (SPEC §4.3)
+-- POST /api/usage/holds (docs/spec.md §4.3)
 -- ---------------------------------------------------------------------------
 CREATE FUNCTION billing.api_hold_create(p_user text, p_amount bigint, p_key text, p_ttl int DEFAULT 600)
 RETURNS billing.api_result

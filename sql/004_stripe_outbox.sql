@@ -1,5 +1,5 @@
--- 004_stripe_outbox.sql — Stripe webhook processing (SPEC §4.2) and the
--- notification outbox (SPEC §4.4).
+-- 004_stripe_outbox.sql — Stripe webhook processing (docs/spec.md §4.2) and the
+-- notification outbox (docs/spec.md §4.4).
 
 -- Stripe ids may be a string or an expanded object {"id": ...}.
 CREATE FUNCTION billing._stripe_id(p jsonb) RETURNS text

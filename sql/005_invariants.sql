@@ -1,4 +1,4 @@
--- 005_invariants.sql — billing.invariant_violations(): SPEC §3 as a query.
+-- 005_invariants.sql — billing.invariant_violations(): docs/spec.md §3 as a query.
 -- Empty result = healthy. Used by tests and by the billing_invariant_violations
 -- gauge / alerts (billing_app may execute it).
 

@@ -1,4 +1,4 @@
-# POST /api/usage/reconcile (SPEC 4.1) end to end: pricing, idempotency,
+# POST /api/usage/reconcile (docs/spec.md §4.1) end to end: pricing, idempotency,
 # every status, and that bad input writes nothing.
 use strict;
 use warnings;
@@ -45,7 +45,7 @@ invariants_ok('invariants hold after the reconcile tests');
 
 __DATA__
 
-=== TEST 1: first charge: 201 with the SPEC example price (gpt-4o 1000/500 = 7500)
+=== TEST 1: first charge: 201 with the docs/spec.md example price (gpt-4o 1000/500 = 7500)
 --- main_config
 load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig

@@ -1,4 +1,4 @@
-# Packages, balance, ledger pagination and ownership, holds (SPEC 4.3).
+# Packages, balance, ledger pagination and ownership, holds (docs/spec.md §4.3).
 use strict;
 use warnings;
 use lib 't/lib';
@@ -52,7 +52,7 @@ invariants_ok('invariants hold after the ledger tests');
 
 __DATA__
 
-=== TEST 1: packages are public and seeded as SPEC 2 says
+=== TEST 1: packages are public and seeded as docs/spec.md §2 says
 --- main_config
 load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig

@@ -1,4 +1,4 @@
-# Ledger API under concurrency (issue "Ledger API"): SPEC §3 invariants 3 and
+# Ledger API under concurrency (issue "Ledger API"): docs/spec.md §3 invariants 3 and
 # 5 whatever the concurrency, the number of workers or the number of nginx
 # instances sharing the database; and the ledger cursor walk.
 #
@@ -23,7 +23,7 @@ my $T0 = time;
 $SIG{ALRM} = sub { die "050-concurrency: watchdog: the test took too long\n" };
 alarm 85;
 my $RUN = unique_id('conc');
-my $CHARGE = 7_500;                   # gpt-4o, 1000 in / 500 out (SPEC §2)
+my $CHARGE = 7_500;                   # gpt-4o, 1000 in / 500 out (docs/spec.md §2)
 my %BODY = (model => 'gpt-4o', inputTokens => 1000, outputTokens => 500);
 
 my $port1 = free_port();

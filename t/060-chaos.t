@@ -170,7 +170,7 @@ my $svc = mint_token(sub => 'ai-backend', scope => 'billing:usage');
     # A commit can reach the database just before the connection dies: no
     # server can tell the client which. The module must then say
     # "database_outcome_unknown" (or the client saw no answer at all);
-    # every other failure must mean nothing was written (SPEC 3.6).
+    # every other failure must mean nothing was written (docs/spec.md §3.6).
     my @ambiguous = grep { $count{$_} } @fail_keys;
     my @lying = grep { $res{$_}[0] != 0 && $res{$_}[2] ne 'database_outcome_unknown' } @ambiguous;
     is(scalar @lying, 0, '(a) a failed key that committed was answered database_outcome_unknown (or not at all)')

@@ -1,6 +1,6 @@
 # Model check (issue "Proof" §5): a seeded random workload against one nginx
 # with 2 workers, checked answer by answer against a reference model written
-# from SPEC §2-§4 (not from the server's answers): the model predicts every
+# from docs/spec.md §2-§4 (not from the server's answers): the model predicts every
 # status (201 fresh / 201 replay / 409 / 402 / 422 / 200) and the money in
 # every success body, and at the end every user's balance, held amount and
 # ledger entry count.
@@ -46,7 +46,7 @@ sub rnd { my ($n) = @_; $X = ($X * 48271) % 2147483647; return $X % $n }
 sub pick { my ($l) = @_; return $l->[ rnd(scalar @$l) ] }
 sub chance { rnd(1000) < $_[0] * 1000 }
 
-# ---------------------------------------------------------------- SPEC §2 prices
+# ---------------------------------------------------------------- docs/spec.md §2 prices
 my %PRICE = (    # micros per 1M tokens: input, output
     'gpt-4o'            => [2_500_000, 10_000_000],
     'gpt-4o-mini'       => [  150_000,    600_000],

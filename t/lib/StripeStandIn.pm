@@ -8,7 +8,7 @@ package StripeStandIn;
 #
 # Stripe mode answers POST /v1/checkout/sessions like Stripe does:
 #   * Authorization must be "Bearer sk_test_..." (401 Stripe error otherwise);
-#   * the form must be what SPEC 4.5 asks for (mode=payment, one line item
+#   * the form must be what docs/spec.md §4.5 asks for (mode=payment, one line item
 #     with usd price_data and the package's cents, client_reference_id ==
 #     metadata[purchase_id] == payment_intent_data[metadata][purchase_id],
 #     metadata[user_id] == payment_intent_data[metadata][user_id], absolute

@@ -1,9 +1,9 @@
--- Pricing: every seeded model, SPEC examples, exact ceil, ranges, overflow,
+-- Pricing: every seeded model, spec examples, exact ceil, ranges, overflow,
 -- unknown model, versioned prices.
 \set test_name pricing
 \ir lib/setup.psql
 
--- Seeds are exactly SPEC §2.
+-- Seeds are exactly docs/spec.md §2.
 DO $$
 DECLARE
     v jsonb;
@@ -78,7 +78,7 @@ BEGIN
     ASSERT i = 35, format('tested %s reconciles', i);
 END $$;
 
--- SPEC examples through the API.
+-- spec examples through the API.
 DO $$
 DECLARE
     u text := pg_temp.u('examples');

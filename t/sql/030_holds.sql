@@ -1,4 +1,4 @@
--- Holds (SPEC §4.3): create, 402, idempotency, capture via reconcile, release,
+-- Holds (docs/spec.md §4.3): create, 402, idempotency, capture via reconcile, release,
 -- expiry.
 \set test_name holds
 \ir lib/setup.psql

@@ -1,4 +1,4 @@
--- Purchases and Stripe webhooks (SPEC §4.2, invariant 4), outbox (SPEC §4.4).
+-- Purchases and Stripe webhooks (docs/spec.md §4.2, invariant 4), outbox (docs/spec.md §4.4).
 \set test_name stripe
 \ir lib/setup.psql
 
