@@ -28,23 +28,17 @@ RETURNS billing.api_result
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = billing, pg_temp AS $$
 DECLARE
     v_ttl   int := coalesce(p_ttl, 600);
+    v_err   text := coalesce(_check_user_id(p_user),
+                             _check_int('amountMicros', p_amount, 1, 1000000000000000),
+                             _check_idempotency_key(p_key),
+                             _check_int('ttlSeconds', v_ttl, 1, 3600));
     v_fp    text;
     v_bal   bigint;
     v_avail bigint;
     v_h     holds;
 BEGIN
-    IF NOT _valid_user(p_user) THEN
-        RETURN _r(400, 'invalid_request', 'userId must be 1..255 characters', NULL);
-    END IF;
-    IF p_amount IS NULL OR p_amount < 1 OR p_amount > 1000000000000000 THEN
-        RETURN _r(400, 'invalid_request', 'amountMicros must be an integer between 1 and 10^15', NULL);
-    END IF;
-    IF NOT _valid_key(p_key) THEN
-        RETURN _r(400, 'invalid_request',
-                  'idempotencyKey must be 1..255 printable ASCII characters without spaces', NULL);
-    END IF;
-    IF v_ttl < 1 OR v_ttl > 3600 THEN
-        RETURN _r(400, 'invalid_request', 'ttlSeconds must be between 1 and 3600', NULL);
+    IF v_err IS NOT NULL THEN
+        RETURN _r(400, 'invalid_request', v_err, NULL);
     END IF;
 
     v_fp := _fingerprint(jsonb_build_array('hold', p_amount, v_ttl)::text);

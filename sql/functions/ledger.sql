@@ -6,19 +6,18 @@ CREATE OR REPLACE FUNCTION billing.api_ledger(p_user text, p_limit int, p_before
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = billing, pg_temp AS $$
 DECLARE
     v_limit int := coalesce(p_limit, 50);
+    v_err   text := coalesce(_check_user_id(p_user),
+                             -- the module's own words for these two (it checks them first)
+                             CASE WHEN v_limit NOT BETWEEN 1 AND 200
+                                  THEN 'limit must be an integer from 1 to 200'
+                                  WHEN p_before_id < 1 THEN 'cursor is not valid' END);
     v_bal bigint;
     v_entries jsonb;
     v_more boolean;
     v_last bigint;
 BEGIN
-    IF NOT _valid_user(p_user) THEN
-        RETURN _r(400, 'invalid_request', 'userId must be 1..255 characters', NULL);
-    END IF;
-    IF v_limit < 1 OR v_limit > 200 THEN
-        RETURN _r(400, 'invalid_request', 'limit must be between 1 and 200', NULL);
-    END IF;
-    IF p_before_id IS NOT NULL AND p_before_id < 1 THEN
-        RETURN _r(400, 'invalid_request', 'invalid cursor', NULL);
+    IF v_err IS NOT NULL THEN
+        RETURN _r(400, 'invalid_request', v_err, NULL);
     END IF;
 
     SELECT balance_micros INTO v_bal FROM accounts WHERE user_id = p_user;

@@ -36,15 +36,16 @@ CREATE OR REPLACE FUNCTION billing.api_purchase_create(p_user text, p_package te
 RETURNS billing.api_result
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = billing, pg_temp AS $$
 DECLARE
+    v_err text := coalesce(_check_user_id(p_user), _check_package_code(p_package));
     v_pkg credit_packages;
     v_p   purchases;
 BEGIN
-    IF NOT _valid_user(p_user) THEN
-        RETURN _r(400, 'invalid_request', 'userId must be 1..255 characters', NULL);
+    IF v_err IS NOT NULL THEN
+        RETURN _r(400, 'invalid_request', v_err, NULL);
     END IF;
     SELECT * INTO v_pkg FROM credit_packages WHERE code = p_package AND active;
     IF NOT FOUND THEN
-        RETURN _r(422, 'unknown_package', format('Unknown package %s', coalesce(p_package, '(null)')), NULL);
+        RETURN _r(422, 'unknown_package', format('Unknown package %s', p_package), NULL);
     END IF;
     INSERT INTO purchases (user_id, package_code, amount_cents, currency, credits_micros)
     VALUES (p_user, v_pkg.code, v_pkg.price_cents, v_pkg.currency, v_pkg.credits_micros)

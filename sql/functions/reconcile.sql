@@ -60,6 +60,10 @@ CREATE OR REPLACE FUNCTION billing.api_reconcile(p_user text, p_model text, p_in
 RETURNS billing.api_result
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = billing, pg_temp AS $$
 DECLARE
+    v_err     text := coalesce(_check_user_id(p_user), _check_model(p_model),
+                               _check_int('inputTokens', p_input, 0, 1000000000),
+                               _check_int('outputTokens', p_output, 0, 1000000000),
+                               _check_idempotency_key(p_key));
     v_fp      text;
     v_bal     bigint;
     v_new     bigint;
@@ -70,21 +74,8 @@ DECLARE
     v_avail   bigint;
     v_e       ledger_entries;
 BEGIN
-    IF NOT _valid_user(p_user) THEN
-        RETURN _r(400, 'invalid_request', 'userId must be 1..255 characters', NULL);
-    END IF;
-    IF p_model IS NULL OR length(p_model) NOT BETWEEN 1 AND 128 THEN
-        RETURN _r(400, 'invalid_request', 'model is required', NULL);
-    END IF;
-    IF p_input IS NULL OR p_input < 0 OR p_input > 1000000000 THEN
-        RETURN _r(400, 'invalid_request', 'inputTokens must be an integer between 0 and 1000000000', NULL);
-    END IF;
-    IF p_output IS NULL OR p_output < 0 OR p_output > 1000000000 THEN
-        RETURN _r(400, 'invalid_request', 'outputTokens must be an integer between 0 and 1000000000', NULL);
-    END IF;
-    IF NOT _valid_key(p_key) THEN
-        RETURN _r(400, 'invalid_request',
-                  'idempotencyKey must be 1..255 printable ASCII characters without spaces', NULL);
+    IF v_err IS NOT NULL THEN
+        RETURN _r(400, 'invalid_request', v_err, NULL);
     END IF;
 
     v_fp := _fingerprint(jsonb_build_array('usage', p_model, p_input, p_output, p_hold::text)::text);
