@@ -28,7 +28,7 @@ my $url = $ENV{BILLING_TEST_ADMIN_URL} or plan skip_all => 'BILLING_TEST_ADMIN_U
 my $OLD_LAYOUT = '20111f7';
 
 my @scratch;
-END { psql_admin(qq{DROP DATABASE IF EXISTS "$_" WITH (FORCE)}) for @scratch }
+END { eval { psql_admin(qq{DROP DATABASE IF EXISTS "$_" WITH (FORCE)}) } for @scratch }
 
 # a new empty database next to the test database; returns its URL
 sub scratch_db {
