@@ -8,6 +8,21 @@
 #include <string.h>
 
 #include "billing_json.h"
+#include "billing_util.h"
+
+
+/* characters of a valid UTF-8 string (bytes that start one) */
+static size_t
+utf8_chars(const char *s)
+{
+    size_t  n;
+
+    for (n = 0; *s; s++) {
+        n += ((unsigned char) *s & 0xc0) != 0x80;
+    }
+
+    return n;
+}
 
 
 int
@@ -46,8 +61,14 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (billing_parse_reconcile(body, len, hdr, hlen, &r, detail,
                                 sizeof(detail)) == BILLING_JSON_OK)
     {
-        /* outputs are NUL-terminated and within their rules */
-        if (strlen(r.user_id) == 0 || strlen(r.model) == 0
+        /* outputs are NUL-terminated and within their rules (the
+         * database's, sql/functions/_rules.sql) */
+        if (strlen(r.user_id) == 0 || strlen(r.user_id) > BILLING_USER_ID_MAX
+            || !billing_is_printable_utf8(r.user_id, strlen(r.user_id))
+            || utf8_chars(r.model) == 0
+            || utf8_chars(r.model) > BILLING_MODEL_MAX
+            || !billing_utf8_valid((const unsigned char *) r.model,
+                                   strlen(r.model))
             || r.input_tokens < 0 || r.input_tokens > BILLING_TOKENS_MAX
             || r.output_tokens < 0 || r.output_tokens > BILLING_TOKENS_MAX
             || !billing_idempotency_key_valid(r.idempotency_key,
@@ -71,7 +92,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (billing_parse_purchase(body, len, &p, detail, sizeof(detail))
         == BILLING_JSON_OK)
     {
-        if (strlen(p.package_code) == 0 || strlen(p.package_code) > 64) {
+        if (strlen(p.package_code) == 0
+            || strlen(p.package_code) > BILLING_PACKAGE_CODE_MAX)
+        {
             __builtin_trap();
         }
     }

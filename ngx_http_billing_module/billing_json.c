@@ -183,8 +183,8 @@ get_string(const cJSON *obj, const char *name, field_need_t need,
 
 
 /*
- * Fetch an integer member in [min, max].  Same return convention as
- * get_string().
+ * Fetch an integer member in [min, max] (the database's _check_int, with
+ * its words).  Same return convention as get_string().
  */
 static int
 get_int(const cJSON *obj, const char *name, field_need_t need,
@@ -230,43 +230,53 @@ get_int(const cJSON *obj, const char *name, field_need_t need,
 }
 
 
+/*
+ * The field rules, one function each, as sql/functions/_rules.sql states
+ * them; a change there is a change here (docs/api.md "Validation rules").
+ */
+
+/* _check_user_id: 1..255 bytes, no control characters (C0, DEL, C1) */
 static int
 user_id_valid(const char *s, size_t len)
 {
-    return len >= 1 && len <= 255 && billing_is_printable_utf8(s, len);
+    return len >= 1 && len <= BILLING_USER_ID_MAX
+           && billing_is_printable_utf8(s, len);
 }
 
 
+/*
+ * _check_model: 1..128 characters of anything (s is valid UTF-8 here, so
+ * counting the bytes that start a character counts characters); whether
+ * the model is priced is the database's answer, 422 unknown_model.
+ */
 static int
 model_valid(const char *s, size_t len)
 {
-    size_t  i;
+    size_t  i, chars;
 
-    if (len < 1 || len > 127) {
+    if (len > BILLING_MODEL_BYTES_MAX) {
         return 0;
     }
 
-    for (i = 0; i < len; i++) {
-        unsigned char c = (unsigned char) s[i];
+    chars = 0;
 
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
-              || (c >= '0' && c <= '9') || c == '.' || c == '_'
-              || c == ':' || c == '-'))
-        {
-            return 0;
+    for (i = 0; i < len; i++) {
+        if (((unsigned char) s[i] & 0xc0) != 0x80) {
+            chars++;
         }
     }
 
-    return 1;
+    return chars >= 1 && chars <= BILLING_MODEL_MAX;
 }
 
 
+/* _check_package_code: 1..64 of a-z 0-9 _ - */
 static int
 package_code_valid(const char *s, size_t len)
 {
     size_t  i;
 
-    if (len < 1 || len > 64) {
+    if (len < 1 || len > BILLING_PACKAGE_CODE_MAX) {
         return 0;
     }
 
@@ -284,12 +294,13 @@ package_code_valid(const char *s, size_t len)
 }
 
 
+/* _check_idempotency_key: 1..255 of 0x21..0x7E */
 int
 billing_idempotency_key_valid(const char *p, size_t len)
 {
     size_t  i;
 
-    if (p == NULL || len < 1 || len > 255) {
+    if (p == NULL || len < 1 || len > BILLING_KEY_MAX) {
         return 0;
     }
 
@@ -486,8 +497,7 @@ billing_parse_reconcile(const char *body, size_t len,
     }
 
     if (!model_valid(s, slen)) {
-        fail(detail, detail_len, "model: must be 1 to 127 characters of "
-             "A-Z a-z 0-9 . _ : -");
+        fail(detail, detail_len, "model: must be 1 to 128 characters");
         goto done;
     }
 

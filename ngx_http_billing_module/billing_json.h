@@ -14,31 +14,45 @@ enum {
     BILLING_JSON_BAD_UTF8          /* 400 invalid_request (bad encoding) */
 };
 
+/*
+ * The rule of each field is the database's (sql/functions/_rules.sql,
+ * docs/api.md "Validation rules"): these parsers refuse early only what
+ * the database refuses too, with the same 400 and the same detail.  Names
+ * (model, packageCode) are only checked for the shape the database allows;
+ * whether they exist is the database's answer (422).
+ */
+#define BILLING_USER_ID_MAX        255         /* bytes */
+#define BILLING_MODEL_MAX          128         /* characters, any */
 #define BILLING_TOKENS_MAX         1000000000LL            /* 1e9 */
+#define BILLING_KEY_MAX            255         /* 0x21..0x7E */
 #define BILLING_HOLD_AMOUNT_MAX    1000000000000000LL      /* 1e15 */
 #define BILLING_HOLD_TTL_MIN       1
 #define BILLING_HOLD_TTL_MAX       3600
 #define BILLING_HOLD_TTL_DEFAULT   600
+#define BILLING_PACKAGE_CODE_MAX   64          /* a-z 0-9 _ - */
+
+/* a UTF-8 character is at most 4 bytes */
+#define BILLING_MODEL_BYTES_MAX    (BILLING_MODEL_MAX * 4)
 
 typedef struct {
-    char     user_id[256];          /* 1..255 bytes, printable UTF-8 */
-    char     model[128];            /* 1..127 of [A-Za-z0-9._:-] */
-    int64_t  input_tokens;          /* 0..1e9 */
-    int64_t  output_tokens;         /* 0..1e9 */
-    char     idempotency_key[256];  /* 1..255 of 0x21..0x7E */
-    char     hold_id[37];           /* canonical lower-case UUID */
+    char     user_id[BILLING_USER_ID_MAX + 1];   /* no control characters */
+    char     model[BILLING_MODEL_BYTES_MAX + 1]; /* 1..128 characters */
+    int64_t  input_tokens;                       /* 0..1e9 */
+    int64_t  output_tokens;                      /* 0..1e9 */
+    char     idempotency_key[BILLING_KEY_MAX + 1];
+    char     hold_id[37];                        /* lower-case UUID */
     int      has_hold;
 } billing_reconcile_req_t;
 
 typedef struct {
-    char     user_id[256];
-    int64_t  amount_micros;         /* 1..1e15 */
-    char     idempotency_key[256];
-    int64_t  ttl_seconds;           /* 1..3600, default 600 */
+    char     user_id[BILLING_USER_ID_MAX + 1];
+    int64_t  amount_micros;                      /* 1..1e15 */
+    char     idempotency_key[BILLING_KEY_MAX + 1];
+    int64_t  ttl_seconds;                        /* 1..3600, default 600 */
 } billing_hold_req_t;
 
 typedef struct {
-    char     package_code[65];      /* 1..64 of [a-z0-9_-] */
+    char     package_code[BILLING_PACKAGE_CODE_MAX + 1];
 } billing_purchase_req_t;
 
 /* Strict UTF-8: no overlongs, no surrogates, nothing above U+10FFFF. */

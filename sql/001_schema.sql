@@ -1,6 +1,6 @@
 -- 001_schema.sql — schema, tables, roles, append-only ledger.
 --
--- Applied by sql/migrate.sh inside ONE transaction together with its
+-- Applied by sql/migrate.sh inside the run's one transaction together with its
 -- billing.schema_migrations row (do not put BEGIN/COMMIT in migration files).
 -- Runs as the schema owner. Money is bigint micro-dollars everywhere.
 
@@ -171,13 +171,9 @@ CREATE INDEX outbox_due_idx ON billing.outbox (next_attempt_at, id) WHERE delive
 -- every role, owner and superuser included. ENABLE ALWAYS keeps the triggers
 -- firing even under session_replication_role = replica.
 -- ---------------------------------------------------------------------------
-CREATE FUNCTION billing.ledger_append_only() RETURNS trigger
-LANGUAGE plpgsql SET search_path = billing, pg_temp AS $$
-BEGIN
-    RAISE EXCEPTION 'billing.ledger_entries is append-only: % rejected', TG_OP
-        USING ERRCODE = 'insufficient_privilege';
-END
-$$;
+-- The trigger functions live in sql/functions/table_guards.sql; the triggers
+-- need them now (sql/README.md, "Order").
+\ir functions/table_guards.sql
 
 CREATE TRIGGER ledger_entries_no_update_delete
     BEFORE UPDATE OR DELETE ON billing.ledger_entries
@@ -189,13 +185,6 @@ ALTER TABLE billing.ledger_entries ENABLE ALWAYS TRIGGER ledger_entries_no_updat
 ALTER TABLE billing.ledger_entries ENABLE ALWAYS TRIGGER ledger_entries_no_truncate;
 
 -- Prices are versioned: never UPDATE a price row, insert a new one.
-CREATE FUNCTION billing.model_prices_immutable() RETURNS trigger
-LANGUAGE plpgsql SET search_path = billing, pg_temp AS $$
-BEGIN
-    RAISE EXCEPTION 'billing.model_prices rows are immutable; insert a new row with a later effective_from'
-        USING ERRCODE = 'insufficient_privilege';
-END
-$$;
 CREATE TRIGGER model_prices_no_update
     BEFORE UPDATE ON billing.model_prices
     FOR EACH ROW EXECUTE FUNCTION billing.model_prices_immutable();

@@ -1,21 +1,26 @@
 #!/usr/bin/env bash
-# Apply the numbered SQL migrations (sql/NNN_name.sql) that are not yet recorded
-# in billing.schema_migrations. psql only; safe to run twice and concurrently
-# (a session advisory lock serialises runs). Each file and its
-# schema_migrations row are committed in ONE transaction (ON_ERROR_STOP).
+# Bring the database to this checkout's schema, in ONE transaction under an
+# advisory lock (psql only; safe to run twice and concurrently):
+#   1. the numbered migrations (sql/NNN_name.sql) not yet recorded in
+#      billing.schema_migrations, in order, each with its row;
+#   2. every function file (sql/functions/_*.sql first, then the others),
+#      CREATE OR REPLACE, on every run; EXECUTE is revoked from everyone
+#      first and each file grants billing_app what it may call;
+#   3. the --grant roles.
+# Nothing is committed unless all of it succeeds. Rules: sql/README.md.
 #
 # Usage:
 #   sql/migrate.sh [--grant ROLE]... [DATABASE_URL]
 #   DATABASE_URL=... sql/migrate.sh          (or MIGRATE_DATABASE_URL, which wins)
 #
-# --grant ROLE   after migrating, GRANT billing_app TO ROLE (the runtime login).
+# --grant ROLE   also GRANT billing_app TO ROLE (the runtime login).
 #
 # A connection_limit=N query parameter (used by the nginx module's pool) is
 # removed from the URL before psql/libpq sees it.
 set -euo pipefail
 
 usage() {
-    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 die() {
@@ -95,19 +100,28 @@ command -v psql >/dev/null 2>&1 || die "psql not found"
 
 sql_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
+# sorted in C collation: the order must not depend on the caller's locale
+c_sorted() {
+    [[ $# -eq 0 ]] || printf '%s\n' "$@" | LC_ALL=C sort
+}
+
 shopt -s nullglob
-files=("$sql_dir"/[0-9][0-9][0-9]_*.sql)
+mapfile -t files < <(c_sorted "$sql_dir"/[0-9][0-9][0-9]_*.sql)
+# the helpers shared by several files (_*.sql) before the files that use them
+mapfile -t functions < <(c_sorted "$sql_dir"/functions/_*.sql
+                         c_sorted "$sql_dir"/functions/[!_]*.sql)
 shopt -u nullglob
 [[ ${#files[@]} -gt 0 ]] || die "no migrations found in $sql_dir"
+[[ ${#functions[@]} -gt 0 ]] || die "no function files found in $sql_dir/functions"
 
-# Build one psql script so the advisory lock is held for the whole run.
 script=$(mktemp)
 trap 'rm -f "$script"' EXIT
 
 {
     printf '%s\n' '\set ON_ERROR_STOP 1'
     printf '%s\n' 'SET client_min_messages = warning;'
-    printf '%s\n' "SELECT pg_advisory_lock(7340281190455102201) \\gset"
+    printf '%s\n' 'BEGIN;'
+    printf '%s\n' 'SELECT pg_advisory_xact_lock(7340281190455102201) \gset'
     printf '%s\n' 'CREATE SCHEMA IF NOT EXISTS billing;'
     printf '%s\n' 'CREATE TABLE IF NOT EXISTS billing.schema_migrations (version int PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now());'
     seen=" "
@@ -119,22 +133,29 @@ trap 'rm -f "$script"' EXIT
         printf 'SELECT NOT EXISTS (SELECT 1 FROM billing.schema_migrations WHERE version = %d) AS need_%d \\gset\n' \
             "$version" "$version"
         printf '\\if :need_%d\n' "$version"
-        printf '%s\n' 'BEGIN;'
         printf '\\i %s\n' "$(psql_quote "$f")"
         printf "INSERT INTO billing.schema_migrations (version, name) VALUES (%d, '%s');\n" \
             "$version" "${name//\'/\'\'}"
-        printf '%s\n' 'COMMIT;'
-        printf '\\echo %s\n' "$(psql_quote "applied $name")"
+        printf '\\echo %s\n' "$(psql_quote "migration $name")"
         printf '%s\n' '\endif'
     done
+    # Functions: what a file does not grant, nobody may execute.
+    printf '%s\n' 'REVOKE ALL ON ALL FUNCTIONS IN SCHEMA billing FROM PUBLIC, billing_app;'
+    for f in "${functions[@]}"; do
+        printf '\\i %s\n' "$(psql_quote "$f")"
+    done
+    # a function created just now may carry a default grant to PUBLIC
+    printf '%s\n' 'REVOKE ALL ON ALL FUNCTIONS IN SCHEMA billing FROM PUBLIC;'
     for role in "${grants[@]}"; do
         printf '\\set grant_role %s\n' "$(psql_quote "$role")"
         printf '%s\n' 'GRANT billing_app TO :"grant_role";'
         printf '\\echo %s\n' "$(psql_quote "granted billing_app to $role")"
     done
     printf '%s\n' 'SELECT coalesce(max(version), 0) AS schema_version FROM billing.schema_migrations \gset'
-    printf '%s\n' '\echo schema version :schema_version'
-    printf '%s\n' "SELECT pg_advisory_unlock(7340281190455102201) \\gset"
+    printf '%s\n' 'COMMIT;'
+    printf '\\echo %s :schema_version\n' \
+        "$(psql_quote "committed: ${#functions[@]} function files, schema version")"
 } > "$script"
 
-psql -X -q -v ON_ERROR_STOP=1 -d "$url" -f "$script"
+psql -X -q -v ON_ERROR_STOP=1 -d "$url" -f "$script" \
+    || die "failed; nothing was committed"

@@ -28,7 +28,8 @@ DECLARE
 BEGIN
     r := billing.api_purchase_create(u, 'enterprise');
     ASSERT r.status = 422 AND r.code = 'unknown_package', format('%s', r);
-    ASSERT (billing.api_purchase_create(u, NULL)).status = 422;
+    -- a missing code is malformed, a well-formed one of no package is unknown
+    ASSERT (billing.api_purchase_create(u, NULL)).status = 400;
     ASSERT (billing.api_purchase_create(NULL, 'pro')).status = 400;
 
     r := billing.api_purchase_create(u, 'standard');

@@ -1,0 +1,30 @@
+-- _common.sql — private helpers shared by several API files.
+-- Not executable by billing_app (migrate.sh grants only what files grant).
+
+-- The one-row answer of every API function: (status, code, body, meta).
+CREATE OR REPLACE FUNCTION billing._r(p_status int, p_code text, p_body text, p_meta text)
+RETURNS billing.api_result LANGUAGE sql IMMUTABLE AS $$
+    SELECT ROW(p_status, p_code, p_body, p_meta)::billing.api_result
+$$;
+
+-- RFC 3339 UTC with microseconds.
+CREATE OR REPLACE FUNCTION billing._ts(p_ts timestamptz) RETURNS text
+LANGUAGE sql STABLE AS $$
+    SELECT to_char(p_ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+$$;
+
+-- What an idempotent request is compared by: sha256 of its canonical form.
+CREATE OR REPLACE FUNCTION billing._fingerprint(p_canonical text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT encode(sha256(convert_to(p_canonical, 'UTF8')), 'hex')
+$$;
+
+-- Sum of the user's holds that still count (active, not expired), optionally
+-- excluding one hold.
+CREATE OR REPLACE FUNCTION billing._held(p_user text, p_except uuid) RETURNS bigint
+LANGUAGE sql STABLE SET search_path = billing, pg_temp AS $$
+    SELECT coalesce(sum(amount_micros), 0)::bigint
+    FROM holds
+    WHERE user_id = p_user AND status = 'active' AND expires_at > now()
+      AND id IS DISTINCT FROM p_except
+$$;

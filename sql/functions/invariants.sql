@@ -1,0 +1,95 @@
+-- invariants.sql — billing.invariant_violations(): docs/spec.md §3 as a query.
+-- Empty result = healthy. Used by tests and by the billing_invariant_violations
+-- gauge / alerts (billing_app may execute it).
+
+CREATE OR REPLACE FUNCTION billing.invariant_violations()
+RETURNS TABLE (invariant int, user_id text, detail text)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = billing, pg_temp AS $$
+    -- (1) append-only: triggers present and enabled, no UPDATE/DELETE/TRUNCATE grant
+    SELECT 1, NULL::text, 'missing or disabled append-only trigger ' || t.name
+      FROM (VALUES ('ledger_entries_no_update_delete'), ('ledger_entries_no_truncate')) AS t(name)
+     WHERE NOT EXISTS (SELECT 1 FROM pg_trigger g
+                        WHERE g.tgrelid = 'billing.ledger_entries'::regclass
+                          AND g.tgname = t.name AND g.tgenabled <> 'D')
+    UNION ALL
+    SELECT 1, NULL, 'billing_app has ' || p.priv || ' on billing.ledger_entries'
+      FROM (VALUES ('UPDATE'), ('DELETE'), ('TRUNCATE')) AS p(priv)
+     WHERE EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'billing_app')
+       AND has_table_privilege('billing_app', 'billing.ledger_entries', p.priv)
+    UNION ALL
+    -- (2) balance = sum(ledger amounts)
+    SELECT 2, a.user_id,
+           format('balance %s <> ledger sum %s', a.balance_micros, coalesce(s.total, 0))
+      FROM accounts a
+      LEFT JOIN (SELECT l.user_id, sum(l.amount_micros) AS total
+                   FROM ledger_entries l GROUP BY l.user_id) s ON s.user_id = a.user_id
+     WHERE a.balance_micros <> coalesce(s.total, 0)
+    UNION ALL
+    SELECT 2, c.user_id,
+           format('entry %s: balance_after %s <> previous %s + amount %s',
+                  c.id, c.balance_after_micros, coalesce(c.prev, 0), c.amount_micros)
+      FROM (SELECT l.id, l.user_id, l.amount_micros, l.balance_after_micros,
+                   lag(l.balance_after_micros) OVER (PARTITION BY l.user_id ORDER BY l.id) AS prev
+              FROM ledger_entries l) c
+     WHERE c.balance_after_micros <> coalesce(c.prev, 0) + c.amount_micros
+    UNION ALL
+    SELECT 2, l.user_id, format('ledger entries for user without account (%s)', count(*))
+      FROM ledger_entries l
+     WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.user_id = l.user_id)
+     GROUP BY l.user_id
+    UNION ALL
+    -- (3) an idempotency key is used at most once per user
+    SELECT 3, l.user_id, format('idempotency key %s used %s times', l.idempotency_key, count(*))
+      FROM ledger_entries l
+     GROUP BY l.user_id, l.idempotency_key
+    HAVING count(*) > 1
+    UNION ALL
+    SELECT 3, h.user_id, format('hold idempotency key %s used %s times', h.idempotency_key, count(*))
+      FROM holds h
+     GROUP BY h.user_id, h.idempotency_key
+    HAVING count(*) > 1
+    UNION ALL
+    -- (4) a payment credits exactly once
+    SELECT 4, p.user_id,
+           format('purchase %s (%s) has %s credit entries', p.id, p.status, coalesce(c.n, 0))
+      FROM purchases p
+      LEFT JOIN (SELECT l.purchase_id, count(*) AS n, sum(l.amount_micros) AS total
+                   FROM ledger_entries l WHERE l.type = 'purchase'
+                  GROUP BY l.purchase_id) c ON c.purchase_id = p.id
+     WHERE (p.status IN ('paid', 'partially_refunded', 'refunded') AND coalesce(c.n, 0) <> 1)
+        OR (p.status IN ('pending', 'failed') AND coalesce(c.n, 0) <> 0)
+    UNION ALL
+    SELECT 4, p.user_id,
+           format('purchase %s credited %s but package grants %s', p.id, c.total, p.credits_micros)
+      FROM purchases p
+      JOIN (SELECT l.purchase_id, sum(l.amount_micros) AS total
+              FROM ledger_entries l WHERE l.type = 'purchase'
+             GROUP BY l.purchase_id) c ON c.purchase_id = p.id
+     WHERE c.total <> p.credits_micros
+    UNION ALL
+    SELECT 4, p.user_id,
+           format('purchase %s refunded_micros %s <> refund entries %s', p.id, p.refunded_micros,
+                  coalesce(r.total, 0))
+      FROM purchases p
+      LEFT JOIN (SELECT l.purchase_id, -sum(l.amount_micros) AS total
+                   FROM ledger_entries l WHERE l.type = 'refund'
+                  GROUP BY l.purchase_id) r ON r.purchase_id = p.id
+     WHERE p.refunded_micros <> coalesce(r.total, 0)
+    UNION ALL
+    SELECT 4, l.user_id, format('ledger entry %s belongs to purchase %s of user %s', l.id, p.id, p.user_id)
+      FROM ledger_entries l JOIN purchases p ON p.id = l.purchase_id
+     WHERE l.user_id <> p.user_id
+    UNION ALL
+    -- (5) a negative balance only through a refund
+    SELECT 5, a.user_id, format('negative balance %s without any refund entry', a.balance_micros)
+      FROM accounts a
+     WHERE a.balance_micros < 0
+       AND NOT EXISTS (SELECT 1 FROM ledger_entries l
+                        WHERE l.user_id = a.user_id AND l.type = 'refund')
+    UNION ALL
+    SELECT 5, l.user_id, format('usage entry %s left balance %s', l.id, l.balance_after_micros)
+      FROM ledger_entries l
+     WHERE l.type = 'usage' AND l.amount_micros < 0 AND l.balance_after_micros < 0
+$$;
+
+GRANT EXECUTE ON FUNCTION billing.invariant_violations() TO billing_app;

@@ -1,0 +1,60 @@
+-- ledger.sql — GET /api/ledger (docs/spec.md §4): the caller's entries, newest
+-- first, id < p_before_id; meta = the last id shown when more entries exist
+-- (the module turns it into the opaque nextCursor).
+
+CREATE OR REPLACE FUNCTION billing.api_ledger(p_user text, p_limit int, p_before_id bigint) RETURNS billing.api_result
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = billing, pg_temp AS $$
+DECLARE
+    v_limit int := coalesce(p_limit, 50);
+    v_err   text := coalesce(_check_user_id(p_user),
+                             -- the module's own words for these two (it checks them first)
+                             CASE WHEN v_limit NOT BETWEEN 1 AND 200
+                                  THEN 'limit must be an integer from 1 to 200'
+                                  WHEN p_before_id < 1 THEN 'cursor is not valid' END);
+    v_bal bigint;
+    v_entries jsonb;
+    v_more boolean;
+    v_last bigint;
+BEGIN
+    IF v_err IS NOT NULL THEN
+        RETURN _r(400, 'invalid_request', v_err, NULL);
+    END IF;
+
+    SELECT balance_micros INTO v_bal FROM accounts WHERE user_id = p_user;
+
+    SELECT coalesce(jsonb_agg(t.j ORDER BY t.id DESC) FILTER (WHERE t.rn <= v_limit), '[]'::jsonb),
+           coalesce(bool_or(t.rn > v_limit), false),
+           min(t.id) FILTER (WHERE t.rn <= v_limit)
+      INTO v_entries, v_more, v_last
+      FROM (SELECT s.id, s.j, row_number() OVER (ORDER BY s.id DESC) AS rn
+              FROM (SELECT e.id,
+                           jsonb_build_object(
+                               'id', e.id::text,
+                               'type', e.type,
+                               'amountMicros', e.amount_micros,
+                               'balanceAfterMicros', e.balance_after_micros,
+                               'createdAt', _ts(e.created_at))
+                           || CASE WHEN e.type = 'usage' THEN
+                                  jsonb_build_object(
+                                      'model', e.model,
+                                      'inputTokens', e.input_tokens,
+                                      'outputTokens', e.output_tokens,
+                                      'idempotencyKey', e.idempotency_key)
+                                  || CASE WHEN e.hold_id IS NOT NULL
+                                          THEN jsonb_build_object('holdId', e.hold_id::text)
+                                          ELSE '{}'::jsonb END
+                              ELSE jsonb_build_object('purchaseId', e.purchase_id::text)
+                              END AS j
+                      FROM ledger_entries e
+                     WHERE e.user_id = p_user
+                       AND (p_before_id IS NULL OR e.id < p_before_id)
+                     ORDER BY e.id DESC
+                     LIMIT v_limit + 1) s) t;
+
+    RETURN _r(200, NULL,
+              jsonb_build_object('balanceMicros', coalesce(v_bal, 0), 'entries', v_entries)::text,
+              CASE WHEN v_more THEN v_last::text END);
+END
+$$;
+
+GRANT EXECUTE ON FUNCTION billing.api_ledger(text, int, bigint) TO billing_app;
