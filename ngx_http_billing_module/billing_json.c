@@ -120,12 +120,8 @@ billing_json_parse_object(const char *p, size_t len, cJSON **root)
 }
 
 
-/*
- * The member called name, or NULL; -1 when it appears more than once
- * (cJSON would silently use the first one, PostgreSQL's jsonb the last).
- */
-static int
-get_member(const cJSON *obj, const char *name, const cJSON **item)
+int
+billing_json_member(const cJSON *obj, const char *name, const cJSON **item)
 {
     const cJSON  *c;
 
@@ -160,7 +156,7 @@ get_string(const cJSON *obj, const char *name, field_need_t need,
 {
     const cJSON  *it;
 
-    if (get_member(obj, name, &it) != 0) {
+    if (billing_json_member(obj, name, &it) != 0) {
         return -fail(detail, dlen, "%s: field is given more than once", name);
     }
 
@@ -193,7 +189,7 @@ get_int(const cJSON *obj, const char *name, field_need_t need,
     const cJSON  *it;
     double        d;
 
-    if (get_member(obj, name, &it) != 0) {
+    if (billing_json_member(obj, name, &it) != 0) {
         return -fail(detail, dlen, "%s: field is given more than once", name);
     }
 

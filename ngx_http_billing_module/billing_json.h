@@ -91,6 +91,14 @@ int billing_uuid_normalize(const char *p, size_t len, char out[37]);
 struct cJSON;
 int billing_json_parse_object(const char *p, size_t len, struct cJSON **root);
 
+/*
+ * The member called name of obj in *item (NULL when absent).  Returns 0,
+ * or -1 when the name appears more than once (cJSON would silently use the
+ * first one, PostgreSQL's jsonb the last).
+ */
+int billing_json_member(const struct cJSON *obj, const char *name,
+    const struct cJSON **item);
+
 /* 1 if p is a valid idempotency key (1..255 of 0x21..0x7E), else 0. */
 int billing_idempotency_key_valid(const char *p, size_t len);
 

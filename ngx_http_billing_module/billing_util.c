@@ -2,6 +2,8 @@
  * ScholarLink Billing: pure core helpers.
  */
 
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "billing_util.h"
@@ -285,6 +287,38 @@ billing_is_printable_utf8(const char *p, size_t len)
     }
 
     return 1;
+}
+
+
+int
+billing_contains(const char *p, size_t len, const char *needle)
+{
+    size_t  i, n;
+
+    n = strlen(needle);
+
+    for (i = 0; n <= len && i <= len - n; i++) {
+        if (memcmp(p + i, needle, n) == 0) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+int
+billing_fail(int rc, char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list  ap;
+
+    if (err && errlen) {
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+
+    return rc;
 }
 
 

@@ -79,7 +79,20 @@ size_t billing_json_escape(char *dst, size_t dstlen, const char *src,
 size_t billing_prom_escape(char *dst, size_t dstlen, const char *src,
     size_t len);
 
-/* Constant-length helpers shared by the core. */
+/* 1 if p is valid UTF-8 without C0, DEL or C1 control characters. */
 int billing_is_printable_utf8(const char *p, size_t len);
+
+/* 1 if the NUL-terminated needle occurs in the len bytes at p, else 0. */
+int billing_contains(const char *p, size_t len, const char *needle);
+
+/*
+ * printf-style message into err (when err && errlen), always returning rc:
+ * "return billing_fail(CODE, err, errlen, ...)" reports and fails at once.
+ */
+int billing_fail(int rc, char *err, size_t errlen, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 4, 5)))
+#endif
+    ;
 
 #endif /* BILLING_UTIL_H */

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "billing_util.h"
 #include "billing_value.h"
 
 
@@ -280,23 +281,6 @@ has_prefix_ci(const char *p, size_t len, const char *prefix)
 }
 
 
-static int
-contains(const char *p, size_t len, const char *needle)
-{
-    size_t  i, n;
-
-    n = strlen(needle);
-
-    for (i = 0; n <= len && i <= len - n; i++) {
-        if (memcmp(p + i, needle, n) == 0) {
-            return 1;
-        }
-    }
-
-    return 0;
-}
-
-
 int
 billing_dburl_take_connection_limit(const char *url, size_t len,
     char **out_url, long *limit, char *err, size_t errlen)
@@ -323,7 +307,7 @@ billing_dburl_take_connection_limit(const char *url, size_t len,
     if (!has_prefix_ci(url, len, "postgres://")
         && !has_prefix_ci(url, len, "postgresql://"))
     {
-        if (contains(url, len, key)) {
+        if (billing_contains(url, len, key)) {
             set_err(err, errlen, "connection_limit is only supported in "
                     "postgres:// or postgresql:// URLs", NULL);
             return -1;
