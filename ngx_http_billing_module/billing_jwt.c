@@ -479,12 +479,12 @@ billing_jwt_check_claims(const billing_jwt_t *jwt, const char *issuer,
 
 
 int
-billing_jwt_has_scope(const billing_jwt_claims_t *c, const char *scope)
+billing_jwt_has_scope(const char *scopes, size_t len, const char *scope)
 {
     const char  *p, *end, *tok;
     size_t       n, slen;
 
-    if (c == NULL || scope == NULL) {
+    if (scopes == NULL || scope == NULL) {
         return 0;
     }
 
@@ -493,12 +493,8 @@ billing_jwt_has_scope(const billing_jwt_claims_t *c, const char *scope)
         return 0;
     }
 
-    p = c->scope;
-    end = memchr(c->scope, '\0', sizeof(c->scope));
-
-    if (end == NULL) {
-        end = c->scope + sizeof(c->scope);
-    }
+    p = scopes;
+    end = scopes + len;
 
     while (p < end) {
         while (p < end && *p == ' ') {

@@ -87,7 +87,10 @@ int billing_jwt_check_claims(const billing_jwt_t *jwt, const char *issuer,
     const char *audience, int64_t now, int64_t leeway,
     billing_jwt_claims_t *out, char *err, size_t errlen);
 
-/* 1 if scope is one of the space-separated tokens of c->scope. */
-int billing_jwt_has_scope(const billing_jwt_claims_t *c, const char *scope);
+/*
+ * 1 if scope is one of the space-separated tokens of the len bytes at
+ * scopes (a "scope" claim, RFC 8693 4.2), else 0; "" never matches.
+ */
+int billing_jwt_has_scope(const char *scopes, size_t len, const char *scope);
 
 #endif /* BILLING_JWT_H */

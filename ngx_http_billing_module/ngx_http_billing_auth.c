@@ -257,33 +257,6 @@ ngx_http_billing_authenticated(ngx_http_request_t *r,
 }
 
 
-static ngx_int_t
-ngx_http_billing_has_scope(ngx_str_t *scopes, const char *scope)
-{
-    size_t   len;
-    u_char  *p, *last, *end;
-
-    len = ngx_strlen(scope);
-    p = scopes->data;
-    last = p + scopes->len;
-
-    while (p < last) {
-        end = ngx_strlchr(p, last, ' ');
-        if (end == NULL) {
-            end = last;
-        }
-
-        if ((size_t) (end - p) == len && ngx_strncmp(p, scope, len) == 0) {
-            return 1;
-        }
-
-        p = end + 1;
-    }
-
-    return 0;
-}
-
-
 /*
  * NGX_DECLINED when the caller may go on; otherwise the RFC 6750 answer
  * (401 with WWW-Authenticate, or 403 insufficient_scope) to return.
@@ -299,7 +272,10 @@ ngx_http_billing_require_auth(ngx_http_request_t *r, const char *scope)
     case NGX_HTTP_BILLING_AUTH_OK:
         ctx = ngx_http_get_module_ctx(r, ngx_http_billing_module);
 
-        if (scope == NULL || ngx_http_billing_has_scope(&ctx->scope, scope)) {
+        if (scope == NULL
+            || billing_jwt_has_scope((const char *) ctx->scope.data,
+                                     ctx->scope.len, scope))
+        {
             return NGX_DECLINED;
         }
 

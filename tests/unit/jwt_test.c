@@ -18,6 +18,16 @@
 #include "token.h"
 
 
+#define S(x)  x, sizeof(x) - 1
+
+
+static int
+has_scope(const billing_jwt_claims_t *c, const char *scope)
+{
+    return billing_jwt_has_scope(c->scope, strlen(c->scope), scope);
+}
+
+
 static void
 test_tokens(EVP_PKEY *key, EVP_PKEY *other)
 {
@@ -31,11 +41,18 @@ test_tokens(EVP_PKEY *key, EVP_PKEY *other)
     rc = check(tok, key, &c);
     is_int(rc, BILLING_JWT_OK, "good token verifies");
     is_str(c.sub, "user_42", "sub extracted");
-    ok(billing_jwt_has_scope(&c, "billing:usage"), "has scope billing:usage");
-    ok(billing_jwt_has_scope(&c, "billing:read"), "has scope billing:read");
-    ok(!billing_jwt_has_scope(&c, "billing"), "no substring scope match");
-    ok(!billing_jwt_has_scope(&c, "billing:usage:admin"), "no prefix match");
-    ok(!billing_jwt_has_scope(&c, ""), "empty scope never matches");
+    ok(has_scope(&c, "billing:usage"), "has scope billing:usage");
+    ok(has_scope(&c, "billing:read"), "has scope billing:read");
+    ok(!has_scope(&c, "billing"), "no substring scope match");
+    ok(!has_scope(&c, "billing:usage:admin"), "no prefix match");
+    ok(!has_scope(&c, ""), "empty scope never matches");
+    ok(billing_jwt_has_scope(S("  a   billing:usage "), "billing:usage"),
+       "runs of spaces between scopes");
+    ok(!billing_jwt_has_scope(S("billing:usage"), "billing:usag"),
+       "a shorter scope is not a match");
+    ok(!billing_jwt_has_scope("billing:usage", 7, "billing:usage"),
+       "only len bytes are read");
+    ok(!billing_jwt_has_scope(NULL, 0, "billing:usage"), "no scopes");
     ok(c.exp == NOW + 600, "exp extracted");
 
     /* kid from the header */
