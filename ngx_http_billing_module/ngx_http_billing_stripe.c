@@ -701,22 +701,12 @@ ngx_http_billing_webhook_body(ngx_http_request_t *r)
                                     secrets, lens, n, (int64_t) ngx_time(),
                                     (int64_t) bmcf->stripe_tolerance);
 
-        switch (vrc) {
-        case BILLING_STRIPE_OK:
-            detail = NULL;
-            break;
-        case BILLING_STRIPE_TIMESTAMP:
-            detail = "the signature timestamp is outside the tolerance";
-            break;
-        case BILLING_STRIPE_NO_MATCH:
-            detail = "no signature matches a configured webhook secret";
-            break;
-        case BILLING_STRIPE_ERROR:
-            ngx_http_billing_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-            return;
-        default:
-            detail = "the Stripe-Signature header is malformed";
-        }
+        detail = billing_stripe_strerror(vrc);
+    }
+
+    if (vrc == BILLING_STRIPE_ERROR) {
+        ngx_http_billing_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
     }
 
     if (vrc != BILLING_STRIPE_OK) {
