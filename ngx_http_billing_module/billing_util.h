@@ -1,8 +1,8 @@
 /*
  * ScholarLink Billing: pure core helpers (no nginx types).
  *
- * Base64url, hex, UTF-8 sequence checks, a JSON pre-scanner and output
- * escapers for problem+json details and Prometheus label values.
+ * Base64url, hex, UTF-8 sequence checks, a JSON pre-scanner and the
+ * escaper for problem+json details.
  */
 
 #ifndef BILLING_UTIL_H
@@ -69,14 +69,6 @@ int billing_json_prescan(const char *p, size_t len);
  * needs (without NUL): output is complete iff return < dstlen.
  */
 size_t billing_json_escape(char *dst, size_t dstlen, const char *src,
-    size_t len);
-
-/*
- * Escape a Prometheus text-format label value: '\' -> "\\", '"' -> "\"",
- * LF -> "\n"; other control characters and invalid UTF-8 bytes become
- * U+FFFD.  Same truncation/return convention as billing_json_escape().
- */
-size_t billing_prom_escape(char *dst, size_t dstlen, const char *src,
     size_t len);
 
 /* 1 if p is valid UTF-8 without C0, DEL or C1 control characters. */

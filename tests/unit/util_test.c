@@ -76,10 +76,6 @@ test_escape(void)
 
     n = billing_json_escape(NULL, 0, S("abc"));
     ok(n == 3, "json escape: size query");
-
-    n = billing_prom_escape(buf, sizeof(buf), S("a\"b\\c\nd\re\xc0"));
-    is_str(buf, "a\\\"b\\\\c\\nd\xef\xbf\xbd" "e\xef\xbf\xbd", "prom escape");
-    ok(n == strlen(buf), "prom escape length");
 }
 
 
