@@ -140,6 +140,37 @@ billing_json_member(const cJSON *obj, const char *name, const cJSON **item)
 }
 
 
+int
+billing_json_uint_member(const char *body, size_t len, const char *name,
+    int64_t *value)
+{
+    cJSON        *root;
+    double        d;
+    const cJSON  *it;
+    int           rc;
+
+    if (billing_json_parse_object(body, len, &root) != BILLING_JSON_OK) {
+        return -1;
+    }
+
+    rc = -1;
+
+    if (billing_json_member(root, name, &it) == 0 && cJSON_IsNumber(it)) {
+        d = it->valuedouble;
+
+        /* the range check first keeps the conversion defined */
+        if (d >= 0 && d <= 9007199254740992.0 && (double) (int64_t) d == d) {
+            *value = (int64_t) d;
+            rc = 0;
+        }
+    }
+
+    cJSON_Delete(root);
+
+    return rc;
+}
+
+
 typedef enum {
     FIELD_REQUIRED = 0,
     FIELD_OPTIONAL
@@ -304,11 +335,11 @@ billing_uuid_valid(const char *p, size_t len)
 {
     size_t  i;
 
-    if (p == NULL || len != 36) {
+    if (p == NULL || len != BILLING_UUID_LEN) {
         return 0;
     }
 
-    for (i = 0; i < 36; i++) {
+    for (i = 0; i < BILLING_UUID_LEN; i++) {
         unsigned char c = (unsigned char) p[i];
 
         if (i == 8 || i == 13 || i == 18 || i == 23) {
@@ -330,7 +361,8 @@ billing_uuid_valid(const char *p, size_t len)
 
 
 int
-billing_uuid_normalize(const char *p, size_t len, char out[37])
+billing_uuid_normalize(const char *p, size_t len,
+    char out[BILLING_UUID_LEN + 1])
 {
     size_t  i;
 
@@ -338,12 +370,12 @@ billing_uuid_normalize(const char *p, size_t len, char out[37])
         return -1;
     }
 
-    for (i = 0; i < 36; i++) {
+    for (i = 0; i < BILLING_UUID_LEN; i++) {
         char c = p[i];
         out[i] = (c >= 'A' && c <= 'F') ? (char) (c - 'A' + 'a') : c;
     }
 
-    out[36] = '\0';
+    out[BILLING_UUID_LEN] = '\0';
 
     return 0;
 }

@@ -309,6 +309,7 @@ static void
 ngx_http_billing_reconcile_done(ngx_http_request_t *r,
     ngx_http_billing_pg_op_t *op)
 {
+    int64_t                 charged;
     ngx_uint_t              counter;
     ngx_http_billing_row_t  row;
 
@@ -325,9 +326,15 @@ ngx_http_billing_reconcile_done(ngx_http_request_t *r,
 
         } else {
             counter = NGX_HTTP_BILLING_M_RECONCILE_CHARGED;
-            ngx_http_billing_metrics_inc(NGX_HTTP_BILLING_M_CREDITS_CONSUMED,
-                             ngx_http_billing_json_int(&row.body,
-                                                       "\"chargedMicros\""));
+
+            if (billing_json_uint_member((const char *) row.body.data,
+                                         row.body.len, "chargedMicros",
+                                         &charged)
+                == 0)
+            {
+                ngx_http_billing_metrics_inc(
+                    NGX_HTTP_BILLING_M_CREDITS_CONSUMED, (uint64_t) charged);
+            }
         }
         break;
     case NGX_HTTP_CONFLICT:
@@ -391,7 +398,7 @@ ngx_http_billing_holds_handler(ngx_http_request_t *r)
         return rc;
     }
 
-    id = ngx_pnalloc(r->pool, 37);
+    id = ngx_pnalloc(r->pool, BILLING_UUID_LEN + 1);
     if (id == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }

@@ -146,7 +146,6 @@ ngx_int_t ngx_http_billing_problem(ngx_http_request_t *r, ngx_uint_t status,
 #define ngx_http_billing_problem_s(r, status, code, detail)                   \
     ngx_http_billing_problem(r, status, code, detail, sizeof(detail) - 1)
 ngx_int_t ngx_http_billing_invalid(ngx_http_request_t *r, const char *detail);
-int64_t ngx_http_billing_json_int(ngx_str_t *body, const char *name);
 ngx_int_t ngx_http_billing_read_json_body(ngx_http_request_t *r,
     ngx_http_client_body_handler_pt post_handler);
 ngx_int_t ngx_http_billing_body(ngx_http_request_t *r, ngx_str_t *body);

@@ -251,33 +251,6 @@ ngx_http_billing_invalid(ngx_http_request_t *r, const char *detail)
 
 
 /*
- * A non-negative integer member of a JSON object our own SQL produced
- * (jsonb text, so '"name": 123'); 0 when absent.  Not a JSON parser: used
- * only on bodies the database wrote.
- */
-int64_t
-ngx_http_billing_json_int(ngx_str_t *body, const char *name)
-{
-    u_char  *p, *last;
-
-    p = (u_char *) ngx_strstr(body->data, name);
-    if (p == NULL) {
-        return 0;
-    }
-
-    p += ngx_strlen(name);
-
-    while (*p == ' ' || *p == ':') {
-        p++;
-    }
-
-    for (last = p; *last >= '0' && *last <= '9'; last++) { /* void */ }
-
-    return (last > p && last - p < 19) ? ngx_atoof(p, last - p) : 0;
-}
-
-
-/*
  * "billing error;" in a location named by error_page turns nginx's own
  * answers (413 from client_max_body_size, 429 from limit_req, ...) into
  * problem+json, so clients see one error format.

@@ -6,6 +6,8 @@
 
 #include "ngx_http_billing_module.h"
 
+#include "billing_json.h"
+
 
 static void ngx_http_billing_readyz_done(ngx_http_request_t *r,
     ngx_http_billing_pg_op_t *op);
@@ -75,7 +77,12 @@ ngx_http_billing_readyz_done(ngx_http_request_t *r,
     }
 
     /* body: {"schemaVersion": N}; absent reads as 0, i.e. outdated */
-    version = ngx_http_billing_json_int(&row.body, "\"schemaVersion\"");
+    if (billing_json_uint_member((const char *) row.body.data, row.body.len,
+                                 "schemaVersion", &version)
+        != 0)
+    {
+        version = 0;
+    }
 
     if (version < NGX_HTTP_BILLING_SCHEMA_VERSION) {
         rc = ngx_http_billing_not_ready(r, "ok", "outdated");

@@ -28,7 +28,7 @@
 typedef struct {
     ngx_http_request_t         *r;
     ngx_http_billing_http_t    *http;
-    char                        purchase_id[37];
+    char                        purchase_id[BILLING_UUID_LEN + 1];
 } ngx_http_billing_purchase_t;
 
 
@@ -139,7 +139,7 @@ ngx_http_billing_purchases_handler(ngx_http_request_t *r)
         return rc;
     }
 
-    id = ngx_pnalloc(r->pool, 37);
+    id = ngx_pnalloc(r->pool, BILLING_UUID_LEN + 1);
     if (id == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -368,7 +368,8 @@ ngx_http_billing_checkout(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    hdr = ngx_pnalloc(r->pool, sizeof("Idempotency-Key: purchase-") + 37);
+    hdr = ngx_pnalloc(r->pool, sizeof("Idempotency-Key: purchase-")
+                            + BILLING_UUID_LEN);
     if (hdr == NULL) {
         curl_slist_free_all(headers);
         return NGX_ERROR;
@@ -818,8 +819,11 @@ ngx_http_billing_webhook_done(ngx_http_request_t *r,
         outcome = NGX_HTTP_BILLING_WH_PROCESSED;
 
         /* counted only when the function says how much it credited */
-        credited = ngx_http_billing_json_int(&row.body, "\"creditedMicros\"");
-        if (credited > 0) {
+        if (billing_json_uint_member((const char *) row.body.data,
+                                     row.body.len, "creditedMicros",
+                                     &credited)
+            == 0 && credited > 0)
+        {
             ngx_http_billing_metrics_inc(NGX_HTTP_BILLING_M_CREDITS_PURCHASED,
                                          (uint64_t) credited);
         }

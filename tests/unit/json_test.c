@@ -399,9 +399,51 @@ test_hold_purchase(void)
 
 
 static void
+test_uint_member(void)
+{
+    static const struct {
+        const char  *body;
+        int          rc;
+        int64_t      value;
+    } cases[] = {
+        { "{\"chargedMicros\": 120, \"balanceMicros\": 5}", 0, 120 },
+        { "{\"a\": {\"chargedMicros\": 7}, \"chargedMicros\": 0}", 0, 0 },
+        { "{\"chargedMicros\": 9007199254740992}", 0, 9007199254740992LL },
+        { "{\"chargedMicros\": 1e3}", 0, 1000 },
+        { "{\"chargedMicros\": 9007199254740994}", -1, 0 },
+        { "{\"chargedMicros\": -1}", -1, 0 },
+        { "{\"chargedMicros\": 1.5}", -1, 0 },
+        { "{\"chargedMicros\": \"120\"}", -1, 0 },
+        { "{\"chargedMicros\": null}", -1, 0 },
+        { "{\"chargedMicros\": 1, \"chargedMicros\": 2}", -1, 0 },
+        { "{\"other\": 120}", -1, 0 },
+        { "{\"xchargedMicros\": 120}", -1, 0 },
+        { "[120]", -1, 0 },
+        { "{\"chargedMicros\": 120", -1, 0 },
+        { "", -1, 0 },
+    };
+
+    size_t   i;
+    int64_t  v;
+    int      rc;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        v = -7;
+        rc = billing_json_uint_member(cases[i].body, strlen(cases[i].body),
+                                      "chargedMicros", &v);
+        is_int(rc, cases[i].rc, "uint member of %s", cases[i].body);
+        is_int(v, cases[i].rc == 0 ? cases[i].value : -7,
+               "  value, untouched on failure");
+    }
+
+    ok(billing_json_uint_member(NULL, 0, "n", &v) == -1, "uint member: NULL");
+}
+
+
+static void
 test_uuid(void)
 {
-    char  out[37];
+    char  out[BILLING_UUID_LEN + 1];
 
     ok(billing_uuid_valid(S("0f8fad5b-d9cb-469f-a165-70867728950e")),
        "uuid: valid");
@@ -415,7 +457,7 @@ test_uuid(void)
        "uuid: non-hex rejected");
     ok(!billing_uuid_valid(S("0f8fad5b-d9cb-469f-a165-70867728950")),
        "uuid: short rejected");
-    ok(!billing_uuid_valid(NULL, 36), "uuid: NULL");
+    ok(!billing_uuid_valid(NULL, BILLING_UUID_LEN), "uuid: NULL");
     ok(billing_uuid_normalize(S("0F8FAD5B-D9CB-469F-A165-70867728950E"), out)
        == 0 && strcmp(out, "0f8fad5b-d9cb-469f-a165-70867728950e") == 0,
        "uuid: normalize");
@@ -430,6 +472,7 @@ main(void)
     test_reconcile_values();
     test_hold_purchase();
     test_uuid();
+    test_uint_member();
 
     return tap_done();
 }
