@@ -2,8 +2,6 @@
  * ScholarLink Billing: request body validation.
  */
 
-#include <stdarg.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,19 +15,9 @@
 #define BILLING_JSON_BODY_MAX  (1024 * 1024)
 
 
-static int
-fail(char *detail, size_t detail_len, const char *fmt, ...)
-{
-    va_list  ap;
-
-    if (detail && detail_len) {
-        va_start(ap, fmt);
-        vsnprintf(detail, detail_len, fmt, ap);
-        va_end(ap);
-    }
-
-    return BILLING_JSON_INVALID;
-}
+/* a 400 invalid_request with its detail */
+#define fail(detail, detail_len, ...)                                         \
+    billing_fail(BILLING_JSON_INVALID, detail, detail_len, __VA_ARGS__)
 
 
 int
@@ -178,6 +166,30 @@ typedef enum {
 
 
 /*
+ * Fetch a member given at most once.  Returns 1 when present (*it set), 0
+ * when absent (or null) and optional, or -BILLING_JSON_INVALID with detail
+ * set.
+ */
+static int
+get_field(const cJSON *obj, const char *name, field_need_t need,
+    const cJSON **it, char *detail, size_t dlen)
+{
+    if (billing_json_member(obj, name, it) != 0) {
+        return -fail(detail, dlen, "%s: field is given more than once", name);
+    }
+
+    if (*it == NULL || (need == FIELD_OPTIONAL && cJSON_IsNull(*it))) {
+        if (need == FIELD_REQUIRED) {
+            return -fail(detail, dlen, "%s: field is required", name);
+        }
+        return 0;
+    }
+
+    return 1;
+}
+
+
+/*
  * Fetch a string member.  Returns 1 when present (*s, *slen set), 0 when
  * absent and optional, or BILLING_JSON_INVALID with detail set.
  */
@@ -186,16 +198,11 @@ get_string(const cJSON *obj, const char *name, field_need_t need,
     const char **s, size_t *slen, char *detail, size_t dlen)
 {
     const cJSON  *it;
+    int           rc;
 
-    if (billing_json_member(obj, name, &it) != 0) {
-        return -fail(detail, dlen, "%s: field is given more than once", name);
-    }
-
-    if (it == NULL || (need == FIELD_OPTIONAL && cJSON_IsNull(it))) {
-        if (need == FIELD_REQUIRED) {
-            return -fail(detail, dlen, "%s: field is required", name);
-        }
-        return 0;
+    rc = get_field(obj, name, need, &it, detail, dlen);
+    if (rc != 1) {
+        return rc;
     }
 
     if (!cJSON_IsString(it) || it->valuestring == NULL) {
@@ -219,16 +226,11 @@ get_int(const cJSON *obj, const char *name, field_need_t need,
 {
     const cJSON  *it;
     double        d;
+    int           rc;
 
-    if (billing_json_member(obj, name, &it) != 0) {
-        return -fail(detail, dlen, "%s: field is given more than once", name);
-    }
-
-    if (it == NULL || (need == FIELD_OPTIONAL && cJSON_IsNull(it))) {
-        if (need == FIELD_REQUIRED) {
-            return -fail(detail, dlen, "%s: field is required", name);
-        }
-        return 0;
+    rc = get_field(obj, name, need, &it, detail, dlen);
+    if (rc != 1) {
+        return rc;
     }
 
     if (!cJSON_IsNumber(it)) {
@@ -288,45 +290,20 @@ model_valid(const char *s, size_t len)
 }
 
 
+/* s is NUL-terminated: take_string() passes cJSON's strings */
 static int
 package_code_valid(const char *s, size_t len)
 {
-    size_t  i;
-
-    if (len < 1 || len > 64) {
-        return 0;
-    }
-
-    for (i = 0; i < len; i++) {
-        unsigned char c = (unsigned char) s[i];
-
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')
-              || c == '_' || c == '-'))
-        {
-            return 0;
-        }
-    }
-
-    return 1;
+    return len >= 1 && len <= 64
+           && strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789_-") == len;
 }
 
 
 int
 billing_idempotency_key_valid(const char *p, size_t len)
 {
-    size_t  i;
-
-    if (p == NULL || len < 1 || len > 255) {
-        return 0;
-    }
-
-    for (i = 0; i < len; i++) {
-        if ((unsigned char) p[i] < 0x21 || (unsigned char) p[i] > 0x7e) {
-            return 0;
-        }
-    }
-
-    return 1;
+    return p != NULL && len >= 1 && len <= 255
+           && billing_bytes_in(p, len, 0x21, 0x7e);
 }
 
 
@@ -432,21 +409,25 @@ take_idempotency_key(const cJSON *root, const char *header_key,
 }
 
 
+/*
+ * A required string member that satisfies valid() (which gets the string
+ * NUL-terminated), copied into out.
+ */
 static int
-take_user_id(const cJSON *root, char out[256], char *detail, size_t dlen)
+take_string(const cJSON *root, const char *name,
+    int (*valid)(const char *s, size_t len), const char *rule, char *out,
+    char *detail, size_t dlen)
 {
     const char  *s;
     size_t       slen;
 
-    if (get_string(root, "userId", FIELD_REQUIRED, &s, &slen, detail, dlen)
-        < 0)
+    if (get_string(root, name, FIELD_REQUIRED, &s, &slen, detail, dlen) < 0)
     {
         return BILLING_JSON_INVALID;
     }
 
-    if (!user_id_valid(s, slen)) {
-        return fail(detail, dlen, "userId: must be 1 to 255 bytes without "
-                    "control characters");
+    if (!valid(s, slen)) {
+        return fail(detail, dlen, "%s: %s", name, rule);
     }
 
     memcpy(out, s, slen);
@@ -482,91 +463,143 @@ start(const char *body, size_t len, cJSON **root, char *detail, size_t dlen)
 }
 
 
-int
-billing_parse_reconcile(const char *body, size_t len,
-    const char *header_key, size_t header_key_len,
-    billing_reconcile_req_t *req, char *detail, size_t detail_len)
-{
-    cJSON       *root;
-    const char  *s;
-    size_t       slen;
-    int          rc;
+/* takes the fields of one kind of request: BILLING_JSON_OK or _INVALID */
+typedef int (*fields_pt)(const cJSON *root, const char *header_key,
+    size_t header_key_len, void *req, char *detail, size_t detail_len);
 
-    memset(req, 0, sizeof(*req));
+
+/*
+ * The frame of every parser: *req is zeroed, the body parsed as one JSON
+ * object and the fields taken from it; *req is zeroed again on failure.
+ */
+static int
+parse(const char *body, size_t len, const char *header_key,
+    size_t header_key_len, fields_pt fields, void *req, size_t size,
+    char *detail, size_t detail_len)
+{
+    cJSON  *root;
+    int     rc;
+
+    memset(req, 0, size);
 
     rc = start(body, len, &root, detail, detail_len);
     if (rc != BILLING_JSON_OK) {
         return rc;
     }
 
-    rc = BILLING_JSON_INVALID;
+    rc = fields(root, header_key, header_key_len, req, detail, detail_len);
 
-    if (take_user_id(root, req->user_id, detail, detail_len)
-        != BILLING_JSON_OK)
-    {
-        goto done;
+    cJSON_Delete(root);
+
+    if (rc != BILLING_JSON_OK) {
+        memset(req, 0, size);
     }
 
-    if (get_string(root, "model", FIELD_REQUIRED, &s, &slen, detail,
-                   detail_len) < 0)
-    {
-        goto done;
-    }
+    return rc;
+}
 
-    if (!model_valid(s, slen)) {
-        fail(detail, detail_len, "model: must be 1 to 127 characters of "
-             "A-Z a-z 0-9 . _ : -");
-        goto done;
-    }
 
-    memcpy(req->model, s, slen);
-    req->model[slen] = '\0';
+#define USER_ID_RULE  "must be 1 to 255 bytes without control characters"
 
-    if (get_int(root, "inputTokens", FIELD_REQUIRED, 0, BILLING_TOKENS_MAX,
-                &req->input_tokens, detail, detail_len) < 0
+
+static int
+reconcile_fields(const cJSON *root, const char *header_key,
+    size_t header_key_len, void *data, char *detail, size_t detail_len)
+{
+    billing_reconcile_req_t  *req = data;
+
+    const char               *s;
+    size_t                    slen;
+
+    if (take_string(root, "userId", user_id_valid, USER_ID_RULE,
+                    req->user_id, detail, detail_len) != BILLING_JSON_OK
+        || take_string(root, "model", model_valid,
+                       "must be 1 to 127 characters of A-Z a-z 0-9 . _ : -",
+                       req->model, detail, detail_len) != BILLING_JSON_OK
+        || get_int(root, "inputTokens", FIELD_REQUIRED, 0,
+                   BILLING_TOKENS_MAX, &req->input_tokens, detail,
+                   detail_len) < 0
         || get_int(root, "outputTokens", FIELD_REQUIRED, 0,
                    BILLING_TOKENS_MAX, &req->output_tokens, detail,
-                   detail_len) < 0)
+                   detail_len) < 0
+        || take_idempotency_key(root, header_key, header_key_len,
+                                req->idempotency_key, detail, detail_len)
+           != BILLING_JSON_OK)
     {
-        goto done;
-    }
-
-    if (take_idempotency_key(root, header_key, header_key_len,
-                             req->idempotency_key, detail, detail_len)
-        != BILLING_JSON_OK)
-    {
-        goto done;
+        return BILLING_JSON_INVALID;
     }
 
     switch (get_string(root, "holdId", FIELD_OPTIONAL, &s, &slen, detail,
                        detail_len))
     {
     case 0:
-        break;
+        return BILLING_JSON_OK;
 
     case 1:
         if (billing_uuid_normalize(s, slen, req->hold_id) != 0) {
-            fail(detail, detail_len, "holdId: must be a UUID");
-            goto done;
+            return fail(detail, detail_len, "holdId: must be a UUID");
         }
+
         req->has_hold = 1;
-        break;
+        return BILLING_JSON_OK;
 
     default:
-        goto done;
+        return BILLING_JSON_INVALID;
+    }
+}
+
+
+static int
+hold_fields(const cJSON *root, const char *header_key,
+    size_t header_key_len, void *data, char *detail, size_t detail_len)
+{
+    billing_hold_req_t  *req = data;
+
+    /* an absent ttlSeconds leaves the default */
+    req->ttl_seconds = BILLING_HOLD_TTL_DEFAULT;
+
+    if (take_string(root, "userId", user_id_valid, USER_ID_RULE,
+                    req->user_id, detail, detail_len) != BILLING_JSON_OK
+        || get_int(root, "amountMicros", FIELD_REQUIRED, 1,
+                   BILLING_HOLD_AMOUNT_MAX, &req->amount_micros, detail,
+                   detail_len) < 0
+        || take_idempotency_key(root, header_key, header_key_len,
+                                req->idempotency_key, detail, detail_len)
+           != BILLING_JSON_OK
+        || get_int(root, "ttlSeconds", FIELD_OPTIONAL, BILLING_HOLD_TTL_MIN,
+                   BILLING_HOLD_TTL_MAX, &req->ttl_seconds, detail,
+                   detail_len) < 0)
+    {
+        return BILLING_JSON_INVALID;
     }
 
-    rc = BILLING_JSON_OK;
+    return BILLING_JSON_OK;
+}
 
-done:
 
-    cJSON_Delete(root);
+static int
+purchase_fields(const cJSON *root, const char *header_key,
+    size_t header_key_len, void *data, char *detail, size_t detail_len)
+{
+    billing_purchase_req_t  *req = data;
 
-    if (rc != BILLING_JSON_OK) {
-        memset(req, 0, sizeof(*req));
-    }
+    /* a purchase carries no idempotency key */
+    (void) header_key;
+    (void) header_key_len;
 
-    return rc;
+    return take_string(root, "packageCode", package_code_valid,
+                       "must be 1 to 64 characters of a-z 0-9 _ -",
+                       req->package_code, detail, detail_len);
+}
+
+
+int
+billing_parse_reconcile(const char *body, size_t len,
+    const char *header_key, size_t header_key_len,
+    billing_reconcile_req_t *req, char *detail, size_t detail_len)
+{
+    return parse(body, len, header_key, header_key_len, reconcile_fields,
+                 req, sizeof(*req), detail, detail_len);
 }
 
 
@@ -575,58 +608,8 @@ billing_parse_hold(const char *body, size_t len,
     const char *header_key, size_t header_key_len,
     billing_hold_req_t *req, char *detail, size_t detail_len)
 {
-    cJSON  *root;
-    int     rc;
-
-    memset(req, 0, sizeof(*req));
-
-    rc = start(body, len, &root, detail, detail_len);
-    if (rc != BILLING_JSON_OK) {
-        return rc;
-    }
-
-    rc = BILLING_JSON_INVALID;
-
-    if (take_user_id(root, req->user_id, detail, detail_len)
-        != BILLING_JSON_OK)
-    {
-        goto done;
-    }
-
-    if (get_int(root, "amountMicros", FIELD_REQUIRED, 1,
-                BILLING_HOLD_AMOUNT_MAX, &req->amount_micros, detail,
-                detail_len) < 0)
-    {
-        goto done;
-    }
-
-    if (take_idempotency_key(root, header_key, header_key_len,
-                             req->idempotency_key, detail, detail_len)
-        != BILLING_JSON_OK)
-    {
-        goto done;
-    }
-
-    req->ttl_seconds = BILLING_HOLD_TTL_DEFAULT;
-
-    if (get_int(root, "ttlSeconds", FIELD_OPTIONAL, BILLING_HOLD_TTL_MIN,
-                BILLING_HOLD_TTL_MAX, &req->ttl_seconds, detail, detail_len)
-        < 0)
-    {
-        goto done;
-    }
-
-    rc = BILLING_JSON_OK;
-
-done:
-
-    cJSON_Delete(root);
-
-    if (rc != BILLING_JSON_OK) {
-        memset(req, 0, sizeof(*req));
-    }
-
-    return rc;
+    return parse(body, len, header_key, header_key_len, hold_fields, req,
+                 sizeof(*req), detail, detail_len);
 }
 
 
@@ -634,40 +617,6 @@ int
 billing_parse_purchase(const char *body, size_t len,
     billing_purchase_req_t *req, char *detail, size_t detail_len)
 {
-    cJSON       *root;
-    const char  *s;
-    size_t       slen;
-    int          rc;
-
-    memset(req, 0, sizeof(*req));
-
-    rc = start(body, len, &root, detail, detail_len);
-    if (rc != BILLING_JSON_OK) {
-        return rc;
-    }
-
-    rc = BILLING_JSON_INVALID;
-
-    if (get_string(root, "packageCode", FIELD_REQUIRED, &s, &slen, detail,
-                   detail_len) < 0)
-    {
-        goto done;
-    }
-
-    if (!package_code_valid(s, slen)) {
-        fail(detail, detail_len, "packageCode: must be 1 to 64 characters "
-             "of a-z 0-9 _ -");
-        goto done;
-    }
-
-    memcpy(req->package_code, s, slen);
-    req->package_code[slen] = '\0';
-
-    rc = BILLING_JSON_OK;
-
-done:
-
-    cJSON_Delete(root);
-
-    return rc;
+    return parse(body, len, NULL, 0, purchase_fields, req, sizeof(*req),
+                 detail, detail_len);
 }

@@ -38,19 +38,8 @@ bounded_len(const char *s, size_t max)
 int
 billing_jwk_kid_valid(const char *s, size_t len)
 {
-    size_t  i;
-
-    if (s == NULL || len < 1 || len > BILLING_JWT_KID_MAX) {
-        return 0;
-    }
-
-    for (i = 0; i < len; i++) {
-        if ((unsigned char) s[i] < 0x20 || (unsigned char) s[i] > 0x7e) {
-            return 0;
-        }
-    }
-
-    return 1;
+    return s != NULL && len >= 1 && len <= BILLING_JWT_KID_MAX
+           && billing_bytes_in(s, len, 0x20, 0x7e);
 }
 
 

@@ -310,6 +310,31 @@ numeric_date(const cJSON *it, double *v)
 }
 
 
+/* an optional NumericDate (nbf, iat) that must not lie beyond limit */
+static int
+not_after(const cJSON *it, const char *name, double limit, const char *late,
+    char *err, size_t errlen)
+{
+    double  v;
+
+    if (it == NULL) {
+        return BILLING_JWT_OK;
+    }
+
+    if (numeric_date(it, &v) != 0) {
+        return billing_fail(BILLING_JWT_BAD_CLAIMS, err, errlen,
+                            "%s must be a number", name);
+    }
+
+    if (v > limit) {
+        return billing_fail(BILLING_JWT_NOT_YET_VALID, err, errlen, "%s",
+                            late);
+    }
+
+    return BILLING_JWT_OK;
+}
+
+
 int
 billing_jwt_check_claims(const billing_jwt_t *jwt, const char *issuer,
     const char *audience, int64_t now, int64_t leeway,
@@ -320,9 +345,9 @@ billing_jwt_check_claims(const billing_jwt_t *jwt, const char *issuer,
     };
 
     const cJSON  *iss, *aud, *exp, *nbf, *iat, *sub, *scope, *el, *dummy;
-    double        vexp, v, dnow, dleeway;
+    double        vexp, dnow, dleeway;
     size_t        i, n;
-    int           match;
+    int           match, rc;
 
     if (err && errlen) {
         err[0] = '\0';
@@ -406,26 +431,16 @@ billing_jwt_check_claims(const billing_jwt_t *jwt, const char *issuer,
         return billing_fail(BILLING_JWT_EXPIRED, err, errlen, "token expired");
     }
 
-    if (nbf) {
-        if (numeric_date(nbf, &v) != 0) {
-            return billing_fail(BILLING_JWT_BAD_CLAIMS, err, errlen,
-                                "nbf must be a number");
-        }
-        if (v > dnow + dleeway) {
-            return billing_fail(BILLING_JWT_NOT_YET_VALID, err, errlen,
-                                "token not valid yet (nbf)");
-        }
+    rc = not_after(nbf, "nbf", dnow + dleeway, "token not valid yet (nbf)",
+                   err, errlen);
+
+    if (rc == BILLING_JWT_OK) {
+        rc = not_after(iat, "iat", dnow + dleeway,
+                       "token issued in the future (iat)", err, errlen);
     }
 
-    if (iat) {
-        if (numeric_date(iat, &v) != 0) {
-            return billing_fail(BILLING_JWT_BAD_CLAIMS, err, errlen,
-                                "iat must be a number");
-        }
-        if (v > dnow + dleeway) {
-            return billing_fail(BILLING_JWT_NOT_YET_VALID, err, errlen,
-                                "token issued in the future (iat)");
-        }
+    if (rc != BILLING_JWT_OK) {
+        return rc;
     }
 
     if (!cJSON_IsString(sub)) {

@@ -16,22 +16,11 @@ static const char  b64url_alphabet[] =
 static int
 b64url_value(unsigned char c)
 {
-    if (c >= 'A' && c <= 'Z') {
-        return c - 'A';
-    }
-    if (c >= 'a' && c <= 'z') {
-        return c - 'a' + 26;
-    }
-    if (c >= '0' && c <= '9') {
-        return c - '0' + 52;
-    }
-    if (c == '-') {
-        return 62;
-    }
-    if (c == '_') {
-        return 63;
-    }
-    return -1;
+    const char  *p;
+
+    p = memchr(b64url_alphabet, c, 64);
+
+    return p ? (int) (p - b64url_alphabet) : -1;
 }
 
 
@@ -282,6 +271,22 @@ billing_is_printable_utf8(const char *p, size_t len)
         }
         /* C1 controls U+0080..U+009F */
         if (n == 2 && s[i] == 0xc2 && s[i + 1] < 0xa0) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+int
+billing_bytes_in(const char *p, size_t len, unsigned char lo,
+    unsigned char hi)
+{
+    size_t  i;
+
+    for (i = 0; i < len; i++) {
+        if ((unsigned char) p[i] < lo || (unsigned char) p[i] > hi) {
             return 0;
         }
     }

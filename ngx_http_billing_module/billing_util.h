@@ -74,6 +74,10 @@ size_t billing_json_escape(char *dst, size_t dstlen, const char *src,
 /* 1 if p is valid UTF-8 without C0, DEL or C1 control characters. */
 int billing_is_printable_utf8(const char *p, size_t len);
 
+/* 1 if every one of the len bytes at p is from lo to hi, else 0. */
+int billing_bytes_in(const char *p, size_t len, unsigned char lo,
+    unsigned char hi);
+
 /* 1 if the NUL-terminated needle occurs in the len bytes at p, else 0. */
 int billing_contains(const char *p, size_t len, const char *needle);
 

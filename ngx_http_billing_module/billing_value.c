@@ -52,6 +52,23 @@ dup_bytes(const char *p, size_t len)
 }
 
 
+/* the resolved value: a malloc'd, NUL-terminated copy of len bytes */
+static int
+set_out(const char *p, size_t len, char **out, size_t *out_len, char *err,
+    size_t errlen)
+{
+    *out = dup_bytes(p, len);
+    if (*out == NULL) {
+        set_err(err, errlen, "out of memory", NULL);
+        return -1;
+    }
+
+    *out_len = len;
+
+    return 0;
+}
+
+
 static int
 resolve_env(const char *name, size_t nlen, char **out, size_t *out_len,
     char *err, size_t errlen)
@@ -95,15 +112,7 @@ resolve_env(const char *name, size_t nlen, char **out, size_t *out_len,
         return -1;
     }
 
-    *out = dup_bytes(v, vlen);
-    if (*out == NULL) {
-        set_err(err, errlen, "out of memory", NULL);
-        return -1;
-    }
-
-    *out_len = vlen;
-
-    return 0;
+    return set_out(v, vlen, out, out_len, err, errlen);
 }
 
 
@@ -244,15 +253,7 @@ billing_value_resolve(const char *spec, size_t len, char **out,
         return -1;
     }
 
-    *out = dup_bytes(spec, len);
-    if (*out == NULL) {
-        set_err(err, errlen, "out of memory", NULL);
-        return -1;
-    }
-
-    *out_len = len;
-
-    return 0;
+    return set_out(spec, len, out, out_len, err, errlen);
 }
 
 
