@@ -1,9 +1,12 @@
 /*
- * Unit tests: UTF-8, request body parsers, UUIDs.
+ * Unit tests: UTF-8, JSON objects and members, request body parsers,
+ * idempotency keys, UUIDs, integers of the database's answers.
  */
 
 #include <stdlib.h>
 #include <string.h>
+
+#include <cjson/cJSON.h>
 
 #include "billing_json.h"
 #include "tap.h"
@@ -399,6 +402,62 @@ test_hold_purchase(void)
 
 
 static void
+test_object_and_members(void)
+{
+    cJSON        *root;
+    const cJSON  *it;
+
+    ok(billing_json_parse_object(S("{\"a\": 1, \"b\": {\"a\": 2}} \n"), &root)
+       == BILLING_JSON_OK && root != NULL, "object with trailing whitespace");
+
+    ok(billing_json_member(root, "a", &it) == 0 && cJSON_IsNumber(it)
+       && it->valuedouble == 1, "top-level member");
+    ok(billing_json_member(root, "c", &it) == 0 && it == NULL,
+       "absent member is NULL");
+    ok(billing_json_member(root, "A", &it) == 0 && it == NULL,
+       "names are case-sensitive");
+    cJSON_Delete(root);
+
+    ok(billing_json_parse_object(S("{\"a\": 1, \"a\": 2}"), &root)
+       == BILLING_JSON_OK, "duplicate names parse");
+    ok(billing_json_member(root, "a", &it) == -1,
+       "but the member given twice is refused");
+    cJSON_Delete(root);
+
+    is_int(billing_json_parse_object(S("[1]"), &root), BILLING_JSON_INVALID,
+           "an array is not an object");
+    ok(root == NULL, "and *root stays NULL");
+    is_int(billing_json_parse_object(S("{} {}"), &root),
+           BILLING_JSON_INVALID, "two objects refused");
+    is_int(billing_json_parse_object(S("{\"a\": \"\xff\"}"), &root),
+           BILLING_JSON_BAD_UTF8, "invalid UTF-8 refused as such");
+    is_int(billing_json_parse_object(S("{\"a\": \"\\u0000\"}"), &root),
+           BILLING_JSON_INVALID, "\\u0000 refused");
+    is_int(billing_json_parse_object(NULL, 0, &root), BILLING_JSON_INVALID,
+           "NULL refused");
+}
+
+
+static void
+test_idempotency_key(void)
+{
+    char  key[257];
+
+    ok(billing_idempotency_key_valid(S("k-1")), "key k-1");
+    ok(billing_idempotency_key_valid(S("!~")), "printable ASCII ends");
+    ok(!billing_idempotency_key_valid(S("k 1")), "space refused");
+    ok(!billing_idempotency_key_valid(S("k\x7f")), "DEL refused");
+    ok(!billing_idempotency_key_valid(S("caf\xc3\xa9")), "non-ASCII refused");
+    ok(!billing_idempotency_key_valid(S("")), "empty refused");
+    ok(!billing_idempotency_key_valid(NULL, 3), "NULL refused");
+
+    memset(key, 'k', sizeof(key));
+    ok(billing_idempotency_key_valid(key, 255), "255 characters");
+    ok(!billing_idempotency_key_valid(key, 256), "256 refused");
+}
+
+
+static void
 test_uint_member(void)
 {
     static const struct {
@@ -472,6 +531,8 @@ main(void)
     test_reconcile_values();
     test_hold_purchase();
     test_uuid();
+    test_object_and_members();
+    test_idempotency_key();
     test_uint_member();
 
     return tap_done();
