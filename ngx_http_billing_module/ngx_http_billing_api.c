@@ -41,8 +41,8 @@ ngx_http_billing_respond_done(ngx_http_request_t *r,
 
     if (row.meta.len == sizeof("replayed") - 1
         && ngx_strncmp(row.meta.data, "replayed", row.meta.len) == 0
-        && ngx_http_billing_add_response_header(r, "Idempotent-Replayed",
-                                                "true") != NGX_OK)
+        && ngx_http_billing_add_header_s(r, "Idempotent-Replayed", "true")
+           != NGX_OK)
     {
         ngx_http_billing_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
         return;

@@ -281,7 +281,7 @@ ngx_http_billing_require_auth(ngx_http_request_t *r, const char *scope)
 
         ngx_http_billing_metrics_inc(NGX_HTTP_BILLING_M_JWT_FORBIDDEN, 1);
 
-        if (ngx_http_billing_add_response_header(r, "WWW-Authenticate",
+        if (ngx_http_billing_add_header_s(r, "WWW-Authenticate",
                 "Bearer realm=\"billing\", error=\"insufficient_scope\", "
                 "scope=\"billing:usage\"") != NGX_OK)
         {
@@ -314,7 +314,8 @@ ngx_http_billing_require_auth(ngx_http_request_t *r, const char *scope)
         break;
     }
 
-    if (ngx_http_billing_add_response_header(r, "WWW-Authenticate", challenge)
+    if (ngx_http_billing_add_header(r, "WWW-Authenticate", (u_char *) challenge,
+                                    ngx_strlen(challenge))
         != NGX_OK)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;

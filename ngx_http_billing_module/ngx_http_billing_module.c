@@ -19,6 +19,7 @@ static ngx_int_t ngx_http_billing_preconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_billing_postconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_billing_init_process(ngx_cycle_t *cycle);
 static void ngx_http_billing_exit_process(ngx_cycle_t *cycle);
+static ngx_int_t ngx_http_billing_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_billing_log_handler(ngx_http_request_t *r);
 
 static char *ngx_http_billing(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
@@ -46,19 +47,38 @@ static char *ngx_http_billing_checkout_urls(ngx_conf_t *cf,
 #define NGX_HTTP_BILLING_JWKS_ZONE_SIZE     (256 * 1024)
 
 
-static ngx_conf_enum_t  ngx_http_billing_endpoints[] = {
-    { ngx_string("health"), NGX_HTTP_BILLING_EP_HEALTH },
-    { ngx_string("readyz"), NGX_HTTP_BILLING_EP_READYZ },
-    { ngx_string("metrics"), NGX_HTTP_BILLING_EP_METRICS },
-    { ngx_string("packages"), NGX_HTTP_BILLING_EP_PACKAGES },
-    { ngx_string("balance"), NGX_HTTP_BILLING_EP_BALANCE },
-    { ngx_string("ledger"), NGX_HTTP_BILLING_EP_LEDGER },
-    { ngx_string("reconcile"), NGX_HTTP_BILLING_EP_RECONCILE },
-    { ngx_string("holds"), NGX_HTTP_BILLING_EP_HOLDS },
-    { ngx_string("purchases"), NGX_HTTP_BILLING_EP_PURCHASES },
-    { ngx_string("webhook"), NGX_HTTP_BILLING_EP_WEBHOOK },
-    { ngx_string("error"), NGX_HTTP_BILLING_EP_ERROR },
-    { ngx_null_string, 0 }
+/* "billing <name>;": what a location serves, and the handler that serves it */
+typedef struct {
+    ngx_str_t                     name;
+    ngx_uint_t                    endpoint;
+    ngx_http_handler_pt           handler;
+} ngx_http_billing_endpoint_t;
+
+
+static ngx_http_billing_endpoint_t  ngx_http_billing_endpoints[] = {
+    { ngx_string("health"), NGX_HTTP_BILLING_EP_HEALTH,
+      ngx_http_billing_health_handler },
+    { ngx_string("readyz"), NGX_HTTP_BILLING_EP_READYZ,
+      ngx_http_billing_readyz_handler },
+    { ngx_string("metrics"), NGX_HTTP_BILLING_EP_METRICS,
+      ngx_http_billing_metrics_handler },
+    { ngx_string("packages"), NGX_HTTP_BILLING_EP_PACKAGES,
+      ngx_http_billing_packages_handler },
+    { ngx_string("balance"), NGX_HTTP_BILLING_EP_BALANCE,
+      ngx_http_billing_balance_handler },
+    { ngx_string("ledger"), NGX_HTTP_BILLING_EP_LEDGER,
+      ngx_http_billing_ledger_handler },
+    { ngx_string("reconcile"), NGX_HTTP_BILLING_EP_RECONCILE,
+      ngx_http_billing_reconcile_handler },
+    { ngx_string("holds"), NGX_HTTP_BILLING_EP_HOLDS,
+      ngx_http_billing_holds_handler },
+    { ngx_string("purchases"), NGX_HTTP_BILLING_EP_PURCHASES,
+      ngx_http_billing_purchases_handler },
+    { ngx_string("webhook"), NGX_HTTP_BILLING_EP_WEBHOOK,
+      ngx_http_billing_webhook_handler },
+    { ngx_string("error"), NGX_HTTP_BILLING_EP_ERROR,
+      ngx_http_billing_error_handler },
+    { ngx_null_string, 0, NULL }
 };
 
 
@@ -473,7 +493,7 @@ ngx_http_billing_postconfiguration(ngx_conf_t *cf)
 
     *h = ngx_http_billing_log_handler;
 
-    return ngx_http_billing_init_filters(cf);
+    return ngx_http_billing_cors_init(cf);
 }
 
 
@@ -550,6 +570,28 @@ ngx_http_billing_exit_process(ngx_cycle_t *cycle)
 }
 
 
+/*
+ * The content handler of every billing location: a CORS preflight is
+ * answered before the endpoint sees it; anything else goes to the handler
+ * the "billing" directive chose.
+ */
+static ngx_int_t
+ngx_http_billing_handler(ngx_http_request_t *r)
+{
+    ngx_http_billing_loc_conf_t  *blcf;
+
+    blcf = ngx_http_get_module_loc_conf(r, ngx_http_billing_module);
+
+    if (r->method == NGX_HTTP_OPTIONS && blcf->cors_origins
+        && blcf->endpoint != NGX_HTTP_BILLING_EP_ERROR)
+    {
+        return ngx_http_billing_cors_preflight(r);
+    }
+
+    return blcf->handler(r);
+}
+
+
 /* counts every answer of a billing location, also those nginx itself
  * gave (413, 429, ...) before our content handler ran */
 static ngx_int_t
@@ -584,9 +626,9 @@ ngx_http_billing(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_billing_loc_conf_t *blcf = conf;
 
-    ngx_str_t                 *value;
-    ngx_conf_enum_t           *e;
-    ngx_http_core_loc_conf_t  *clcf;
+    ngx_str_t                    *value;
+    ngx_http_core_loc_conf_t     *clcf;
+    ngx_http_billing_endpoint_t  *e;
 
     if (blcf->endpoint != NGX_CONF_UNSET_UINT) {
         return "is duplicate";
@@ -608,7 +650,8 @@ ngx_http_billing(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    blcf->endpoint = e->value;
+    blcf->endpoint = e->endpoint;
+    blcf->handler = e->handler;
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_http_billing_handler;

@@ -32,7 +32,6 @@ typedef struct {
 } ngx_http_billing_purchase_t;
 
 
-static ngx_int_t ngx_http_billing_purchases_handler(ngx_http_request_t *r);
 static void ngx_http_billing_purchase_body(ngx_http_request_t *r);
 static void ngx_http_billing_purchase_created(ngx_http_request_t *r,
     ngx_http_billing_pg_op_t *op);
@@ -43,28 +42,9 @@ static void ngx_http_billing_checkout_done(
 static void ngx_http_billing_purchase_cleanup(void *data);
 static void ngx_http_billing_stripe_respond(ngx_http_request_t *r,
     ngx_http_billing_pg_op_t *op);
-static ngx_int_t ngx_http_billing_webhook_handler(ngx_http_request_t *r);
 static void ngx_http_billing_webhook_body(ngx_http_request_t *r);
 static void ngx_http_billing_webhook_done(ngx_http_request_t *r,
     ngx_http_billing_pg_op_t *op);
-
-
-ngx_int_t
-ngx_http_billing_extra_handler(ngx_http_request_t *r, ngx_uint_t endpoint)
-{
-    switch (endpoint) {
-
-    case NGX_HTTP_BILLING_EP_PURCHASES:
-        return ngx_http_billing_purchases_handler(r);
-
-    case NGX_HTTP_BILLING_EP_WEBHOOK:
-        return ngx_http_billing_webhook_handler(r);
-
-    default:
-        return ngx_http_billing_problem_s(r, NGX_HTTP_NOT_FOUND, "not_found",
-                                        "no such resource");
-    }
-}
 
 
 static u_char *
@@ -87,7 +67,7 @@ ngx_http_billing_pstrdup(ngx_pool_t *pool, const char *s, size_t len)
 /* purchases */
 
 
-static ngx_int_t
+ngx_int_t
 ngx_http_billing_purchases_handler(ngx_http_request_t *r)
 {
     u_char                        *id;
@@ -600,7 +580,7 @@ ngx_http_billing_stripe_respond(ngx_http_request_t *r,
 /* webhooks */
 
 
-static ngx_int_t
+ngx_int_t
 ngx_http_billing_webhook_handler(ngx_http_request_t *r)
 {
     ngx_int_t                      rc;
