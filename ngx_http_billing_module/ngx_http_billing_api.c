@@ -8,10 +8,20 @@
  */
 
 
-#include "ngx_http_billing_module.h"
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
 
-#include "billing_json.h"
+#include "ngx_http_billing.h"
+#include "ngx_http_billing_api.h"
+#include "ngx_http_billing_auth.h"
+#include "ngx_http_billing_db.h"
+#include "ngx_http_billing_metrics.h"
+#include "ngx_http_billing_request.h"
+#include "ngx_http_billing_response.h"
+
 #include "billing_cursor.h"
+#include "billing_json.h"
 
 
 #define NGX_HTTP_BILLING_USAGE_SCOPE  "billing:usage"

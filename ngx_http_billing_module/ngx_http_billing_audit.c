@@ -11,7 +11,14 @@
  */
 
 
-#include "ngx_http_billing_module.h"
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_billing.h"
+#include "ngx_http_billing_audit.h"
+#include "ngx_http_billing_metrics.h"
+#include "ngx_http_billing_pg.h"
 
 
 typedef struct {

@@ -10,11 +10,20 @@
  */
 
 
-#include "ngx_http_billing_module.h"
-
-#include "billing_jwt.h"
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
 
 #include <openssl/sha.h>
+
+#include "ngx_http_billing.h"
+#include "ngx_http_billing_auth.h"
+#include "ngx_http_billing_jwks.h"
+#include "ngx_http_billing_metrics.h"
+#include "ngx_http_billing_request.h"
+#include "ngx_http_billing_response.h"
+
+#include "billing_jwt.h"
 
 
 static ngx_int_t ngx_http_billing_user_id_variable(ngx_http_request_t *r,

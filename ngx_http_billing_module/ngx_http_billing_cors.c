@@ -8,7 +8,14 @@
  */
 
 
-#include "ngx_http_billing_module.h"
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_billing.h"
+#include "ngx_http_billing_cors.h"
+#include "ngx_http_billing_request.h"
+#include "ngx_http_billing_response.h"
 
 
 static ngx_str_t *ngx_http_billing_allowed_origin(ngx_http_request_t *r);

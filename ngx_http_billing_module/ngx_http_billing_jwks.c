@@ -14,9 +14,16 @@
  */
 
 
-#include "ngx_http_billing_module.h"
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
 
-#include "billing_jwt.h"
+#include "ngx_http_billing.h"
+#include "ngx_http_billing_curl.h"
+#include "ngx_http_billing_jwks.h"
+#include "ngx_http_billing_metrics.h"
+
+#include "billing_jwk.h"
 
 
 #define NGX_HTTP_BILLING_JWKS_MAGIC   0x4a574b53

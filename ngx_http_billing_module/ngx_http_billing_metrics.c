@@ -12,7 +12,12 @@
  */
 
 
-#include "ngx_http_billing_module.h"
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_billing.h"
+#include "ngx_http_billing_metrics.h"
 
 
 #define NGX_HTTP_BILLING_METRICS_MAGIC    0x42494c4c4d455452ULL

@@ -4,10 +4,27 @@
  */
 
 
-#include "ngx_http_billing_module.h"
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
 
+#include "ngx_http_billing.h"
+#include "ngx_http_billing_api.h"
+#include "ngx_http_billing_audit.h"
+#include "ngx_http_billing_auth.h"
+#include "ngx_http_billing_cors.h"
+#include "ngx_http_billing_curl.h"
+#include "ngx_http_billing_jwks.h"
+#include "ngx_http_billing_metrics.h"
+#include "ngx_http_billing_outbox.h"
+#include "ngx_http_billing_pg.h"
+#include "ngx_http_billing_purchases.h"
+#include "ngx_http_billing_response.h"
+#include "ngx_http_billing_status.h"
+#include "ngx_http_billing_webhook.h"
+
+#include "billing_jwk.h"
 #include "billing_value.h"
-#include "billing_jwt.h"
 
 
 static void *ngx_http_billing_create_main_conf(ngx_conf_t *cf);

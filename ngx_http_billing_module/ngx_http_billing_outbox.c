@@ -22,7 +22,15 @@
  */
 
 
-#include "ngx_http_billing_module.h"
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_billing.h"
+#include "ngx_http_billing_curl.h"
+#include "ngx_http_billing_metrics.h"
+#include "ngx_http_billing_outbox.h"
+#include "ngx_http_billing_pg.h"
 
 #include "billing_stripe.h"
 

@@ -18,7 +18,12 @@
  */
 
 
-#include "ngx_http_billing_module.h"
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_event.h>
+
+#include "ngx_http_billing_metrics.h"
+#include "ngx_http_billing_pg.h"
 
 
 typedef enum {

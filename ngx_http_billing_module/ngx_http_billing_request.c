@@ -5,7 +5,13 @@
  */
 
 
-#include "ngx_http_billing_module.h"
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_billing.h"
+#include "ngx_http_billing_request.h"
+#include "ngx_http_billing_response.h"
 
 
 static ngx_int_t ngx_http_billing_is_json(ngx_http_request_t *r);

@@ -27,6 +27,8 @@ typedef struct {
     ngx_str_t                     user_id;
     ngx_str_t                     scope;
 
+    ngx_str_t                     webhook_type;   /* for its metrics */
+
     ngx_http_billing_pg_op_t      op;
     ngx_http_billing_done_pt      done;
     const char                   *params[8];

@@ -6,7 +6,13 @@
  */
 
 
-#include "ngx_http_billing_module.h"
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_billing_response.h"
+
+#include "billing_util.h"
 
 
 static ngx_int_t ngx_http_billing_send(ngx_http_request_t *r,

@@ -4,7 +4,15 @@
  */
 
 
-#include "ngx_http_billing_module.h"
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_billing.h"
+#include "ngx_http_billing_db.h"
+#include "ngx_http_billing_metrics.h"
+#include "ngx_http_billing_response.h"
+#include "ngx_http_billing_status.h"
 
 #include "billing_json.h"
 

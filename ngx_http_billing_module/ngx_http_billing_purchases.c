@@ -1,6 +1,6 @@
 
 /*
- * ScholarLink Billing: Stripe purchases and webhooks (docs/spec.md §4.2, 4.5).
+ * ScholarLink Billing: purchases (docs/spec.md §4.2, 4.5).
  *
  * POST /api/purchases: api_purchase_create() (one round trip), then a
  * Checkout Session created through libcurl's multi interface on nginx
@@ -10,19 +10,27 @@
  * session may exist at Stripe already, and if it is ever paid its webhook
  * credits the purchase (or checkout.session.expired marks it failed).
  *
- * POST /webhooks/stripe: the raw body is verified against every configured
- * webhook secret before anything else, then handed to api_stripe_event()
- * in one call, which deduplicates and credits in one transaction.
+ * GET /api/purchases/{id}: the caller's own purchase.
  */
 
 
-#include "ngx_http_billing_module.h"
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
 
 #include <cjson/cJSON.h>
 
-#include "billing_json.h"
+#include "ngx_http_billing.h"
+#include "ngx_http_billing_auth.h"
+#include "ngx_http_billing_curl.h"
+#include "ngx_http_billing_db.h"
+#include "ngx_http_billing_metrics.h"
+#include "ngx_http_billing_purchases.h"
+#include "ngx_http_billing_request.h"
+#include "ngx_http_billing_response.h"
+
 #include "billing_form.h"
-#include "billing_stripe.h"
+#include "billing_json.h"
 
 
 typedef struct {
@@ -42,9 +50,6 @@ static void ngx_http_billing_checkout_done(
 static void ngx_http_billing_purchase_cleanup(void *data);
 static void ngx_http_billing_stripe_respond(ngx_http_request_t *r,
     ngx_http_billing_pg_op_t *op);
-static void ngx_http_billing_webhook_body(ngx_http_request_t *r);
-static void ngx_http_billing_webhook_done(ngx_http_request_t *r,
-    ngx_http_billing_pg_op_t *op);
 
 
 static u_char *
@@ -62,9 +67,6 @@ ngx_http_billing_pstrdup(ngx_pool_t *pool, const char *s, size_t len)
 
     return p;
 }
-
-
-/* purchases */
 
 
 ngx_int_t
@@ -572,249 +574,6 @@ ngx_http_billing_stripe_respond(ngx_http_request_t *r,
         ngx_http_billing_finalize(r, ngx_http_billing_db_failure(r, op));
         return;
     }
-
-    ngx_http_billing_finalize(r, ngx_http_billing_api_respond(r, &row));
-}
-
-
-/* webhooks */
-
-
-ngx_int_t
-ngx_http_billing_webhook_handler(ngx_http_request_t *r)
-{
-    ngx_int_t                      rc;
-    ngx_http_billing_main_conf_t  *bmcf;
-
-    rc = ngx_http_billing_method(r, NGX_HTTP_POST, "POST");
-    if (rc != NGX_DECLINED) {
-        return rc;
-    }
-
-    bmcf = ngx_http_get_module_main_conf(r, ngx_http_billing_module);
-
-    if (bmcf->stripe_webhook_secrets == NULL
-        || bmcf->stripe_webhook_secrets->nelts == 0)
-    {
-        /* 503: Stripe keeps the event and retries once this is fixed */
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "billing: webhook received but no "
-                      "billing_stripe_webhook_secret is configured");
-        return ngx_http_billing_problem_s(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                        "webhook_not_configured",
-                                        "webhooks are not configured");
-    }
-
-    if (ngx_http_billing_get_ctx(r) == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    /*
-     * No content-type check: Stripe sends "application/json;
-     * charset=utf-8", and the signature, checked first, is what proves
-     * the body.
-     */
-    rc = ngx_http_read_client_request_body(r, ngx_http_billing_webhook_body);
-
-    if (rc == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE) {
-        return ngx_http_billing_problem_s(r, rc, "payload_too_large",
-                                        "the request body is larger than "
-                                        "allowed");
-    }
-
-    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
-        return rc;
-    }
-
-    return NGX_DONE;
-}
-
-
-static void
-ngx_http_billing_webhook_body(ngx_http_request_t *r)
-{
-    int                            vrc;
-    char                          *type;
-    cJSON                         *json, *id, *t;
-    size_t                        *lens;
-    ngx_int_t                      rc;
-    ngx_str_t                      body, *secret;
-    ngx_uint_t                     i, n;
-    const char                   **secrets, *detail;
-    ngx_table_elt_t               *sig;
-    ngx_http_billing_ctx_t        *ctx;
-    ngx_http_billing_main_conf_t  *bmcf;
-
-    bmcf = ngx_http_get_module_main_conf(r, ngx_http_billing_module);
-    ctx = ngx_http_get_module_ctx(r, ngx_http_billing_module);
-
-    if (ngx_http_billing_body(r, &body) != NGX_OK) {
-        ngx_http_billing_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-        return;
-    }
-
-    n = bmcf->stripe_webhook_secrets->nelts;
-    secret = bmcf->stripe_webhook_secrets->elts;
-
-    secrets = ngx_palloc(r->pool, n * sizeof(char *));
-    lens = ngx_palloc(r->pool, n * sizeof(size_t));
-    if (secrets == NULL || lens == NULL) {
-        ngx_http_billing_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-        return;
-    }
-
-    for (i = 0; i < n; i++) {
-        secrets[i] = (const char *) secret[i].data;
-        lens[i] = secret[i].len;
-    }
-
-    sig = ngx_http_billing_find_header(r, "Stripe-Signature",
-                                       sizeof("Stripe-Signature") - 1);
-
-    if (sig == NULL) {
-        vrc = BILLING_STRIPE_MALFORMED;
-        detail = "the Stripe-Signature header is missing";
-
-    } else {
-        vrc = billing_stripe_verify((const char *) sig->value.data,
-                                    sig->value.len,
-                                    (const char *) body.data, body.len,
-                                    secrets, lens, n, (int64_t) ngx_time(),
-                                    (int64_t) bmcf->stripe_tolerance);
-
-        detail = billing_stripe_strerror(vrc);
-    }
-
-    if (vrc == BILLING_STRIPE_ERROR) {
-        ngx_http_billing_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-        return;
-    }
-
-    if (vrc != BILLING_STRIPE_OK) {
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "billing: Stripe webhook rejected: %s", detail);
-        ngx_http_billing_metrics_webhook((u_char *) "", 0,
-                                      NGX_HTTP_BILLING_WH_INVALID_SIGNATURE);
-        ngx_http_billing_finalize(r,
-                       ngx_http_billing_problem(r, NGX_HTTP_BAD_REQUEST,
-                                                "invalid_signature", detail,
-                                                ngx_strlen(detail)));
-        return;
-    }
-
-    json = NULL;
-    type = NULL;
-
-    if (billing_json_parse_object((const char *) body.data, body.len, &json)
-        == BILLING_JSON_OK)
-    {
-        id = cJSON_GetObjectItemCaseSensitive(json, "id");
-        t = cJSON_GetObjectItemCaseSensitive(json, "type");
-
-        if (cJSON_IsString(id) && cJSON_IsString(t)) {
-            type = (char *) ngx_http_billing_pstrdup(r->pool, t->valuestring,
-                                                ngx_strlen(t->valuestring));
-            if (type == NULL) {
-                cJSON_Delete(json);
-                ngx_http_billing_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-                return;
-            }
-        }
-    }
-
-    cJSON_Delete(json);
-
-    if (type == NULL) {
-        ngx_http_billing_metrics_webhook((u_char *) "", 0,
-                                         NGX_HTTP_BILLING_WH_ERROR);
-        ngx_http_billing_finalize(r,
-                       ngx_http_billing_problem_s(r, NGX_HTTP_BAD_REQUEST,
-                                   "invalid_request",
-                                   "the event must be a JSON object with "
-                                   "string id and type"));
-        return;
-    }
-
-    /* the query takes one parameter; params[1] keeps the type for the
-     * metrics in the completion handler */
-    ctx->params[0] = (const char *) body.data;
-    ctx->params[1] = type;
-
-    rc = ngx_http_billing_query(r,
-                                "SELECT status, code, body, meta "
-                                "FROM billing.api_stripe_event($1::jsonb)",
-                                1, ctx->params,
-                                ngx_http_billing_webhook_done);
-
-    ngx_http_billing_finalize(r, rc);
-}
-
-
-static void
-ngx_http_billing_webhook_done(ngx_http_request_t *r,
-    ngx_http_billing_pg_op_t *op)
-{
-    int64_t                  credited;
-    ngx_str_t               *meta;
-    ngx_uint_t               outcome;
-    const char              *type;
-    ngx_http_billing_row_t   row;
-    ngx_http_billing_ctx_t  *ctx;
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_billing_module);
-    type = ctx->params[1];
-
-    if (ngx_http_billing_api_row(r, op, &row) != NGX_OK) {
-        ngx_http_billing_metrics_webhook((u_char *) type, ngx_strlen(type),
-                                         NGX_HTTP_BILLING_WH_ERROR);
-
-        /* 5xx: Stripe retries the event later */
-        if (op->status == NGX_HTTP_BILLING_PG_SQL_ERROR) {
-            ngx_http_billing_finalize(r, ngx_http_billing_db_failure(r, op));
-            return;
-        }
-
-        ngx_http_billing_finalize(r,
-                       ngx_http_billing_problem_s(r,
-                                    NGX_HTTP_SERVICE_UNAVAILABLE,
-                                    "database_unavailable",
-                                    "the database cannot be reached; "
-                                    "retry later"));
-        return;
-    }
-
-    meta = &row.meta;
-
-    if (row.code.len || row.status >= 300) {
-        outcome = NGX_HTTP_BILLING_WH_ERROR;
-
-    } else if (meta->len == 9
-               && ngx_strncmp(meta->data, "duplicate", 9) == 0)
-    {
-        outcome = NGX_HTTP_BILLING_WH_DUPLICATE;
-
-    } else if (meta->len == 9
-               && ngx_strncmp(meta->data, "processed", 9) == 0)
-    {
-        outcome = NGX_HTTP_BILLING_WH_PROCESSED;
-
-        /* counted only when the function says how much it credited */
-        if (billing_json_uint_member((const char *) row.body.data,
-                                     row.body.len, "creditedMicros",
-                                     &credited)
-            == 0 && credited > 0)
-        {
-            ngx_http_billing_metrics_inc(NGX_HTTP_BILLING_M_CREDITS_PURCHASED,
-                                         (uint64_t) credited);
-        }
-
-    } else {
-        /* ignored, unmatched (no such purchase): nothing was changed */
-        outcome = NGX_HTTP_BILLING_WH_IGNORED;
-    }
-
-    ngx_http_billing_metrics_webhook((u_char *) type, ngx_strlen(type),
-                                     outcome);
 
     ngx_http_billing_finalize(r, ngx_http_billing_api_respond(r, &row));
 }
