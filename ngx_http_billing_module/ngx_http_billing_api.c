@@ -26,56 +26,20 @@
 
 #define NGX_HTTP_BILLING_USAGE_SCOPE  "billing:usage"
 
+/* room for a validator's message (never client data) */
+#define NGX_HTTP_BILLING_DETAIL_LEN   256
 
-static void ngx_http_billing_respond_done(ngx_http_request_t *r,
+
+static ngx_int_t ngx_http_billing_ledger_done(ngx_http_request_t *r,
     ngx_http_billing_pg_op_t *op);
-static void ngx_http_billing_ledger_done(ngx_http_request_t *r,
+static ngx_int_t ngx_http_billing_reconcile_body(ngx_http_request_t *r,
+    ngx_str_t *body);
+static ngx_int_t ngx_http_billing_reconcile_done(ngx_http_request_t *r,
     ngx_http_billing_pg_op_t *op);
-static void ngx_http_billing_reconcile_body(ngx_http_request_t *r);
-static void ngx_http_billing_reconcile_done(ngx_http_request_t *r,
-    ngx_http_billing_pg_op_t *op);
-static void ngx_http_billing_hold_body(ngx_http_request_t *r);
-
-
-/* the usual completion: answer with what the function returned */
-static void
-ngx_http_billing_respond_done(ngx_http_request_t *r,
-    ngx_http_billing_pg_op_t *op)
-{
-    ngx_http_billing_row_t  row;
-
-    if (ngx_http_billing_api_row(r, op, &row) != NGX_OK) {
-        ngx_http_billing_finalize(r, ngx_http_billing_db_failure(r, op));
-        return;
-    }
-
-    if (row.meta.len == sizeof("replayed") - 1
-        && ngx_strncmp(row.meta.data, "replayed", row.meta.len) == 0
-        && ngx_http_billing_add_header_s(r, "Idempotent-Replayed", "true")
-           != NGX_OK)
-    {
-        ngx_http_billing_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-        return;
-    }
-
-    ngx_http_billing_finalize(r, ngx_http_billing_api_respond(r, &row));
-}
-
-
-static const char *
-ngx_http_billing_int_param(ngx_http_request_t *r, int64_t n)
-{
-    u_char  *p;
-
-    p = ngx_pnalloc(r->pool, NGX_INT64_LEN + 1);
-    if (p == NULL) {
-        return NULL;
-    }
-
-    (void) ngx_sprintf(p, "%L%Z", n);
-
-    return (const char *) p;
-}
+static ngx_int_t ngx_http_billing_hold_body(ngx_http_request_t *r,
+    ngx_str_t *body);
+static const char *ngx_http_billing_int_param(ngx_http_request_t *r,
+    int64_t n);
 
 
 /* GET /api/packages: public */
@@ -90,9 +54,9 @@ ngx_http_billing_packages_handler(ngx_http_request_t *r)
     }
 
     return ngx_http_billing_read(r,
-                                  "SELECT status, code, body, meta "
-                                  "FROM billing.api_packages()",
-                                  0, NULL, ngx_http_billing_respond_done);
+                                 "SELECT status, code, body, meta "
+                                 "FROM billing.api_packages()",
+                                 0, NULL, ngx_http_billing_respond);
 }
 
 
@@ -103,12 +67,8 @@ ngx_http_billing_balance_handler(ngx_http_request_t *r)
     ngx_int_t                rc;
     ngx_http_billing_ctx_t  *ctx;
 
-    rc = ngx_http_billing_method(r, NGX_HTTP_GET|NGX_HTTP_HEAD, "GET, HEAD");
-    if (rc != NGX_DECLINED) {
-        return rc;
-    }
-
-    rc = ngx_http_billing_require_auth(r, NULL);
+    rc = ngx_http_billing_require_auth(r, NGX_HTTP_GET|NGX_HTTP_HEAD,
+                                       "GET, HEAD", NULL);
     if (rc != NGX_DECLINED) {
         return rc;
     }
@@ -117,10 +77,9 @@ ngx_http_billing_balance_handler(ngx_http_request_t *r)
     ctx->params[0] = (const char *) ctx->user_id.data;
 
     return ngx_http_billing_read(r,
-                                  "SELECT status, code, body, meta "
-                                  "FROM billing.api_balance($1)",
-                                  1, ctx->params,
-                                  ngx_http_billing_respond_done);
+                                 "SELECT status, code, body, meta "
+                                 "FROM billing.api_balance($1)",
+                                 1, ctx->params, ngx_http_billing_respond);
 }
 
 
@@ -133,12 +92,8 @@ ngx_http_billing_ledger_handler(ngx_http_request_t *r)
     ngx_str_t                arg;
     ngx_http_billing_ctx_t  *ctx;
 
-    rc = ngx_http_billing_method(r, NGX_HTTP_GET|NGX_HTTP_HEAD, "GET, HEAD");
-    if (rc != NGX_DECLINED) {
-        return rc;
-    }
-
-    rc = ngx_http_billing_require_auth(r, NULL);
+    rc = ngx_http_billing_require_auth(r, NGX_HTTP_GET|NGX_HTTP_HEAD,
+                                       "GET, HEAD", NULL);
     if (rc != NGX_DECLINED) {
         return rc;
     }
@@ -178,14 +133,14 @@ ngx_http_billing_ledger_handler(ngx_http_request_t *r)
     }
 
     return ngx_http_billing_read(r,
-                                  "SELECT status, code, body, meta "
-                                  "FROM billing.api_ledger($1, $2, $3)",
-                                  3, ctx->params,
-                                  ngx_http_billing_ledger_done);
+                                 "SELECT status, code, body, meta "
+                                 "FROM billing.api_ledger($1, $2, $3)",
+                                 3, ctx->params,
+                                 ngx_http_billing_ledger_done);
 }
 
 
-static void
+static ngx_int_t
 ngx_http_billing_ledger_done(ngx_http_request_t *r,
     ngx_http_billing_pg_op_t *op)
 {
@@ -195,15 +150,13 @@ ngx_http_billing_ledger_done(ngx_http_request_t *r,
     ngx_http_billing_row_t  row;
 
     if (ngx_http_billing_api_row(r, op, &row) != NGX_OK) {
-        ngx_http_billing_finalize(r, ngx_http_billing_db_failure(r, op));
-        return;
+        return ngx_http_billing_db_failure(r, op);
     }
 
     if (row.code.len || row.body.len < 2
         || row.body.data[row.body.len - 1] != '}')
     {
-        ngx_http_billing_finalize(r, ngx_http_billing_api_respond(r, &row));
-        return;
+        return ngx_http_billing_api_respond(r, &row);
     }
 
     /* the function answers an object; the opaque cursor is ours to add */
@@ -214,16 +167,14 @@ ngx_http_billing_ledger_done(ngx_http_request_t *r,
         if (next <= 0
             || billing_cursor_encode(next, cursor, sizeof(cursor)) != 0)
         {
-            ngx_http_billing_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-            return;
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
     }
 
     p = ngx_pnalloc(r->pool, row.body.len + sizeof(", \"nextCursor\": \"\"}")
                              + BILLING_CURSOR_MAX);
     if (p == NULL) {
-        ngx_http_billing_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-        return;
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     row.body.data = ngx_cpymem(p, row.body.data, row.body.len - 1);
@@ -239,7 +190,7 @@ ngx_http_billing_ledger_done(ngx_http_request_t *r,
     row.body.len = row.body.data - p;
     row.body.data = p;
 
-    ngx_http_billing_finalize(r, ngx_http_billing_api_respond(r, &row));
+    return ngx_http_billing_api_respond(r, &row);
 }
 
 
@@ -249,12 +200,8 @@ ngx_http_billing_reconcile_handler(ngx_http_request_t *r)
 {
     ngx_int_t  rc;
 
-    rc = ngx_http_billing_method(r, NGX_HTTP_POST, "POST");
-    if (rc != NGX_DECLINED) {
-        return rc;
-    }
-
-    rc = ngx_http_billing_require_auth(r, NGX_HTTP_BILLING_USAGE_SCOPE);
+    rc = ngx_http_billing_require_auth(r, NGX_HTTP_POST, "POST",
+                                       NGX_HTTP_BILLING_USAGE_SCOPE);
     if (rc != NGX_DECLINED) {
         return rc;
     }
@@ -263,33 +210,30 @@ ngx_http_billing_reconcile_handler(ngx_http_request_t *r)
 }
 
 
-static void
-ngx_http_billing_reconcile_body(ngx_http_request_t *r)
+static ngx_int_t
+ngx_http_billing_reconcile_body(ngx_http_request_t *r, ngx_str_t *body)
 {
-    char                      detail[256];
-    ngx_int_t                 rc;
-    ngx_str_t                 body, key;
+    char                      detail[NGX_HTTP_BILLING_DETAIL_LEN];
+    ngx_str_t                 key;
     ngx_http_billing_ctx_t   *ctx;
     billing_reconcile_req_t  *req;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_billing_module);
 
     req = ngx_palloc(r->pool, sizeof(billing_reconcile_req_t));
-    if (req == NULL || ngx_http_billing_body(r, &body) != NGX_OK) {
-        ngx_http_billing_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-        return;
+    if (req == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     ngx_http_billing_header_value(r, "Idempotency-Key", &key);
 
-    if (billing_parse_reconcile((const char *) body.data, body.len,
+    if (billing_parse_reconcile((const char *) body->data, body->len,
                                 (const char *) key.data, key.len, req,
                                 detail, sizeof(detail))
         != BILLING_JSON_OK)
     {
         ngx_http_billing_metrics_inc(NGX_HTTP_BILLING_M_RECONCILE_INVALID, 1);
-        ngx_http_finalize_request(r, ngx_http_billing_invalid(r, detail));
-        return;
+        return ngx_http_billing_invalid(r, detail);
     }
 
     ctx->params[0] = req->user_id;
@@ -300,22 +244,19 @@ ngx_http_billing_reconcile_body(ngx_http_request_t *r)
     ctx->params[5] = req->has_hold ? req->hold_id : NULL;
 
     if (ctx->params[2] == NULL || ctx->params[3] == NULL) {
-        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-        return;
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    rc = ngx_http_billing_query(r,
-                                "SELECT status, code, body, meta "
-                                "FROM billing.api_reconcile($1, $2, $3, $4, "
-                                "$5, $6::uuid)",
-                                6, ctx->params,
-                                ngx_http_billing_reconcile_done);
-
-    ngx_http_finalize_request(r, rc);
+    return ngx_http_billing_query(r,
+                                  "SELECT status, code, body, meta "
+                                  "FROM billing.api_reconcile($1, $2, $3, "
+                                  "$4, $5, $6::uuid)",
+                                  6, ctx->params,
+                                  ngx_http_billing_reconcile_done);
 }
 
 
-static void
+static ngx_int_t
 ngx_http_billing_reconcile_done(ngx_http_request_t *r,
     ngx_http_billing_pg_op_t *op)
 {
@@ -325,8 +266,7 @@ ngx_http_billing_reconcile_done(ngx_http_request_t *r,
 
     if (ngx_http_billing_api_row(r, op, &row) != NGX_OK) {
         ngx_http_billing_metrics_inc(NGX_HTTP_BILLING_M_RECONCILE_ERROR, 1);
-        ngx_http_billing_finalize(r, ngx_http_billing_db_failure(r, op));
-        return;
+        return ngx_http_billing_db_failure(r, op);
     }
 
     switch (row.status) {
@@ -366,7 +306,7 @@ ngx_http_billing_reconcile_done(ngx_http_request_t *r,
 
     ngx_http_billing_metrics_inc(counter, 1);
 
-    ngx_http_billing_respond_done(r, op);
+    return ngx_http_billing_api_respond(r, &row);
 }
 
 
@@ -374,23 +314,18 @@ ngx_http_billing_reconcile_done(ngx_http_request_t *r,
 ngx_int_t
 ngx_http_billing_holds_handler(ngx_http_request_t *r)
 {
-    u_char                  *id;
     ngx_int_t                rc;
     ngx_str_t                path;
     ngx_http_billing_ctx_t  *ctx;
 
-    if (ngx_http_billing_path_id(r, &path) != NGX_OK) {
-        return ngx_http_billing_problem_s(r, NGX_HTTP_NOT_FOUND, "not_found",
-                                        "no such resource");
+    rc = ngx_http_billing_path_id(r, &path);
+    if (rc != NGX_DECLINED) {
+        return rc;
     }
 
     if (path.len == 0) {
-        rc = ngx_http_billing_method(r, NGX_HTTP_POST, "POST");
-        if (rc != NGX_DECLINED) {
-            return rc;
-        }
-
-        rc = ngx_http_billing_require_auth(r, NGX_HTTP_BILLING_USAGE_SCOPE);
+        rc = ngx_http_billing_require_auth(r, NGX_HTTP_POST, "POST",
+                                           NGX_HTTP_BILLING_USAGE_SCOPE);
         if (rc != NGX_DECLINED) {
             return rc;
         }
@@ -398,65 +333,49 @@ ngx_http_billing_holds_handler(ngx_http_request_t *r)
         return ngx_http_billing_read_json_body(r, ngx_http_billing_hold_body);
     }
 
-    rc = ngx_http_billing_method(r, NGX_HTTP_DELETE, "DELETE");
+    rc = ngx_http_billing_require_auth(r, NGX_HTTP_DELETE, "DELETE",
+                                       NGX_HTTP_BILLING_USAGE_SCOPE);
     if (rc != NGX_DECLINED) {
         return rc;
-    }
-
-    rc = ngx_http_billing_require_auth(r, NGX_HTTP_BILLING_USAGE_SCOPE);
-    if (rc != NGX_DECLINED) {
-        return rc;
-    }
-
-    id = ngx_pnalloc(r->pool, BILLING_UUID_LEN + 1);
-    if (id == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    if (billing_uuid_normalize((const char *) path.data, path.len,
-                               (char *) id) != 0)
-    {
-        return ngx_http_billing_problem_s(r, NGX_HTTP_NOT_FOUND, "not_found",
-                                        "no such hold");
     }
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_billing_module);
-    ctx->params[0] = (const char *) id;
+
+    rc = ngx_http_billing_path_uuid(r, &path, "no such hold", &ctx->params[0]);
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
 
     return ngx_http_billing_query(r,
                                   "SELECT status, code, body, meta "
                                   "FROM billing.api_hold_release($1::uuid)",
-                                  1, ctx->params,
-                                  ngx_http_billing_respond_done);
+                                  1, ctx->params, ngx_http_billing_respond);
 }
 
 
-static void
-ngx_http_billing_hold_body(ngx_http_request_t *r)
+static ngx_int_t
+ngx_http_billing_hold_body(ngx_http_request_t *r, ngx_str_t *body)
 {
-    char                     detail[256];
-    ngx_int_t                rc;
-    ngx_str_t                body, key;
+    char                     detail[NGX_HTTP_BILLING_DETAIL_LEN];
+    ngx_str_t                key;
     billing_hold_req_t      *req;
     ngx_http_billing_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_billing_module);
 
     req = ngx_palloc(r->pool, sizeof(billing_hold_req_t));
-    if (req == NULL || ngx_http_billing_body(r, &body) != NGX_OK) {
-        ngx_http_billing_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-        return;
+    if (req == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     ngx_http_billing_header_value(r, "Idempotency-Key", &key);
 
-    if (billing_parse_hold((const char *) body.data, body.len,
+    if (billing_parse_hold((const char *) body->data, body->len,
                            (const char *) key.data, key.len, req,
                            detail, sizeof(detail))
         != BILLING_JSON_OK)
     {
-        ngx_http_finalize_request(r, ngx_http_billing_invalid(r, detail));
-        return;
+        return ngx_http_billing_invalid(r, detail);
     }
 
     ctx->params[0] = req->user_id;
@@ -465,15 +384,29 @@ ngx_http_billing_hold_body(ngx_http_request_t *r)
     ctx->params[3] = ngx_http_billing_int_param(r, req->ttl_seconds);
 
     if (ctx->params[1] == NULL || ctx->params[3] == NULL) {
-        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-        return;
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    rc = ngx_http_billing_query(r,
-                                "SELECT status, code, body, meta "
-                                "FROM billing.api_hold_create($1, $2, $3, $4)",
-                                4, ctx->params, ngx_http_billing_respond_done);
-
-    ngx_http_finalize_request(r, rc);
+    return ngx_http_billing_query(r,
+                                  "SELECT status, code, body, meta "
+                                  "FROM billing.api_hold_create($1, $2, $3, "
+                                  "$4)",
+                                  4, ctx->params, ngx_http_billing_respond);
 }
 
+
+/* a number as a text parameter of a query */
+static const char *
+ngx_http_billing_int_param(ngx_http_request_t *r, int64_t n)
+{
+    u_char  *p;
+
+    p = ngx_pnalloc(r->pool, NGX_INT64_LEN + 1);
+    if (p == NULL) {
+        return NULL;
+    }
+
+    (void) ngx_sprintf(p, "%L%Z", n);
+
+    return (const char *) p;
+}

@@ -116,17 +116,30 @@ ngx_http_billing_run(ngx_http_request_t *r, const char *sql, int nparams,
 }
 
 
+/*
+ * The pool's completion, entered from the database connection's event and
+ * not from the request's: the request is finalized with what its handler
+ * returns, and posted subrequests run, as ngx_http_upstream_handler()
+ * does.
+ */
 static void
 ngx_http_billing_query_done(ngx_http_billing_pg_op_t *op)
 {
+    ngx_int_t                rc;
+    ngx_connection_t        *c;
     ngx_http_request_t      *r;
     ngx_http_billing_ctx_t  *ctx;
 
     r = op->data;
+    c = r->connection;
     ctx = ngx_http_get_module_ctx(r, ngx_http_billing_module);
 
     ctx->pending = 0;
-    ctx->done(r, op);
+
+    rc = ctx->done(r, op);
+
+    ngx_http_finalize_request(r, rc);
+    ngx_http_run_posted_requests(c);
 }
 
 
@@ -140,18 +153,6 @@ ngx_http_billing_cleanup(void *data)
         ngx_http_billing_pg_cancel(&ctx->op);
         ctx->pending = 0;
     }
-}
-
-
-void
-ngx_http_billing_finalize(ngx_http_request_t *r, ngx_int_t rc)
-{
-    ngx_connection_t  *c;
-
-    c = r->connection;
-
-    ngx_http_finalize_request(r, rc);
-    ngx_http_run_posted_requests(c);
 }
 
 
@@ -265,11 +266,22 @@ ngx_http_billing_api_row(ngx_http_request_t *r, ngx_http_billing_pg_op_t *op,
 }
 
 
-/* answers with what an API function returned */
+/*
+ * Answers with what an API function returned: a problem when it names a
+ * code, the body otherwise; a replay of an earlier write says so.
+ */
 ngx_int_t
 ngx_http_billing_api_respond(ngx_http_request_t *r,
     ngx_http_billing_row_t *row)
 {
+    if (row->meta.len == sizeof("replayed") - 1
+        && ngx_strncmp(row->meta.data, "replayed", row->meta.len) == 0
+        && ngx_http_billing_add_header_s(r, "Idempotent-Replayed", "true")
+           != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
     if (row->code.len) {
         return ngx_http_billing_problem(r, row->status,
                                         (const char *) row->code.data,
@@ -279,4 +291,18 @@ ngx_http_billing_api_respond(ngx_http_request_t *r,
 
     return ngx_http_billing_send_json(r, row->status, row->body.data,
                                       row->body.len);
+}
+
+
+/* the usual completion: answer with what the function returned */
+ngx_int_t
+ngx_http_billing_respond(ngx_http_request_t *r, ngx_http_billing_pg_op_t *op)
+{
+    ngx_http_billing_row_t  row;
+
+    if (ngx_http_billing_api_row(r, op, &row) != NGX_OK) {
+        return ngx_http_billing_db_failure(r, op);
+    }
+
+    return ngx_http_billing_api_respond(r, &row);
 }

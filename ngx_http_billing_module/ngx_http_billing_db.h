@@ -30,13 +30,14 @@ ngx_int_t ngx_http_billing_query(ngx_http_request_t *r, const char *sql,
     int nparams, const char **values, ngx_http_billing_done_pt done);
 ngx_int_t ngx_http_billing_read(ngx_http_request_t *r, const char *sql,
     int nparams, const char **values, ngx_http_billing_done_pt done);
-void ngx_http_billing_finalize(ngx_http_request_t *r, ngx_int_t rc);
 ngx_int_t ngx_http_billing_db_failure(ngx_http_request_t *r,
     ngx_http_billing_pg_op_t *op);
 ngx_int_t ngx_http_billing_api_row(ngx_http_request_t *r,
     ngx_http_billing_pg_op_t *op, ngx_http_billing_row_t *row);
 ngx_int_t ngx_http_billing_api_respond(ngx_http_request_t *r,
     ngx_http_billing_row_t *row);
+ngx_int_t ngx_http_billing_respond(ngx_http_request_t *r,
+    ngx_http_billing_pg_op_t *op);
 
 
 #endif /* _NGX_HTTP_BILLING_DB_H_INCLUDED_ */

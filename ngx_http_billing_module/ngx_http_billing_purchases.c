@@ -40,56 +40,38 @@ typedef struct {
 } ngx_http_billing_purchase_t;
 
 
-static void ngx_http_billing_purchase_body(ngx_http_request_t *r);
-static void ngx_http_billing_purchase_created(ngx_http_request_t *r,
+static ngx_int_t ngx_http_billing_purchase_body(ngx_http_request_t *r,
+    ngx_str_t *body);
+static ngx_int_t ngx_http_billing_purchase_created(ngx_http_request_t *r,
     ngx_http_billing_pg_op_t *op);
 static ngx_int_t ngx_http_billing_checkout(ngx_http_request_t *r,
     ngx_http_billing_purchase_t *p, cJSON *purchase);
+static void ngx_http_billing_purchase_cleanup(void *data);
 static void ngx_http_billing_checkout_done(
     ngx_http_billing_http_result_t *res, void *data);
-static void ngx_http_billing_purchase_cleanup(void *data);
-static void ngx_http_billing_stripe_respond(ngx_http_request_t *r,
-    ngx_http_billing_pg_op_t *op);
-
-
-static u_char *
-ngx_http_billing_pstrdup(ngx_pool_t *pool, const char *s, size_t len)
-{
-    u_char  *p;
-
-    p = ngx_pnalloc(pool, len + 1);
-    if (p == NULL) {
-        return NULL;
-    }
-
-    ngx_memcpy(p, s, len);
-    p[len] = '\0';
-
-    return p;
-}
+static ngx_int_t ngx_http_billing_checkout_session(ngx_http_request_t *r,
+    ngx_http_billing_purchase_t *p, ngx_http_billing_http_result_t *res);
+static u_char *ngx_http_billing_stripe_reason(ngx_http_request_t *r,
+    ngx_http_billing_http_result_t *res);
+static ngx_int_t ngx_http_billing_purchase_fail(ngx_http_request_t *r,
+    ngx_http_billing_purchase_t *p, const char *reason);
 
 
 ngx_int_t
 ngx_http_billing_purchases_handler(ngx_http_request_t *r)
 {
-    u_char                        *id;
     ngx_int_t                      rc;
     ngx_str_t                      path;
     ngx_http_billing_ctx_t        *ctx;
     ngx_http_billing_main_conf_t  *bmcf;
 
-    if (ngx_http_billing_path_id(r, &path) != NGX_OK) {
-        return ngx_http_billing_problem_s(r, NGX_HTTP_NOT_FOUND, "not_found",
-                                        "no such resource");
+    rc = ngx_http_billing_path_id(r, &path);
+    if (rc != NGX_DECLINED) {
+        return rc;
     }
 
     if (path.len == 0) {
-        rc = ngx_http_billing_method(r, NGX_HTTP_POST, "POST");
-        if (rc != NGX_DECLINED) {
-            return rc;
-        }
-
-        rc = ngx_http_billing_require_auth(r, NULL);
+        rc = ngx_http_billing_require_auth(r, NGX_HTTP_POST, "POST", NULL);
         if (rc != NGX_DECLINED) {
             return rc;
         }
@@ -103,106 +85,83 @@ ngx_http_billing_purchases_handler(ngx_http_request_t *r)
                           "billing: purchases need billing_stripe_secret_key "
                           "and billing_checkout_urls");
             return ngx_http_billing_problem_s(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                            "stripe_not_configured",
-                                            "payments are not configured");
+                                              "stripe_not_configured",
+                                              "payments are not configured");
         }
 
         return ngx_http_billing_read_json_body(r,
                                                ngx_http_billing_purchase_body);
     }
 
-    rc = ngx_http_billing_method(r, NGX_HTTP_GET|NGX_HTTP_HEAD, "GET, HEAD");
+    rc = ngx_http_billing_require_auth(r, NGX_HTTP_GET|NGX_HTTP_HEAD,
+                                       "GET, HEAD", NULL);
     if (rc != NGX_DECLINED) {
         return rc;
-    }
-
-    rc = ngx_http_billing_require_auth(r, NULL);
-    if (rc != NGX_DECLINED) {
-        return rc;
-    }
-
-    id = ngx_pnalloc(r->pool, BILLING_UUID_LEN + 1);
-    if (id == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    /* a malformed id names no purchase */
-    if (billing_uuid_normalize((const char *) path.data, path.len,
-                               (char *) id) != 0)
-    {
-        return ngx_http_billing_problem_s(r, NGX_HTTP_NOT_FOUND, "not_found",
-                                        "No such purchase");
     }
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_billing_module);
     ctx->params[0] = (const char *) ctx->user_id.data;
-    ctx->params[1] = (const char *) id;
+
+    rc = ngx_http_billing_path_uuid(r, &path, "No such purchase",
+                                    &ctx->params[1]);
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
 
     return ngx_http_billing_read(r,
-                                  "SELECT status, code, body, meta "
-                                  "FROM billing.api_purchase_get($1, $2::uuid)",
-                                  2, ctx->params,
-                                  ngx_http_billing_stripe_respond);
+                                 "SELECT status, code, body, meta "
+                                 "FROM billing.api_purchase_get($1, $2::uuid)",
+                                 2, ctx->params, ngx_http_billing_respond);
 }
 
 
-static void
-ngx_http_billing_purchase_body(ngx_http_request_t *r)
+static ngx_int_t
+ngx_http_billing_purchase_body(ngx_http_request_t *r, ngx_str_t *body)
 {
     char                     detail[256];
-    ngx_int_t                rc;
-    ngx_str_t                body;
     billing_purchase_req_t  *req;
     ngx_http_billing_ctx_t  *ctx;
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_billing_module);
-
     req = ngx_palloc(r->pool, sizeof(billing_purchase_req_t));
-    if (req == NULL || ngx_http_billing_body(r, &body) != NGX_OK) {
-        ngx_http_billing_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-        return;
+    if (req == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (billing_parse_purchase((const char *) body.data, body.len, req,
+    if (billing_parse_purchase((const char *) body->data, body->len, req,
                                detail, sizeof(detail))
         != BILLING_JSON_OK)
     {
-        ngx_http_finalize_request(r, ngx_http_billing_invalid(r, detail));
-        return;
+        return ngx_http_billing_invalid(r, detail);
     }
 
+    ctx = ngx_http_get_module_ctx(r, ngx_http_billing_module);
     ctx->params[0] = (const char *) ctx->user_id.data;
     ctx->params[1] = req->package_code;
 
-    rc = ngx_http_billing_query(r,
-                                "SELECT status, code, body, meta "
-                                "FROM billing.api_purchase_create($1, $2)",
-                                2, ctx->params,
-                                ngx_http_billing_purchase_created);
-
-    ngx_http_finalize_request(r, rc);
+    return ngx_http_billing_query(r,
+                                  "SELECT status, code, body, meta "
+                                  "FROM billing.api_purchase_create($1, $2)",
+                                  2, ctx->params,
+                                  ngx_http_billing_purchase_created);
 }
 
 
-static void
+static ngx_int_t
 ngx_http_billing_purchase_created(ngx_http_request_t *r,
     ngx_http_billing_pg_op_t *op)
 {
     cJSON                        *json, *id;
     ngx_int_t                     rc;
     ngx_http_billing_row_t        row;
-    ngx_http_billing_ctx_t       *ctx;
     ngx_http_billing_purchase_t  *p;
 
     if (ngx_http_billing_api_row(r, op, &row) != NGX_OK) {
-        ngx_http_billing_finalize(r, ngx_http_billing_db_failure(r, op));
-        return;
+        return ngx_http_billing_db_failure(r, op);
     }
 
     if (row.code.len || row.status != NGX_HTTP_CREATED) {
         /* 422 unknown_package and friends pass through */
-        ngx_http_billing_finalize(r, ngx_http_billing_api_respond(r, &row));
-        return;
+        return ngx_http_billing_api_respond(r, &row);
     }
 
     json = cJSON_ParseWithLength((const char *) row.body.data, row.body.len);
@@ -218,8 +177,7 @@ ngx_http_billing_purchase_created(ngx_http_request_t *r,
                       "billing: api_purchase_create() answered an "
                       "unexpected body");
         cJSON_Delete(json);
-        ngx_http_billing_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-        return;
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     p->r = r;
@@ -231,23 +189,13 @@ ngx_http_billing_purchase_created(ngx_http_request_t *r,
         /* the transfer holds the request now; the query's hold goes */
         r->main->count++;
         r->read_event_handler = ngx_http_test_reading;
-        ngx_http_billing_finalize(r, NGX_DONE);
-        return;
+        return NGX_DONE;
     }
 
     ngx_http_billing_metrics_inc(NGX_HTTP_BILLING_M_STRIPE_ERROR, 1);
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_billing_module);
-    ctx->params[0] = p->purchase_id;
-    ctx->params[1] = "the request to Stripe could not be started";
-
-    rc = ngx_http_billing_query(r,
-                                "SELECT status, code, body, meta "
-                                "FROM billing.api_purchase_fail($1::uuid, $2)",
-                                2, ctx->params,
-                                ngx_http_billing_stripe_respond);
-
-    ngx_http_billing_finalize(r, rc);
+    return ngx_http_billing_purchase_fail(r, p, "the request to Stripe could "
+                                                "not be started");
 }
 
 
@@ -426,6 +374,97 @@ ngx_http_billing_purchase_cleanup(void *data)
 }
 
 
+/*
+ * Stripe answered, or the transfer failed.  Entered from curl's event, not
+ * the request's: the request is finalized here and posted subrequests run,
+ * as ngx_http_upstream_handler() does.
+ */
+static void
+ngx_http_billing_checkout_done(ngx_http_billing_http_result_t *res,
+    void *data)
+{
+    ngx_http_billing_purchase_t *p = data;
+
+    ngx_int_t            rc;
+    ngx_connection_t    *c;
+    ngx_http_request_t  *r;
+
+    r = p->r;
+    c = r->connection;
+    p->http = NULL;
+
+    ngx_http_billing_metrics_observe(NGX_HTTP_BILLING_H_STRIPE, res->elapsed);
+
+    rc = ngx_http_billing_checkout_session(r, p, res);
+
+    ngx_http_finalize_request(r, rc);
+    ngx_http_run_posted_requests(c);
+}
+
+
+/* records the session Stripe created, or why there is none */
+static ngx_int_t
+ngx_http_billing_checkout_session(ngx_http_request_t *r,
+    ngx_http_billing_purchase_t *p, ngx_http_billing_http_result_t *res)
+{
+    cJSON                   *json, *id, *url;
+    u_char                  *reason;
+    ngx_str_t                s;
+    ngx_http_billing_ctx_t  *ctx;
+
+    if (res->code != CURLE_OK || res->status < 200 || res->status >= 300) {
+        reason = ngx_http_billing_stripe_reason(r, res);
+        ngx_http_billing_metrics_inc(res->timedout
+                                     ? NGX_HTTP_BILLING_M_STRIPE_TIMEOUT
+                                     : NGX_HTTP_BILLING_M_STRIPE_ERROR, 1);
+
+        return ngx_http_billing_purchase_fail(r, p, reason
+                                                    ? (const char *) reason
+                                                    : "Stripe error");
+    }
+
+    json = cJSON_ParseWithLength((const char *) res->body, res->len);
+    id = cJSON_GetObjectItemCaseSensitive(json, "id");
+    url = cJSON_GetObjectItemCaseSensitive(json, "url");
+
+    if (!cJSON_IsString(id) || id->valuestring[0] == '\0'
+        || !cJSON_IsString(url) || url->valuestring[0] == '\0')
+    {
+        cJSON_Delete(json);
+        ngx_http_billing_metrics_inc(NGX_HTTP_BILLING_M_STRIPE_ERROR, 1);
+
+        return ngx_http_billing_purchase_fail(r, p,
+                                              "invalid response from Stripe");
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_billing_module);
+    ctx->params[0] = p->purchase_id;
+
+    /* NUL-terminated copies: the body goes when this handler returns */
+    s.data = (u_char *) id->valuestring;
+    s.len = ngx_strlen(id->valuestring) + 1;
+    ctx->params[1] = (const char *) ngx_pstrdup(r->pool, &s);
+
+    s.data = (u_char *) url->valuestring;
+    s.len = ngx_strlen(url->valuestring) + 1;
+    ctx->params[2] = (const char *) ngx_pstrdup(r->pool, &s);
+
+    cJSON_Delete(json);
+
+    if (ctx->params[1] == NULL || ctx->params[2] == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_http_billing_metrics_inc(NGX_HTTP_BILLING_M_STRIPE_OK, 1);
+
+    return ngx_http_billing_query(r,
+                                  "SELECT status, code, body, meta FROM "
+                                  "billing.api_purchase_session($1::uuid, "
+                                  "$2, $3)",
+                                  3, ctx->params, ngx_http_billing_respond);
+}
+
+
 /* a short, log-safe reason from a Stripe error body */
 static u_char *
 ngx_http_billing_stripe_reason(ngx_http_request_t *r,
@@ -478,102 +517,24 @@ ngx_http_billing_stripe_reason(ngx_http_request_t *r,
 }
 
 
-static void
-ngx_http_billing_checkout_done(ngx_http_billing_http_result_t *res,
-    void *data)
+/* the purchase failed at Stripe: say so in the ledger and to the client */
+static ngx_int_t
+ngx_http_billing_purchase_fail(ngx_http_request_t *r,
+    ngx_http_billing_purchase_t *p, const char *reason)
 {
-    ngx_http_billing_purchase_t *p = data;
-
-    cJSON                   *json, *id, *url;
-    u_char                  *reason;
-    ngx_int_t                rc;
-    ngx_http_request_t      *r;
     ngx_http_billing_ctx_t  *ctx;
-
-    r = p->r;
-    p->http = NULL;
-
-    ngx_http_billing_metrics_observe(NGX_HTTP_BILLING_H_STRIPE, res->elapsed);
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_billing_module);
-
-    if (res->code == CURLE_OK && res->status >= 200 && res->status < 300) {
-
-        json = cJSON_ParseWithLength((const char *) res->body, res->len);
-        id = cJSON_GetObjectItemCaseSensitive(json, "id");
-        url = cJSON_GetObjectItemCaseSensitive(json, "url");
-
-        if (cJSON_IsString(id) && id->valuestring[0] != '\0'
-            && cJSON_IsString(url) && url->valuestring[0] != '\0')
-        {
-            ctx->params[0] = p->purchase_id;
-            ctx->params[1] = (const char *) ngx_http_billing_pstrdup(r->pool,
-                                 id->valuestring, ngx_strlen(id->valuestring));
-            ctx->params[2] = (const char *) ngx_http_billing_pstrdup(r->pool,
-                               url->valuestring, ngx_strlen(url->valuestring));
-            cJSON_Delete(json);
-
-            if (ctx->params[1] == NULL || ctx->params[2] == NULL) {
-                ngx_http_billing_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-                return;
-            }
-
-            ngx_http_billing_metrics_inc(NGX_HTTP_BILLING_M_STRIPE_OK, 1);
-
-            rc = ngx_http_billing_query(r,
-                                 "SELECT status, code, body, meta FROM "
-                                 "billing.api_purchase_session($1::uuid, $2, "
-                                 "$3)",
-                                 3, ctx->params,
-                                 ngx_http_billing_stripe_respond);
-
-            ngx_http_billing_finalize(r, rc);
-            return;
-        }
-
-        cJSON_Delete(json);
-
-        reason = (u_char *) "invalid response from Stripe";
-        ngx_http_billing_metrics_inc(NGX_HTTP_BILLING_M_STRIPE_ERROR, 1);
-
-    } else {
-        reason = ngx_http_billing_stripe_reason(r, res);
-        if (reason == NULL) {
-            reason = (u_char *) "Stripe error";
-        }
-
-        ngx_http_billing_metrics_inc(res->timedout
-                                     ? NGX_HTTP_BILLING_M_STRIPE_TIMEOUT
-                                     : NGX_HTTP_BILLING_M_STRIPE_ERROR, 1);
-    }
 
     ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                   "billing: Stripe checkout session for purchase %s "
                   "failed: %s", p->purchase_id, reason);
 
+    ctx = ngx_http_get_module_ctx(r, ngx_http_billing_module);
     ctx->params[0] = p->purchase_id;
-    ctx->params[1] = (const char *) reason;
+    ctx->params[1] = reason;
 
-    rc = ngx_http_billing_query(r,
-                                "SELECT status, code, body, meta "
-                                "FROM billing.api_purchase_fail($1::uuid, $2)",
-                                2, ctx->params,
-                                ngx_http_billing_stripe_respond);
-
-    ngx_http_billing_finalize(r, rc);
-}
-
-
-static void
-ngx_http_billing_stripe_respond(ngx_http_request_t *r,
-    ngx_http_billing_pg_op_t *op)
-{
-    ngx_http_billing_row_t  row;
-
-    if (ngx_http_billing_api_row(r, op, &row) != NGX_OK) {
-        ngx_http_billing_finalize(r, ngx_http_billing_db_failure(r, op));
-        return;
-    }
-
-    ngx_http_billing_finalize(r, ngx_http_billing_api_respond(r, &row));
+    return ngx_http_billing_query(r,
+                                  "SELECT status, code, body, meta "
+                                  "FROM billing.api_purchase_fail($1::uuid, "
+                                  "$2)",
+                                  2, ctx->params, ngx_http_billing_respond);
 }

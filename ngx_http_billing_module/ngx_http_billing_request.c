@@ -13,8 +13,13 @@
 #include "ngx_http_billing_request.h"
 #include "ngx_http_billing_response.h"
 
+#include "billing_json.h"
+
 
 static ngx_int_t ngx_http_billing_is_json(ngx_http_request_t *r);
+static void ngx_http_billing_body_read(ngx_http_request_t *r);
+static ngx_int_t ngx_http_billing_body(ngx_http_request_t *r,
+    ngx_str_t *body);
 
 
 ngx_http_billing_ctx_t *
@@ -90,7 +95,10 @@ ngx_http_billing_header_value(ngx_http_request_t *r, const char *name,
 }
 
 
-/* the part of the URI after the location prefix: "" or "/{id}" */
+/*
+ * The part of the URI after the location's prefix: "" or "/{id}", id in
+ * *id.  NGX_DECLINED when the caller may go on; otherwise the 404 answer.
+ */
 ngx_int_t
 ngx_http_billing_path_id(ngx_http_request_t *r, ngx_str_t *id)
 {
@@ -118,17 +126,47 @@ ngx_http_billing_path_id(ngx_http_request_t *r, ngx_str_t *id)
     }
 
     if (p >= r->uri.data + r->uri.len) {
-        return NGX_OK;
+        return NGX_DECLINED;
     }
 
     if (*p != '/') {
-        return NGX_DECLINED;
+        return ngx_http_billing_problem_s(r, NGX_HTTP_NOT_FOUND, "not_found",
+                                          "no such resource");
     }
 
     id->data = p + 1;
     id->len = r->uri.data + r->uri.len - id->data;
 
-    return NGX_OK;
+    return NGX_DECLINED;
+}
+
+
+/*
+ * The id of a "/{id}" path as a canonical UUID in the request's pool.
+ * NGX_DECLINED when the caller may go on; otherwise the answer to give:
+ * 404 with the detail, since a malformed id names nothing.
+ */
+ngx_int_t
+ngx_http_billing_path_uuid(ngx_http_request_t *r, ngx_str_t *path,
+    const char *detail, const char **uuid)
+{
+    char  *id;
+
+    id = ngx_pnalloc(r->pool, BILLING_UUID_LEN + 1);
+    if (id == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (billing_uuid_normalize((const char *) path->data, path->len, id)
+        != 0)
+    {
+        return ngx_http_billing_problem(r, NGX_HTTP_NOT_FOUND, "not_found",
+                                        detail, ngx_strlen(detail));
+    }
+
+    *uuid = id;
+
+    return NGX_DECLINED;
 }
 
 
@@ -164,24 +202,30 @@ ngx_http_billing_is_json(ngx_http_request_t *r)
 }
 
 
+/*
+ * Reads the whole body, then hands it to handler, whose return value
+ * finalizes the request as a content handler's would.
+ */
 ngx_int_t
-ngx_http_billing_read_json_body(ngx_http_request_t *r,
-    ngx_http_client_body_handler_pt post_handler)
+ngx_http_billing_read_body(ngx_http_request_t *r,
+    ngx_http_billing_body_pt handler)
 {
-    ngx_int_t  rc;
+    ngx_int_t                rc;
+    ngx_http_billing_ctx_t  *ctx;
 
-    if (!ngx_http_billing_is_json(r)) {
-        return ngx_http_billing_problem_s(r, NGX_HTTP_UNSUPPORTED_MEDIA_TYPE,
-                                          "unsupported_media_type",
-                                          "send the body as application/json");
+    ctx = ngx_http_billing_get_ctx(r);
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    rc = ngx_http_read_client_request_body(r, post_handler);
+    ctx->body_handler = handler;
+
+    rc = ngx_http_read_client_request_body(r, ngx_http_billing_body_read);
 
     if (rc == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE) {
         return ngx_http_billing_problem_s(r, rc, "payload_too_large",
-                                        "the request body is larger than "
-                                        "allowed");
+                                          "the request body is larger than "
+                                          "allowed");
     }
 
     if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
@@ -192,8 +236,40 @@ ngx_http_billing_read_json_body(ngx_http_request_t *r,
 }
 
 
-/* the whole body as one string; bodies may have been buffered to a file */
+/* the same for a body that must be application/json */
 ngx_int_t
+ngx_http_billing_read_json_body(ngx_http_request_t *r,
+    ngx_http_billing_body_pt handler)
+{
+    if (!ngx_http_billing_is_json(r)) {
+        return ngx_http_billing_problem_s(r, NGX_HTTP_UNSUPPORTED_MEDIA_TYPE,
+                                          "unsupported_media_type",
+                                          "send the body as application/json");
+    }
+
+    return ngx_http_billing_read_body(r, handler);
+}
+
+
+static void
+ngx_http_billing_body_read(ngx_http_request_t *r)
+{
+    ngx_str_t                body;
+    ngx_http_billing_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_billing_module);
+
+    if (ngx_http_billing_body(r, &body) != NGX_OK) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    ngx_http_finalize_request(r, ctx->body_handler(r, &body));
+}
+
+
+/* the whole body as one string; bodies may have been buffered to a file */
+static ngx_int_t
 ngx_http_billing_body(ngx_http_request_t *r, ngx_str_t *body)
 {
     size_t        len;

@@ -17,8 +17,14 @@
 #include "ngx_http_billing_pg.h"
 
 
-/* completion of a request's database call (ngx_http_billing_db.c) */
-typedef void (*ngx_http_billing_done_pt)(ngx_http_request_t *r,
+/*
+ * What a request does with its whole body, and with the result of its
+ * database call (ngx_http_billing_db.c).  Both return what a content
+ * handler returns; the caller finalizes the request with it.
+ */
+typedef ngx_int_t (*ngx_http_billing_body_pt)(ngx_http_request_t *r,
+    ngx_str_t *body);
+typedef ngx_int_t (*ngx_http_billing_done_pt)(ngx_http_request_t *r,
     ngx_http_billing_pg_op_t *op);
 
 
@@ -28,6 +34,8 @@ typedef struct {
     ngx_str_t                     scope;
 
     ngx_str_t                     webhook_type;   /* for its metrics */
+
+    ngx_http_billing_body_pt      body_handler;
 
     ngx_http_billing_pg_op_t      op;
     ngx_http_billing_done_pt      done;
@@ -44,9 +52,12 @@ ngx_table_elt_t *ngx_http_billing_find_header(ngx_http_request_t *r,
 void ngx_http_billing_header_value(ngx_http_request_t *r, const char *name,
     ngx_str_t *value);
 ngx_int_t ngx_http_billing_path_id(ngx_http_request_t *r, ngx_str_t *id);
+ngx_int_t ngx_http_billing_path_uuid(ngx_http_request_t *r, ngx_str_t *path,
+    const char *detail, const char **uuid);
+ngx_int_t ngx_http_billing_read_body(ngx_http_request_t *r,
+    ngx_http_billing_body_pt handler);
 ngx_int_t ngx_http_billing_read_json_body(ngx_http_request_t *r,
-    ngx_http_client_body_handler_pt post_handler);
-ngx_int_t ngx_http_billing_body(ngx_http_request_t *r, ngx_str_t *body);
+    ngx_http_billing_body_pt handler);
 
 
 #endif /* _NGX_HTTP_BILLING_REQUEST_H_INCLUDED_ */

@@ -17,7 +17,7 @@
 #include "billing_json.h"
 
 
-static void ngx_http_billing_readyz_done(ngx_http_request_t *r,
+static ngx_int_t ngx_http_billing_readyz_done(ngx_http_request_t *r,
     ngx_http_billing_pg_op_t *op);
 static ngx_int_t ngx_http_billing_not_ready(ngx_http_request_t *r,
     const char *database, const char *migrations);
@@ -63,25 +63,23 @@ ngx_http_billing_readyz_handler(ngx_http_request_t *r)
 }
 
 
-static void
+static ngx_int_t
 ngx_http_billing_readyz_done(ngx_http_request_t *r,
     ngx_http_billing_pg_op_t *op)
 {
     int64_t                  version;
-    ngx_int_t                rc;
     ngx_http_billing_row_t   row;
+
+    static u_char  ready[] = "{\"status\":\"ready\",\"checks\":"
+                             "{\"database\":\"ok\",\"migrations\":\"ok\"}}";
 
     if (op->status == NGX_HTTP_BILLING_PG_SQL_ERROR) {
         /* reachable, but the schema is missing or broken */
-        ngx_http_billing_finalize(r,
-                             ngx_http_billing_not_ready(r, "ok", "missing"));
-        return;
+        return ngx_http_billing_not_ready(r, "ok", "missing");
     }
 
     if (ngx_http_billing_api_row(r, op, &row) != NGX_OK) {
-        ngx_http_billing_finalize(r, ngx_http_billing_not_ready(r,
-                                            "unavailable", "unknown"));
-        return;
+        return ngx_http_billing_not_ready(r, "unavailable", "unknown");
     }
 
     /* body: {"schemaVersion": N}; absent reads as 0, i.e. outdated */
@@ -93,17 +91,10 @@ ngx_http_billing_readyz_done(ngx_http_request_t *r,
     }
 
     if (version < NGX_HTTP_BILLING_SCHEMA_VERSION) {
-        rc = ngx_http_billing_not_ready(r, "ok", "outdated");
-
-    } else {
-        static u_char  ready[] = "{\"status\":\"ready\",\"checks\":"
-                                 "{\"database\":\"ok\",\"migrations\":\"ok\"}}";
-
-        rc = ngx_http_billing_send_json(r, NGX_HTTP_OK, ready,
-                                        sizeof(ready) - 1);
+        return ngx_http_billing_not_ready(r, "ok", "outdated");
     }
 
-    ngx_http_billing_finalize(r, rc);
+    return ngx_http_billing_send_json(r, NGX_HTTP_OK, ready, sizeof(ready) - 1);
 }
 
 

@@ -25,12 +25,13 @@
 #include "billing_stripe.h"
 
 
-static void ngx_http_billing_webhook_body(ngx_http_request_t *r);
+static ngx_int_t ngx_http_billing_webhook_body(ngx_http_request_t *r,
+    ngx_str_t *body);
 static ngx_int_t ngx_http_billing_webhook_verify(ngx_http_request_t *r,
     ngx_str_t *body, const char **detail);
 static ngx_int_t ngx_http_billing_webhook_type(ngx_http_request_t *r,
     ngx_str_t *body, ngx_str_t *type);
-static void ngx_http_billing_webhook_done(ngx_http_request_t *r,
+static ngx_int_t ngx_http_billing_webhook_done(ngx_http_request_t *r,
     ngx_http_billing_pg_op_t *op);
 
 
@@ -59,89 +60,60 @@ ngx_http_billing_webhook_handler(ngx_http_request_t *r)
                                         "webhooks are not configured");
     }
 
-    if (ngx_http_billing_get_ctx(r) == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
     /*
      * No content-type check: Stripe sends "application/json;
      * charset=utf-8", and the signature, checked first, is what proves
      * the body.
      */
-    rc = ngx_http_read_client_request_body(r, ngx_http_billing_webhook_body);
-
-    if (rc == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE) {
-        return ngx_http_billing_problem_s(r, rc, "payload_too_large",
-                                        "the request body is larger than "
-                                        "allowed");
-    }
-
-    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
-        return rc;
-    }
-
-    return NGX_DONE;
+    return ngx_http_billing_read_body(r, ngx_http_billing_webhook_body);
 }
 
 
-static void
-ngx_http_billing_webhook_body(ngx_http_request_t *r)
+static ngx_int_t
+ngx_http_billing_webhook_body(ngx_http_request_t *r, ngx_str_t *body)
 {
     ngx_int_t                rc;
-    ngx_str_t                body;
     const char              *detail;
     ngx_http_billing_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_billing_module);
 
-    if (ngx_http_billing_body(r, &body) != NGX_OK) {
-        ngx_http_billing_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-        return;
-    }
-
-    rc = ngx_http_billing_webhook_verify(r, &body, &detail);
+    rc = ngx_http_billing_webhook_verify(r, body, &detail);
 
     if (rc == NGX_DECLINED) {
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                       "billing: Stripe webhook rejected: %s", detail);
         ngx_http_billing_metrics_webhook((u_char *) "", 0,
                                       NGX_HTTP_BILLING_WH_INVALID_SIGNATURE);
-        ngx_http_billing_finalize(r,
-                       ngx_http_billing_problem(r, NGX_HTTP_BAD_REQUEST,
-                                                "invalid_signature", detail,
-                                                ngx_strlen(detail)));
-        return;
+        return ngx_http_billing_problem(r, NGX_HTTP_BAD_REQUEST,
+                                        "invalid_signature", detail,
+                                        ngx_strlen(detail));
     }
 
     if (rc == NGX_OK) {
-        rc = ngx_http_billing_webhook_type(r, &body, &ctx->webhook_type);
+        rc = ngx_http_billing_webhook_type(r, body, &ctx->webhook_type);
     }
 
     if (rc == NGX_DECLINED) {
         ngx_http_billing_metrics_webhook((u_char *) "", 0,
                                          NGX_HTTP_BILLING_WH_ERROR);
-        ngx_http_billing_finalize(r,
-                       ngx_http_billing_problem_s(r, NGX_HTTP_BAD_REQUEST,
-                                   "invalid_request",
-                                   "the event must be a JSON object with "
-                                   "string id and type"));
-        return;
+        return ngx_http_billing_problem_s(r, NGX_HTTP_BAD_REQUEST,
+                                          "invalid_request",
+                                          "the event must be a JSON object "
+                                          "with string id and type");
     }
 
     if (rc != NGX_OK) {
-        ngx_http_billing_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-        return;
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ctx->params[0] = (const char *) body.data;
+    ctx->params[0] = (const char *) body->data;
 
-    rc = ngx_http_billing_query(r,
-                                "SELECT status, code, body, meta "
-                                "FROM billing.api_stripe_event($1::jsonb)",
-                                1, ctx->params,
-                                ngx_http_billing_webhook_done);
-
-    ngx_http_billing_finalize(r, rc);
+    return ngx_http_billing_query(r,
+                                  "SELECT status, code, body, meta "
+                                  "FROM billing.api_stripe_event($1::jsonb)",
+                                  1, ctx->params,
+                                  ngx_http_billing_webhook_done);
 }
 
 
@@ -244,7 +216,7 @@ ngx_http_billing_webhook_type(ngx_http_request_t *r, ngx_str_t *body,
 }
 
 
-static void
+static ngx_int_t
 ngx_http_billing_webhook_done(ngx_http_request_t *r,
     ngx_http_billing_pg_op_t *op)
 {
@@ -263,17 +235,13 @@ ngx_http_billing_webhook_done(ngx_http_request_t *r,
 
         /* 5xx: Stripe retries the event later */
         if (op->status == NGX_HTTP_BILLING_PG_SQL_ERROR) {
-            ngx_http_billing_finalize(r, ngx_http_billing_db_failure(r, op));
-            return;
+            return ngx_http_billing_db_failure(r, op);
         }
 
-        ngx_http_billing_finalize(r,
-                       ngx_http_billing_problem_s(r,
-                                    NGX_HTTP_SERVICE_UNAVAILABLE,
-                                    "database_unavailable",
-                                    "the database cannot be reached; "
-                                    "retry later"));
-        return;
+        return ngx_http_billing_problem_s(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                          "database_unavailable",
+                                          "the database cannot be reached; "
+                                          "retry later");
     }
 
     meta = &row.meta;
@@ -308,5 +276,5 @@ ngx_http_billing_webhook_done(ngx_http_request_t *r,
 
     ngx_http_billing_metrics_webhook(type->data, type->len, outcome);
 
-    ngx_http_billing_finalize(r, ngx_http_billing_api_respond(r, &row));
+    return ngx_http_billing_api_respond(r, &row);
 }
