@@ -93,9 +93,31 @@ typedef struct {
 } ngx_http_billing_main_conf_t;
 
 
+/*
+ * Who may call what: a request is answered by the route's handler only
+ * once its method is one of "methods" (405 with "allow" otherwise) and,
+ * when "bearer" is set, it carries a valid token with "scope" (if any).
+ */
 typedef struct {
-    ngx_uint_t                    endpoint;
-    ngx_http_handler_pt           handler;     /* chosen by "billing" */
+    ngx_uint_t                    methods;
+    const char                   *allow;
+    ngx_uint_t                    bearer;
+    const char                   *scope;
+    ngx_http_handler_pt           handler;
+} ngx_http_billing_route_t;
+
+
+/* "billing <name>;": the collection route, and the "/{id}" one if any */
+typedef struct {
+    ngx_str_t                     name;
+    ngx_uint_t                    id;          /* the metrics' label */
+    ngx_http_billing_route_t      collection;
+    ngx_http_billing_route_t      item;        /* handler NULL: no items */
+} ngx_http_billing_endpoint_t;
+
+
+typedef struct {
+    ngx_http_billing_endpoint_t  *endpoint;    /* chosen by "billing" */
     ngx_array_t                  *cors_origins;            /* ngx_str_t */
 } ngx_http_billing_loc_conf_t;
 

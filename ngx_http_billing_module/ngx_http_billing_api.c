@@ -24,35 +24,62 @@
 #include "billing_json.h"
 
 
-#define NGX_HTTP_BILLING_USAGE_SCOPE  "billing:usage"
-
 /* room for a validator's message (never client data) */
 #define NGX_HTTP_BILLING_DETAIL_LEN   256
+
+
+/*
+ * A usage write (reconcile, hold): how its body is validated and which
+ * call it becomes.
+ */
+typedef struct {
+    size_t                        size;
+    int                         (*parse)(ngx_str_t *body, ngx_str_t *key,
+                                         void *req, char *detail,
+                                         size_t len);
+    ngx_int_t                   (*call)(ngx_http_request_t *r, void *req);
+} ngx_http_billing_usage_t;
 
 
 static ngx_int_t ngx_http_billing_ledger_done(ngx_http_request_t *r,
     ngx_http_billing_pg_op_t *op);
 static ngx_int_t ngx_http_billing_reconcile_body(ngx_http_request_t *r,
     ngx_str_t *body);
+static int ngx_http_billing_reconcile_parse(ngx_str_t *body, ngx_str_t *key,
+    void *req, char *detail, size_t len);
+static ngx_int_t ngx_http_billing_reconcile_call(ngx_http_request_t *r,
+    void *data);
 static ngx_int_t ngx_http_billing_reconcile_done(ngx_http_request_t *r,
     ngx_http_billing_pg_op_t *op);
 static ngx_int_t ngx_http_billing_hold_body(ngx_http_request_t *r,
     ngx_str_t *body);
+static int ngx_http_billing_hold_parse(ngx_str_t *body, ngx_str_t *key,
+    void *req, char *detail, size_t len);
+static ngx_int_t ngx_http_billing_hold_call(ngx_http_request_t *r,
+    void *data);
+static ngx_int_t ngx_http_billing_usage_body(ngx_http_request_t *r,
+    ngx_str_t *body, ngx_http_billing_usage_t *usage);
 static const char *ngx_http_billing_int_param(ngx_http_request_t *r,
     int64_t n);
+
+
+static ngx_http_billing_usage_t  ngx_http_billing_reconcile = {
+    sizeof(billing_reconcile_req_t),
+    ngx_http_billing_reconcile_parse,
+    ngx_http_billing_reconcile_call
+};
+
+static ngx_http_billing_usage_t  ngx_http_billing_hold = {
+    sizeof(billing_hold_req_t),
+    ngx_http_billing_hold_parse,
+    ngx_http_billing_hold_call
+};
 
 
 /* GET /api/packages: public */
 ngx_int_t
 ngx_http_billing_packages_handler(ngx_http_request_t *r)
 {
-    ngx_int_t  rc;
-
-    rc = ngx_http_billing_method(r, NGX_HTTP_GET|NGX_HTTP_HEAD, "GET, HEAD");
-    if (rc != NGX_DECLINED) {
-        return rc;
-    }
-
     return ngx_http_billing_read(r,
                                  "SELECT status, code, body, meta "
                                  "FROM billing.api_packages()",
@@ -64,14 +91,7 @@ ngx_http_billing_packages_handler(ngx_http_request_t *r)
 ngx_int_t
 ngx_http_billing_balance_handler(ngx_http_request_t *r)
 {
-    ngx_int_t                rc;
     ngx_http_billing_ctx_t  *ctx;
-
-    rc = ngx_http_billing_require_auth(r, NGX_HTTP_GET|NGX_HTTP_HEAD,
-                                       "GET, HEAD", NULL);
-    if (rc != NGX_DECLINED) {
-        return rc;
-    }
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_billing_module);
     ctx->params[0] = (const char *) ctx->user_id.data;
@@ -88,15 +108,9 @@ ngx_int_t
 ngx_http_billing_ledger_handler(ngx_http_request_t *r)
 {
     int64_t                  before;
-    ngx_int_t                rc, limit;
+    ngx_int_t                limit;
     ngx_str_t                arg;
     ngx_http_billing_ctx_t  *ctx;
-
-    rc = ngx_http_billing_require_auth(r, NGX_HTTP_GET|NGX_HTTP_HEAD,
-                                       "GET, HEAD", NULL);
-    if (rc != NGX_DECLINED) {
-        return rc;
-    }
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_billing_module);
 
@@ -198,14 +212,6 @@ ngx_http_billing_ledger_done(ngx_http_request_t *r,
 ngx_int_t
 ngx_http_billing_reconcile_handler(ngx_http_request_t *r)
 {
-    ngx_int_t  rc;
-
-    rc = ngx_http_billing_require_auth(r, NGX_HTTP_POST, "POST",
-                                       NGX_HTTP_BILLING_USAGE_SCOPE);
-    if (rc != NGX_DECLINED) {
-        return rc;
-    }
-
     return ngx_http_billing_read_json_body(r, ngx_http_billing_reconcile_body);
 }
 
@@ -213,28 +219,36 @@ ngx_http_billing_reconcile_handler(ngx_http_request_t *r)
 static ngx_int_t
 ngx_http_billing_reconcile_body(ngx_http_request_t *r, ngx_str_t *body)
 {
-    char                      detail[NGX_HTTP_BILLING_DETAIL_LEN];
-    ngx_str_t                 key;
+    return ngx_http_billing_usage_body(r, body, &ngx_http_billing_reconcile);
+}
+
+
+static int
+ngx_http_billing_reconcile_parse(ngx_str_t *body, ngx_str_t *key, void *req,
+    char *detail, size_t len)
+{
+    int  rc;
+
+    rc = billing_parse_reconcile((const char *) body->data, body->len,
+                                 (const char *) key->data, key->len, req,
+                                 detail, len);
+
+    if (rc != BILLING_JSON_OK) {
+        ngx_http_billing_metrics_inc(NGX_HTTP_BILLING_M_RECONCILE_INVALID, 1);
+    }
+
+    return rc;
+}
+
+
+static ngx_int_t
+ngx_http_billing_reconcile_call(ngx_http_request_t *r, void *data)
+{
+    billing_reconcile_req_t  *req = data;
+
     ngx_http_billing_ctx_t   *ctx;
-    billing_reconcile_req_t  *req;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_billing_module);
-
-    req = ngx_palloc(r->pool, sizeof(billing_reconcile_req_t));
-    if (req == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    ngx_http_billing_header_value(r, "Idempotency-Key", &key);
-
-    if (billing_parse_reconcile((const char *) body->data, body->len,
-                                (const char *) key.data, key.len, req,
-                                detail, sizeof(detail))
-        != BILLING_JSON_OK)
-    {
-        ngx_http_billing_metrics_inc(NGX_HTTP_BILLING_M_RECONCILE_INVALID, 1);
-        return ngx_http_billing_invalid(r, detail);
-    }
 
     ctx->params[0] = req->user_id;
     ctx->params[1] = req->model;
@@ -310,38 +324,25 @@ ngx_http_billing_reconcile_done(ngx_http_request_t *r,
 }
 
 
-/* POST /api/usage/holds and DELETE /api/usage/holds/{id}: docs/spec.md §4.3 */
+/* POST /api/usage/holds: docs/spec.md §4.3 */
 ngx_int_t
-ngx_http_billing_holds_handler(ngx_http_request_t *r)
+ngx_http_billing_hold_handler(ngx_http_request_t *r)
+{
+    return ngx_http_billing_read_json_body(r, ngx_http_billing_hold_body);
+}
+
+
+/* DELETE /api/usage/holds/{id}: docs/spec.md §4.3 */
+ngx_int_t
+ngx_http_billing_hold_release_handler(ngx_http_request_t *r)
 {
     ngx_int_t                rc;
-    ngx_str_t                path;
     ngx_http_billing_ctx_t  *ctx;
-
-    rc = ngx_http_billing_path_id(r, &path);
-    if (rc != NGX_DECLINED) {
-        return rc;
-    }
-
-    if (path.len == 0) {
-        rc = ngx_http_billing_require_auth(r, NGX_HTTP_POST, "POST",
-                                           NGX_HTTP_BILLING_USAGE_SCOPE);
-        if (rc != NGX_DECLINED) {
-            return rc;
-        }
-
-        return ngx_http_billing_read_json_body(r, ngx_http_billing_hold_body);
-    }
-
-    rc = ngx_http_billing_require_auth(r, NGX_HTTP_DELETE, "DELETE",
-                                       NGX_HTTP_BILLING_USAGE_SCOPE);
-    if (rc != NGX_DECLINED) {
-        return rc;
-    }
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_billing_module);
 
-    rc = ngx_http_billing_path_uuid(r, &path, "no such hold", &ctx->params[0]);
+    rc = ngx_http_billing_path_uuid(r, &ctx->item, "no such hold",
+                                    &ctx->params[0]);
     if (rc != NGX_DECLINED) {
         return rc;
     }
@@ -356,27 +357,28 @@ ngx_http_billing_holds_handler(ngx_http_request_t *r)
 static ngx_int_t
 ngx_http_billing_hold_body(ngx_http_request_t *r, ngx_str_t *body)
 {
-    char                     detail[NGX_HTTP_BILLING_DETAIL_LEN];
-    ngx_str_t                key;
-    billing_hold_req_t      *req;
+    return ngx_http_billing_usage_body(r, body, &ngx_http_billing_hold);
+}
+
+
+static int
+ngx_http_billing_hold_parse(ngx_str_t *body, ngx_str_t *key, void *req,
+    char *detail, size_t len)
+{
+    return billing_parse_hold((const char *) body->data, body->len,
+                              (const char *) key->data, key->len, req,
+                              detail, len);
+}
+
+
+static ngx_int_t
+ngx_http_billing_hold_call(ngx_http_request_t *r, void *data)
+{
+    billing_hold_req_t  *req = data;
+
     ngx_http_billing_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_billing_module);
-
-    req = ngx_palloc(r->pool, sizeof(billing_hold_req_t));
-    if (req == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    ngx_http_billing_header_value(r, "Idempotency-Key", &key);
-
-    if (billing_parse_hold((const char *) body->data, body->len,
-                           (const char *) key.data, key.len, req,
-                           detail, sizeof(detail))
-        != BILLING_JSON_OK)
-    {
-        return ngx_http_billing_invalid(r, detail);
-    }
 
     ctx->params[0] = req->user_id;
     ctx->params[1] = ngx_http_billing_int_param(r, req->amount_micros);
@@ -392,6 +394,36 @@ ngx_http_billing_hold_body(ngx_http_request_t *r, ngx_str_t *body)
                                   "FROM billing.api_hold_create($1, $2, $3, "
                                   "$4)",
                                   4, ctx->params, ngx_http_billing_respond);
+}
+
+
+/*
+ * The body of a usage write: validated in the core together with the
+ * Idempotency-Key header (400 with the validator's detail), then the
+ * parameters of one call of the write's API function.
+ */
+static ngx_int_t
+ngx_http_billing_usage_body(ngx_http_request_t *r, ngx_str_t *body,
+    ngx_http_billing_usage_t *usage)
+{
+    char        detail[NGX_HTTP_BILLING_DETAIL_LEN];
+    void       *req;
+    ngx_str_t   key;
+
+    req = ngx_palloc(r->pool, usage->size);
+    if (req == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_http_billing_header_value(r, "Idempotency-Key", &key);
+
+    if (usage->parse(body, &key, req, detail, sizeof(detail))
+        != BILLING_JSON_OK)
+    {
+        return ngx_http_billing_invalid(r, detail);
+    }
+
+    return usage->call(r, req);
 }
 
 

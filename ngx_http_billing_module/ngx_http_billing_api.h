@@ -17,7 +17,8 @@ ngx_int_t ngx_http_billing_packages_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_billing_balance_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_billing_ledger_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_billing_reconcile_handler(ngx_http_request_t *r);
-ngx_int_t ngx_http_billing_holds_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_billing_hold_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_billing_hold_release_handler(ngx_http_request_t *r);
 
 
 #endif /* _NGX_HTTP_BILLING_API_H_INCLUDED_ */

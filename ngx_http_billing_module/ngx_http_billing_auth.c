@@ -267,23 +267,15 @@ ngx_http_billing_authenticated(ngx_http_request_t *r,
 
 
 /*
- * NGX_DECLINED when the caller may go on: the method is one of "methods"
- * and a valid bearer token, with the scope when one is named, came with
- * the request.  Otherwise the answer to return: 405 with Allow, or the
- * RFC 6750 one (401 with WWW-Authenticate, or 403 insufficient_scope).
+ * NGX_DECLINED when a valid bearer token, with the scope when one is
+ * named, came with the request; otherwise the RFC 6750 answer to return
+ * (401 with WWW-Authenticate, or 403 insufficient_scope).
  */
 ngx_int_t
-ngx_http_billing_require_auth(ngx_http_request_t *r, ngx_uint_t methods,
-    const char *allow, const char *scope)
+ngx_http_billing_require_auth(ngx_http_request_t *r, const char *scope)
 {
-    ngx_int_t                 rc;
     const char               *challenge, *code, *detail;
     ngx_http_billing_ctx_t   *ctx;
-
-    rc = ngx_http_billing_method(r, methods, allow);
-    if (rc != NGX_DECLINED) {
-        return rc;
-    }
 
     switch (ngx_http_billing_authenticate(r)) {
 

@@ -18,7 +18,7 @@
 
 ngx_http_billing_auth_e ngx_http_billing_authenticate(ngx_http_request_t *r);
 ngx_int_t ngx_http_billing_require_auth(ngx_http_request_t *r,
-    ngx_uint_t methods, const char *allow, const char *scope);
+    const char *scope);
 ngx_int_t ngx_http_billing_add_variables(ngx_conf_t *cf);
 
 

@@ -101,9 +101,7 @@ ngx_http_billing_cors_filter(ngx_http_request_t *r)
 
     blcf = ngx_http_get_module_loc_conf(r, ngx_http_billing_module);
 
-    if (blcf->cors_origins == NULL
-        || blcf->endpoint == NGX_HTTP_BILLING_EP_NONE)
-    {
+    if (blcf->cors_origins == NULL || blcf->endpoint == NULL) {
         return ngx_http_next_header_filter(r);
     }
 

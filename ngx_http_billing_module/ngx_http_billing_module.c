@@ -19,6 +19,7 @@
 #include "ngx_http_billing_outbox.h"
 #include "ngx_http_billing_pg.h"
 #include "ngx_http_billing_purchases.h"
+#include "ngx_http_billing_request.h"
 #include "ngx_http_billing_response.h"
 #include "ngx_http_billing_status.h"
 #include "ngx_http_billing_webhook.h"
@@ -64,38 +65,85 @@ static char *ngx_http_billing_checkout_urls(ngx_conf_t *cf,
 #define NGX_HTTP_BILLING_JWKS_ZONE_SIZE     (256 * 1024)
 
 
-/* "billing <name>;": what a location serves, and the handler that serves it */
-typedef struct {
-    ngx_str_t                     name;
-    ngx_uint_t                    endpoint;
-    ngx_http_handler_pt           handler;
-} ngx_http_billing_endpoint_t;
+#define NGX_HTTP_BILLING_GET     NGX_HTTP_GET|NGX_HTTP_HEAD, "GET, HEAD"
+#define NGX_HTTP_BILLING_POST    NGX_HTTP_POST, "POST"
+#define NGX_HTTP_BILLING_DELETE  NGX_HTTP_DELETE, "DELETE"
+#define NGX_HTTP_BILLING_ANY     (ngx_uint_t) -1, NULL
+
+#define NGX_HTTP_BILLING_PUBLIC  0, NULL
+#define NGX_HTTP_BILLING_TOKEN   1, NULL
+#define NGX_HTTP_BILLING_USAGE   1, "billing:usage"
+
+#define NGX_HTTP_BILLING_NO_ITEMS  { 0, NULL, 0, NULL, NULL }
 
 
+/*
+ * Every endpoint: its methods, who may call it, and the handler that
+ * answers; "billing <name>;" stores its entry in the location's
+ * configuration, so nothing is looked up per request.
+ */
 static ngx_http_billing_endpoint_t  ngx_http_billing_endpoints[] = {
+
     { ngx_string("health"), NGX_HTTP_BILLING_EP_HEALTH,
-      ngx_http_billing_health_handler },
+      { NGX_HTTP_BILLING_GET, NGX_HTTP_BILLING_PUBLIC,
+        ngx_http_billing_health_handler },
+      NGX_HTTP_BILLING_NO_ITEMS },
+
     { ngx_string("readyz"), NGX_HTTP_BILLING_EP_READYZ,
-      ngx_http_billing_readyz_handler },
+      { NGX_HTTP_BILLING_GET, NGX_HTTP_BILLING_PUBLIC,
+        ngx_http_billing_readyz_handler },
+      NGX_HTTP_BILLING_NO_ITEMS },
+
     { ngx_string("metrics"), NGX_HTTP_BILLING_EP_METRICS,
-      ngx_http_billing_metrics_handler },
+      { NGX_HTTP_BILLING_GET, NGX_HTTP_BILLING_PUBLIC,
+        ngx_http_billing_metrics_handler },
+      NGX_HTTP_BILLING_NO_ITEMS },
+
     { ngx_string("packages"), NGX_HTTP_BILLING_EP_PACKAGES,
-      ngx_http_billing_packages_handler },
+      { NGX_HTTP_BILLING_GET, NGX_HTTP_BILLING_PUBLIC,
+        ngx_http_billing_packages_handler },
+      NGX_HTTP_BILLING_NO_ITEMS },
+
     { ngx_string("balance"), NGX_HTTP_BILLING_EP_BALANCE,
-      ngx_http_billing_balance_handler },
+      { NGX_HTTP_BILLING_GET, NGX_HTTP_BILLING_TOKEN,
+        ngx_http_billing_balance_handler },
+      NGX_HTTP_BILLING_NO_ITEMS },
+
     { ngx_string("ledger"), NGX_HTTP_BILLING_EP_LEDGER,
-      ngx_http_billing_ledger_handler },
+      { NGX_HTTP_BILLING_GET, NGX_HTTP_BILLING_TOKEN,
+        ngx_http_billing_ledger_handler },
+      NGX_HTTP_BILLING_NO_ITEMS },
+
     { ngx_string("reconcile"), NGX_HTTP_BILLING_EP_RECONCILE,
-      ngx_http_billing_reconcile_handler },
+      { NGX_HTTP_BILLING_POST, NGX_HTTP_BILLING_USAGE,
+        ngx_http_billing_reconcile_handler },
+      NGX_HTTP_BILLING_NO_ITEMS },
+
     { ngx_string("holds"), NGX_HTTP_BILLING_EP_HOLDS,
-      ngx_http_billing_holds_handler },
+      { NGX_HTTP_BILLING_POST, NGX_HTTP_BILLING_USAGE,
+        ngx_http_billing_hold_handler },
+      { NGX_HTTP_BILLING_DELETE, NGX_HTTP_BILLING_USAGE,
+        ngx_http_billing_hold_release_handler } },
+
     { ngx_string("purchases"), NGX_HTTP_BILLING_EP_PURCHASES,
-      ngx_http_billing_purchases_handler },
+      { NGX_HTTP_BILLING_POST, NGX_HTTP_BILLING_TOKEN,
+        ngx_http_billing_purchase_handler },
+      { NGX_HTTP_BILLING_GET, NGX_HTTP_BILLING_TOKEN,
+        ngx_http_billing_purchase_get_handler } },
+
     { ngx_string("webhook"), NGX_HTTP_BILLING_EP_WEBHOOK,
-      ngx_http_billing_webhook_handler },
+      { NGX_HTTP_BILLING_POST, NGX_HTTP_BILLING_PUBLIC,
+        ngx_http_billing_webhook_handler },
+      NGX_HTTP_BILLING_NO_ITEMS },
+
+    /* problem+json for the answers nginx gives itself (error_page) */
     { ngx_string("error"), NGX_HTTP_BILLING_EP_ERROR,
-      ngx_http_billing_error_handler },
-    { ngx_null_string, 0, NULL }
+      { NGX_HTTP_BILLING_ANY, NGX_HTTP_BILLING_PUBLIC,
+        ngx_http_billing_error_handler },
+      NGX_HTTP_BILLING_NO_ITEMS },
+
+    { ngx_null_string, 0, NGX_HTTP_BILLING_NO_ITEMS,
+      NGX_HTTP_BILLING_NO_ITEMS }
 };
 
 
@@ -437,7 +485,12 @@ ngx_http_billing_create_loc_conf(ngx_conf_t *cf)
         return NULL;
     }
 
-    blcf->endpoint = NGX_CONF_UNSET_UINT;
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     blcf->endpoint = NULL;
+     */
+
     blcf->cors_origins = NGX_CONF_UNSET_PTR;
 
     return blcf;
@@ -450,8 +503,7 @@ ngx_http_billing_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_billing_loc_conf_t *prev = parent;
     ngx_http_billing_loc_conf_t *conf = child;
 
-    /* the endpoint belongs to its own location only */
-    ngx_conf_init_uint_value(conf->endpoint, NGX_HTTP_BILLING_EP_NONE);
+    /* the endpoint belongs to its own location only: not merged */
     ngx_conf_merge_ptr_value(conf->cors_origins, prev->cors_origins, NULL);
 
     return NGX_CONF_OK;
@@ -588,24 +640,62 @@ ngx_http_billing_exit_process(ngx_cycle_t *cycle)
 
 
 /*
- * The content handler of every billing location: a CORS preflight is
- * answered before the endpoint sees it; anything else goes to the handler
- * the "billing" directive chose.
+ * The content handler of every billing location.  A CORS preflight is
+ * answered before the endpoint sees it; otherwise the route ("/{id}" or
+ * the collection) checks the method and the caller, in that order, and
+ * its handler answers.
  */
 static ngx_int_t
 ngx_http_billing_handler(ngx_http_request_t *r)
 {
+    ngx_int_t                     rc;
+    ngx_str_t                     id;
+    ngx_http_billing_ctx_t       *ctx;
+    ngx_http_billing_route_t     *route;
+    ngx_http_billing_endpoint_t  *ep;
     ngx_http_billing_loc_conf_t  *blcf;
 
     blcf = ngx_http_get_module_loc_conf(r, ngx_http_billing_module);
+    ep = blcf->endpoint;
 
     if (r->method == NGX_HTTP_OPTIONS && blcf->cors_origins
-        && blcf->endpoint != NGX_HTTP_BILLING_EP_ERROR)
+        && ep->id != NGX_HTTP_BILLING_EP_ERROR)
     {
         return ngx_http_billing_cors_preflight(r);
     }
 
-    return blcf->handler(r);
+    route = &ep->collection;
+
+    if (ep->item.handler) {
+        rc = ngx_http_billing_path_id(r, &id);
+        if (rc != NGX_DECLINED) {
+            return rc;
+        }
+
+        if (id.len) {
+            ctx = ngx_http_billing_get_ctx(r);
+            if (ctx == NULL) {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+
+            ctx->item = id;
+            route = &ep->item;
+        }
+    }
+
+    rc = ngx_http_billing_method(r, route->methods, route->allow);
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    if (route->bearer) {
+        rc = ngx_http_billing_require_auth(r, route->scope);
+        if (rc != NGX_DECLINED) {
+            return rc;
+        }
+    }
+
+    return route->handler(r);
 }
 
 
@@ -620,7 +710,7 @@ ngx_http_billing_log_handler(ngx_http_request_t *r)
 
     blcf = ngx_http_get_module_loc_conf(r, ngx_http_billing_module);
 
-    if (blcf->endpoint == NGX_HTTP_BILLING_EP_NONE) {
+    if (blcf->endpoint == NULL) {
         return NGX_OK;
     }
 
@@ -628,7 +718,8 @@ ngx_http_billing_log_handler(ngx_http_request_t *r)
     ms = (ngx_msec_int_t) ((tp->sec - r->start_sec) * 1000
                            + (tp->msec - r->start_msec));
 
-    ngx_http_billing_metrics_request(blcf->endpoint, r->headers_out.status,
+    ngx_http_billing_metrics_request(blcf->endpoint->id,
+                                     r->headers_out.status,
                                      (ngx_msec_t) ngx_max(ms, 0));
 
     return NGX_OK;
@@ -647,16 +738,15 @@ ngx_http_billing(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_http_core_loc_conf_t     *clcf;
     ngx_http_billing_endpoint_t  *e;
 
-    if (blcf->endpoint != NGX_CONF_UNSET_UINT) {
+    if (blcf->endpoint) {
         return "is duplicate";
     }
 
     value = cf->args->elts;
 
+    /* the words of a configuration file are NUL-terminated */
     for (e = ngx_http_billing_endpoints; e->name.len; e++) {
-        if (e->name.len == value[1].len
-            && ngx_strncmp(e->name.data, value[1].data, value[1].len) == 0)
-        {
+        if (ngx_strcmp(e->name.data, value[1].data) == 0) {
             break;
         }
     }
@@ -667,8 +757,7 @@ ngx_http_billing(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    blcf->endpoint = e->endpoint;
-    blcf->handler = e->handler;
+    blcf->endpoint = e;
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_http_billing_handler;

@@ -21,7 +21,6 @@
 #include <cjson/cJSON.h>
 
 #include "ngx_http_billing.h"
-#include "ngx_http_billing_auth.h"
 #include "ngx_http_billing_curl.h"
 #include "ngx_http_billing_db.h"
 #include "ngx_http_billing_metrics.h"
@@ -57,52 +56,40 @@ static ngx_int_t ngx_http_billing_purchase_fail(ngx_http_request_t *r,
     ngx_http_billing_purchase_t *p, const char *reason);
 
 
+/* POST /api/purchases */
 ngx_int_t
-ngx_http_billing_purchases_handler(ngx_http_request_t *r)
+ngx_http_billing_purchase_handler(ngx_http_request_t *r)
 {
-    ngx_int_t                      rc;
-    ngx_str_t                      path;
-    ngx_http_billing_ctx_t        *ctx;
     ngx_http_billing_main_conf_t  *bmcf;
 
-    rc = ngx_http_billing_path_id(r, &path);
-    if (rc != NGX_DECLINED) {
-        return rc;
+    bmcf = ngx_http_get_module_main_conf(r, ngx_http_billing_module);
+
+    if (bmcf->stripe_secret_key.len == 0
+        || bmcf->checkout_success_url.len == 0)
+    {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "billing: purchases need billing_stripe_secret_key "
+                      "and billing_checkout_urls");
+        return ngx_http_billing_problem_s(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                          "stripe_not_configured",
+                                          "payments are not configured");
     }
 
-    if (path.len == 0) {
-        rc = ngx_http_billing_require_auth(r, NGX_HTTP_POST, "POST", NULL);
-        if (rc != NGX_DECLINED) {
-            return rc;
-        }
+    return ngx_http_billing_read_json_body(r, ngx_http_billing_purchase_body);
+}
 
-        bmcf = ngx_http_get_module_main_conf(r, ngx_http_billing_module);
 
-        if (bmcf->stripe_secret_key.len == 0
-            || bmcf->checkout_success_url.len == 0)
-        {
-            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                          "billing: purchases need billing_stripe_secret_key "
-                          "and billing_checkout_urls");
-            return ngx_http_billing_problem_s(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                              "stripe_not_configured",
-                                              "payments are not configured");
-        }
-
-        return ngx_http_billing_read_json_body(r,
-                                               ngx_http_billing_purchase_body);
-    }
-
-    rc = ngx_http_billing_require_auth(r, NGX_HTTP_GET|NGX_HTTP_HEAD,
-                                       "GET, HEAD", NULL);
-    if (rc != NGX_DECLINED) {
-        return rc;
-    }
+/* GET /api/purchases/{id}: the caller's own purchase */
+ngx_int_t
+ngx_http_billing_purchase_get_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                rc;
+    ngx_http_billing_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_billing_module);
     ctx->params[0] = (const char *) ctx->user_id.data;
 
-    rc = ngx_http_billing_path_uuid(r, &path, "No such purchase",
+    rc = ngx_http_billing_path_uuid(r, &ctx->item, "No such purchase",
                                     &ctx->params[1]);
     if (rc != NGX_DECLINED) {
         return rc;

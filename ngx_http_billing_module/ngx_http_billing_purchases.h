@@ -13,7 +13,8 @@
 #include <ngx_http.h>
 
 
-ngx_int_t ngx_http_billing_purchases_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_billing_purchase_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_billing_purchase_get_handler(ngx_http_request_t *r);
 
 
 #endif /* _NGX_HTTP_BILLING_PURCHASES_H_INCLUDED_ */

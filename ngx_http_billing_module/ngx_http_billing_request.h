@@ -33,6 +33,7 @@ typedef struct {
     ngx_str_t                     user_id;
     ngx_str_t                     scope;
 
+    ngx_str_t                     item;           /* the "/{id}" */
     ngx_str_t                     webhook_type;   /* for its metrics */
 
     ngx_http_billing_body_pt      body_handler;

@@ -28,12 +28,6 @@ ngx_int_t
 ngx_http_billing_health_handler(ngx_http_request_t *r)
 {
     static u_char  ok[] = "{\"status\":\"ok\"}";
-    ngx_int_t      rc;
-
-    rc = ngx_http_billing_method(r, NGX_HTTP_GET|NGX_HTTP_HEAD, "GET, HEAD");
-    if (rc != NGX_DECLINED) {
-        return rc;
-    }
 
     return ngx_http_billing_send_json(r, NGX_HTTP_OK, ok, sizeof(ok) - 1);
 }
@@ -43,11 +37,6 @@ ngx_int_t
 ngx_http_billing_readyz_handler(ngx_http_request_t *r)
 {
     ngx_int_t  rc;
-
-    rc = ngx_http_billing_method(r, NGX_HTTP_GET|NGX_HTTP_HEAD, "GET, HEAD");
-    if (rc != NGX_DECLINED) {
-        return rc;
-    }
 
     rc = ngx_http_billing_read(r,
                                 "SELECT status, code, body, meta "
@@ -124,11 +113,6 @@ ngx_http_billing_metrics_handler(ngx_http_request_t *r)
     size_t        len;
     ngx_int_t     rc;
     ngx_chain_t  *out;
-
-    rc = ngx_http_billing_method(r, NGX_HTTP_GET|NGX_HTTP_HEAD, "GET, HEAD");
-    if (rc != NGX_DECLINED) {
-        return rc;
-    }
 
     rc = ngx_http_discard_request_body(r);
     if (rc != NGX_OK) {

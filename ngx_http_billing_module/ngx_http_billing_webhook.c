@@ -38,13 +38,7 @@ static ngx_int_t ngx_http_billing_webhook_done(ngx_http_request_t *r,
 ngx_int_t
 ngx_http_billing_webhook_handler(ngx_http_request_t *r)
 {
-    ngx_int_t                      rc;
     ngx_http_billing_main_conf_t  *bmcf;
-
-    rc = ngx_http_billing_method(r, NGX_HTTP_POST, "POST");
-    if (rc != NGX_DECLINED) {
-        return rc;
-    }
 
     bmcf = ngx_http_get_module_main_conf(r, ngx_http_billing_module);
 
