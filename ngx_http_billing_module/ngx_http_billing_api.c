@@ -29,36 +29,36 @@
 
 
 /*
- * A usage write (reconcile, hold): how its body is validated and which
- * call it becomes.
+ * A usage write (reconcile, hold): how its body is validated, and the
+ * call of an API function it becomes.
  */
 typedef struct {
     size_t                        size;
     int                         (*parse)(ngx_str_t *body, ngx_str_t *key,
                                          void *req, char *detail,
                                          size_t len);
-    ngx_int_t                   (*call)(ngx_http_request_t *r, void *req);
+    ngx_int_t                   (*params)(ngx_http_request_t *r, void *req,
+                                          const char **params);
+    const char                   *sql;
+    int                           nparams;
+    ngx_http_billing_done_pt      done;
 } ngx_http_billing_usage_t;
 
 
 static ngx_int_t ngx_http_billing_ledger_done(ngx_http_request_t *r,
     ngx_http_billing_pg_op_t *op);
-static ngx_int_t ngx_http_billing_reconcile_body(ngx_http_request_t *r,
-    ngx_str_t *body);
-static int ngx_http_billing_reconcile_parse(ngx_str_t *body, ngx_str_t *key,
-    void *req, char *detail, size_t len);
-static ngx_int_t ngx_http_billing_reconcile_call(ngx_http_request_t *r,
-    void *data);
 static ngx_int_t ngx_http_billing_reconcile_done(ngx_http_request_t *r,
     ngx_http_billing_pg_op_t *op);
-static ngx_int_t ngx_http_billing_hold_body(ngx_http_request_t *r,
-    ngx_str_t *body);
+static ngx_int_t ngx_http_billing_usage_body(ngx_http_request_t *r,
+    ngx_str_t *body, void *data);
+static int ngx_http_billing_reconcile_parse(ngx_str_t *body, ngx_str_t *key,
+    void *req, char *detail, size_t len);
 static int ngx_http_billing_hold_parse(ngx_str_t *body, ngx_str_t *key,
     void *req, char *detail, size_t len);
-static ngx_int_t ngx_http_billing_hold_call(ngx_http_request_t *r,
-    void *data);
-static ngx_int_t ngx_http_billing_usage_body(ngx_http_request_t *r,
-    ngx_str_t *body, ngx_http_billing_usage_t *usage);
+static ngx_int_t ngx_http_billing_reconcile_params(ngx_http_request_t *r,
+    void *data, const char **params);
+static ngx_int_t ngx_http_billing_hold_params(ngx_http_request_t *r,
+    void *data, const char **params);
 static const char *ngx_http_billing_int_param(ngx_http_request_t *r,
     int64_t n);
 
@@ -66,13 +66,21 @@ static const char *ngx_http_billing_int_param(ngx_http_request_t *r,
 static ngx_http_billing_usage_t  ngx_http_billing_reconcile = {
     sizeof(billing_reconcile_req_t),
     ngx_http_billing_reconcile_parse,
-    ngx_http_billing_reconcile_call
+    ngx_http_billing_reconcile_params,
+    "SELECT status, code, body, meta "
+    "FROM billing.api_reconcile($1, $2, $3, $4, $5, $6::uuid)",
+    6,
+    ngx_http_billing_reconcile_done
 };
 
 static ngx_http_billing_usage_t  ngx_http_billing_hold = {
     sizeof(billing_hold_req_t),
     ngx_http_billing_hold_parse,
-    ngx_http_billing_hold_call
+    ngx_http_billing_hold_params,
+    "SELECT status, code, body, meta "
+    "FROM billing.api_hold_create($1, $2, $3, $4)",
+    4,
+    ngx_http_billing_respond
 };
 
 
@@ -212,14 +220,8 @@ ngx_http_billing_ledger_done(ngx_http_request_t *r,
 ngx_int_t
 ngx_http_billing_reconcile_handler(ngx_http_request_t *r)
 {
-    return ngx_http_billing_read_json_body(r, ngx_http_billing_reconcile_body);
-}
-
-
-static ngx_int_t
-ngx_http_billing_reconcile_body(ngx_http_request_t *r, ngx_str_t *body)
-{
-    return ngx_http_billing_usage_body(r, body, &ngx_http_billing_reconcile);
+    return ngx_http_billing_read_json_body(r, ngx_http_billing_usage_body,
+                                           &ngx_http_billing_reconcile);
 }
 
 
@@ -241,32 +243,21 @@ ngx_http_billing_reconcile_parse(ngx_str_t *body, ngx_str_t *key, void *req,
 }
 
 
+/* api_reconcile($1 user, $2 model, $3 in, $4 out, $5 key, $6 hold) */
 static ngx_int_t
-ngx_http_billing_reconcile_call(ngx_http_request_t *r, void *data)
+ngx_http_billing_reconcile_params(ngx_http_request_t *r, void *data,
+    const char **params)
 {
-    billing_reconcile_req_t  *req = data;
+    billing_reconcile_req_t *req = data;
 
-    ngx_http_billing_ctx_t   *ctx;
+    params[0] = req->user_id;
+    params[1] = req->model;
+    params[2] = ngx_http_billing_int_param(r, req->input_tokens);
+    params[3] = ngx_http_billing_int_param(r, req->output_tokens);
+    params[4] = req->idempotency_key;
+    params[5] = req->has_hold ? req->hold_id : NULL;
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_billing_module);
-
-    ctx->params[0] = req->user_id;
-    ctx->params[1] = req->model;
-    ctx->params[2] = ngx_http_billing_int_param(r, req->input_tokens);
-    ctx->params[3] = ngx_http_billing_int_param(r, req->output_tokens);
-    ctx->params[4] = req->idempotency_key;
-    ctx->params[5] = req->has_hold ? req->hold_id : NULL;
-
-    if (ctx->params[2] == NULL || ctx->params[3] == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    return ngx_http_billing_query(r,
-                                  "SELECT status, code, body, meta "
-                                  "FROM billing.api_reconcile($1, $2, $3, "
-                                  "$4, $5, $6::uuid)",
-                                  6, ctx->params,
-                                  ngx_http_billing_reconcile_done);
+    return (params[2] && params[3]) ? NGX_OK : NGX_ERROR;
 }
 
 
@@ -328,7 +319,8 @@ ngx_http_billing_reconcile_done(ngx_http_request_t *r,
 ngx_int_t
 ngx_http_billing_hold_handler(ngx_http_request_t *r)
 {
-    return ngx_http_billing_read_json_body(r, ngx_http_billing_hold_body);
+    return ngx_http_billing_read_json_body(r, ngx_http_billing_usage_body,
+                                           &ngx_http_billing_hold);
 }
 
 
@@ -354,13 +346,6 @@ ngx_http_billing_hold_release_handler(ngx_http_request_t *r)
 }
 
 
-static ngx_int_t
-ngx_http_billing_hold_body(ngx_http_request_t *r, ngx_str_t *body)
-{
-    return ngx_http_billing_usage_body(r, body, &ngx_http_billing_hold);
-}
-
-
 static int
 ngx_http_billing_hold_parse(ngx_str_t *body, ngx_str_t *key, void *req,
     char *detail, size_t len)
@@ -371,29 +356,19 @@ ngx_http_billing_hold_parse(ngx_str_t *body, ngx_str_t *key, void *req,
 }
 
 
+/* api_hold_create($1 user, $2 amount, $3 key, $4 ttl) */
 static ngx_int_t
-ngx_http_billing_hold_call(ngx_http_request_t *r, void *data)
+ngx_http_billing_hold_params(ngx_http_request_t *r, void *data,
+    const char **params)
 {
-    billing_hold_req_t  *req = data;
+    billing_hold_req_t *req = data;
 
-    ngx_http_billing_ctx_t  *ctx;
+    params[0] = req->user_id;
+    params[1] = ngx_http_billing_int_param(r, req->amount_micros);
+    params[2] = req->idempotency_key;
+    params[3] = ngx_http_billing_int_param(r, req->ttl_seconds);
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_billing_module);
-
-    ctx->params[0] = req->user_id;
-    ctx->params[1] = ngx_http_billing_int_param(r, req->amount_micros);
-    ctx->params[2] = req->idempotency_key;
-    ctx->params[3] = ngx_http_billing_int_param(r, req->ttl_seconds);
-
-    if (ctx->params[1] == NULL || ctx->params[3] == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    return ngx_http_billing_query(r,
-                                  "SELECT status, code, body, meta "
-                                  "FROM billing.api_hold_create($1, $2, $3, "
-                                  "$4)",
-                                  4, ctx->params, ngx_http_billing_respond);
+    return (params[1] && params[3]) ? NGX_OK : NGX_ERROR;
 }
 
 
@@ -404,11 +379,14 @@ ngx_http_billing_hold_call(ngx_http_request_t *r, void *data)
  */
 static ngx_int_t
 ngx_http_billing_usage_body(ngx_http_request_t *r, ngx_str_t *body,
-    ngx_http_billing_usage_t *usage)
+    void *data)
 {
-    char        detail[NGX_HTTP_BILLING_DETAIL_LEN];
-    void       *req;
-    ngx_str_t   key;
+    ngx_http_billing_usage_t *usage = data;
+
+    char                     detail[NGX_HTTP_BILLING_DETAIL_LEN];
+    void                    *req;
+    ngx_str_t                key;
+    ngx_http_billing_ctx_t  *ctx;
 
     req = ngx_palloc(r->pool, usage->size);
     if (req == NULL) {
@@ -423,7 +401,14 @@ ngx_http_billing_usage_body(ngx_http_request_t *r, ngx_str_t *body,
         return ngx_http_billing_invalid(r, detail);
     }
 
-    return usage->call(r, req);
+    ctx = ngx_http_get_module_ctx(r, ngx_http_billing_module);
+
+    if (usage->params(r, req, ctx->params) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_billing_query(r, usage->sql, usage->nparams, ctx->params,
+                                  usage->done);
 }
 
 

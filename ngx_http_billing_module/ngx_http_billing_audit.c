@@ -97,12 +97,11 @@ ngx_http_billing_audit_tick(ngx_event_t *ev)
         return;         /* the last check is still running */
     }
 
-    ngx_memzero(&a->op, sizeof(ngx_http_billing_pg_op_t));
-
-    a->op.sql = "SELECT count(*) FROM billing.invariant_violations()";
-    a->op.handler = ngx_http_billing_audit_done;
-    a->op.data = a;
-    a->op.log = ev->log;
+    ngx_http_billing_pg_op_init(&a->op,
+                               "SELECT count(*) "
+                               "FROM billing.invariant_violations()",
+                               0, NULL, ngx_http_billing_audit_done, a,
+                               ev->log);
 
     if (ngx_http_billing_pg_query(a->bmcf->pool, &a->op) == NGX_OK) {
         a->pending = 1;

@@ -18,39 +18,33 @@
 #include "ngx_http_billing_response.h"
 
 
-static ngx_str_t *ngx_http_billing_allowed_origin(ngx_http_request_t *r);
+static ngx_str_t *ngx_http_billing_allowed_origin(ngx_http_request_t *r,
+    ngx_array_t *origins);
 static ngx_int_t ngx_http_billing_cors_filter(ngx_http_request_t *r);
 
 
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
 
 
+/* the configured origin the request comes from, or NULL */
 static ngx_str_t *
-ngx_http_billing_allowed_origin(ngx_http_request_t *r)
+ngx_http_billing_allowed_origin(ngx_http_request_t *r, ngx_array_t *origins)
 {
-    ngx_str_t                    *origin, *allowed;
-    ngx_uint_t                    i;
-    ngx_table_elt_t              *h;
-    ngx_http_billing_loc_conf_t  *blcf;
-
-    blcf = ngx_http_get_module_loc_conf(r, ngx_http_billing_module);
-
-    if (blcf->cors_origins == NULL) {
-        return NULL;
-    }
+    ngx_str_t        *allowed;
+    ngx_uint_t        i;
+    ngx_table_elt_t  *h;
 
     h = ngx_http_billing_find_header(r, "Origin", sizeof("Origin") - 1);
     if (h == NULL) {
         return NULL;
     }
 
-    origin = &h->value;
-    allowed = blcf->cors_origins->elts;
+    allowed = origins->elts;
 
     /* exact, case-sensitive match: no wildcards, no suffix tricks */
-    for (i = 0; i < blcf->cors_origins->nelts; i++) {
-        if (allowed[i].len == origin->len
-            && ngx_strncmp(allowed[i].data, origin->data, origin->len) == 0)
+    for (i = 0; i < origins->nelts; i++) {
+        if (allowed[i].len == h->value.len
+            && ngx_strncmp(allowed[i].data, h->value.data, h->value.len) == 0)
         {
             return &allowed[i];
         }
@@ -60,12 +54,16 @@ ngx_http_billing_allowed_origin(ngx_http_request_t *r)
 }
 
 
+/* the answer to OPTIONS in a location with billing_cors_origins */
 ngx_int_t
 ngx_http_billing_cors_preflight(ngx_http_request_t *r)
 {
-    ngx_str_t  *origin;
+    ngx_str_t                    *origin;
+    ngx_http_billing_loc_conf_t  *blcf;
 
-    origin = ngx_http_billing_allowed_origin(r);
+    blcf = ngx_http_get_module_loc_conf(r, ngx_http_billing_module);
+
+    origin = ngx_http_billing_allowed_origin(r, blcf->cors_origins);
 
     if (origin) {
         if (ngx_http_billing_add_header_s(r, "Access-Control-Allow-Methods",
@@ -109,7 +107,7 @@ ngx_http_billing_cors_filter(ngx_http_request_t *r)
         return NGX_ERROR;
     }
 
-    origin = ngx_http_billing_allowed_origin(r);
+    origin = ngx_http_billing_allowed_origin(r, blcf->cors_origins);
 
     if (origin) {
         if (ngx_http_billing_add_header(r, "Access-Control-Allow-Origin",

@@ -76,14 +76,10 @@ ngx_http_billing_run(ngx_http_request_t *r, const char *sql, int nparams,
     }
 
     op = &ctx->op;
-    ngx_memzero(op, sizeof(ngx_http_billing_pg_op_t));
 
-    op->sql = sql;
-    op->nparams = nparams;
-    op->values = values;
-    op->handler = ngx_http_billing_query_done;
-    op->data = r;
-    op->log = r->connection->log;
+    ngx_http_billing_pg_op_init(op, sql, nparams, values,
+                                ngx_http_billing_query_done, r,
+                                r->connection->log);
     op->read_only = read_only;
     ctx->done = done;
 

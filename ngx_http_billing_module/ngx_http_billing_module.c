@@ -28,6 +28,19 @@
 #include "billing_value.h"
 
 
+/*
+ * A shared zone of this module: the name it gets when no directive names
+ * it, its least (and default) size, where the main configuration keeps it
+ * and how it is initialized.
+ */
+typedef struct {
+    ngx_str_t                     name;
+    size_t                        size;
+    size_t                        offset;
+    ngx_shm_zone_init_pt          init;
+} ngx_http_billing_zone_t;
+
+
 static void *ngx_http_billing_create_main_conf(ngx_conf_t *cf);
 static char *ngx_http_billing_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_http_billing_create_loc_conf(ngx_conf_t *cf);
@@ -47,22 +60,32 @@ static char *ngx_http_billing_pool(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_billing_timeouts(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-static char *ngx_http_billing_metrics_zone(ngx_conf_t *cf, ngx_command_t *cmd,
+static char *ngx_http_billing_zone(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_billing_zone_add(ngx_conf_t *cf, void *conf,
+    ngx_http_billing_zone_t *z, ngx_str_t *name, size_t size);
 static char *ngx_http_billing_jwt_key(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
-static char *ngx_http_billing_jwks_zone(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_billing_secret(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_billing_secret_list(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_billing_secret_value(ngx_conf_t *cf, ngx_str_t *field);
 static char *ngx_http_billing_checkout_urls(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 
 
-#define NGX_HTTP_BILLING_METRICS_ZONE_SIZE  (128 * 1024)
-#define NGX_HTTP_BILLING_JWKS_ZONE_SIZE     (256 * 1024)
+static ngx_http_billing_zone_t  ngx_http_billing_metrics_zone = {
+    ngx_string("billing_metrics"), 128 * 1024,
+    offsetof(ngx_http_billing_main_conf_t, metrics_zone),
+    ngx_http_billing_metrics_init_zone
+};
+
+static ngx_http_billing_zone_t  ngx_http_billing_jwks_zone = {
+    ngx_string("billing_jwks"), 256 * 1024,
+    offsetof(ngx_http_billing_main_conf_t, jwks_zone),
+    ngx_http_billing_jwks_init_zone
+};
 
 
 #define NGX_HTTP_BILLING_GET     NGX_HTTP_GET|NGX_HTTP_HEAD, "GET, HEAD"
@@ -211,10 +234,10 @@ static ngx_command_t  ngx_http_billing_commands[] = {
 
     { ngx_string("billing_metrics_zone"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE2,
-      ngx_http_billing_metrics_zone,
+      ngx_http_billing_zone,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
-      NULL },
+      &ngx_http_billing_metrics_zone },
 
     { ngx_string("billing_jwt_key"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
@@ -232,10 +255,10 @@ static ngx_command_t  ngx_http_billing_commands[] = {
 
     { ngx_string("billing_jwt_jwks_zone"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE2,
-      ngx_http_billing_jwks_zone,
+      ngx_http_billing_zone,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
-      NULL },
+      &ngx_http_billing_jwks_zone },
 
     { ngx_string("billing_jwt_jwks_refresh"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
@@ -520,37 +543,27 @@ ngx_http_billing_preconfiguration(ngx_conf_t *cf)
 static ngx_int_t
 ngx_http_billing_postconfiguration(ngx_conf_t *cf)
 {
-    ngx_str_t                      name;
     ngx_http_handler_pt           *h;
     ngx_http_core_main_conf_t     *cmcf;
     ngx_http_billing_main_conf_t  *bmcf;
 
     bmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_billing_module);
 
-    if (bmcf->metrics_zone == NULL) {
-        ngx_str_set(&name, "billing_metrics");
-
-        bmcf->metrics_zone = ngx_shared_memory_add(cf, &name,
-                                           NGX_HTTP_BILLING_METRICS_ZONE_SIZE,
-                                           &ngx_http_billing_module);
-        if (bmcf->metrics_zone == NULL) {
-            return NGX_ERROR;
-        }
-
-        bmcf->metrics_zone->init = ngx_http_billing_metrics_init_zone;
+    /* the zones no directive named, under their default names */
+    if (bmcf->metrics_zone == NULL
+        && ngx_http_billing_zone_add(cf, bmcf, &ngx_http_billing_metrics_zone,
+                                     NULL, 0)
+           != NGX_CONF_OK)
+    {
+        return NGX_ERROR;
     }
 
-    if (bmcf->jwks_url.len && bmcf->jwks_zone == NULL) {
-        ngx_str_set(&name, "billing_jwks");
-
-        bmcf->jwks_zone = ngx_shared_memory_add(cf, &name,
-                                                NGX_HTTP_BILLING_JWKS_ZONE_SIZE,
-                                                &ngx_http_billing_module);
-        if (bmcf->jwks_zone == NULL) {
-            return NGX_ERROR;
-        }
-
-        bmcf->jwks_zone->init = ngx_http_billing_jwks_init_zone;
+    if (bmcf->jwks_url.len && bmcf->jwks_zone == NULL
+        && ngx_http_billing_zone_add(cf, bmcf, &ngx_http_billing_jwks_zone,
+                                     NULL, 0)
+           != NGX_CONF_OK)
+    {
+        return NGX_ERROR;
     }
 
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
@@ -966,65 +979,61 @@ ngx_http_billing_timeouts(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
-/* "name size": a zone of this module, at least "min" bytes */
+/* "name size": a zone of this module, at least its default size */
 static char *
-ngx_http_billing_zone(ngx_conf_t *cf, ngx_shm_zone_t **zone, size_t min,
-    ngx_shm_zone_init_pt init)
+ngx_http_billing_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
+    ngx_http_billing_zone_t *z = cmd->post;
+
     ssize_t     size;
     ngx_str_t  *value;
 
-    if (*zone) {
+    if (*(ngx_shm_zone_t **) ((char *) conf + z->offset)) {
         return "is duplicate";
     }
 
     value = cf->args->elts;
 
     size = ngx_parse_size(&value[2]);
-    if (size == NGX_ERROR || (size_t) size < min) {
+    if (size == NGX_ERROR || (size_t) size < z->size) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "invalid zone size \"%V\": at least %uzk",
-                           &value[2], min / 1024);
+                           &value[2], z->size / 1024);
         return NGX_CONF_ERROR;
     }
 
-    *zone = ngx_shared_memory_add(cf, &value[1], size,
-                                  &ngx_http_billing_module);
+    return ngx_http_billing_zone_add(cf, conf, z, &value[1], size);
+}
+
+
+/* the zone, named and sized by a directive, or by default (NULL, 0) */
+static char *
+ngx_http_billing_zone_add(ngx_conf_t *cf, void *conf,
+    ngx_http_billing_zone_t *z, ngx_str_t *name, size_t size)
+{
+    ngx_shm_zone_t  **zone;
+
+    zone = (ngx_shm_zone_t **) ((char *) conf + z->offset);
+
+    if (name == NULL) {
+        name = &z->name;
+        size = z->size;
+    }
+
+    *zone = ngx_shared_memory_add(cf, name, size, &ngx_http_billing_module);
     if (*zone == NULL) {
         return NGX_CONF_ERROR;
     }
 
     if ((*zone)->data) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "duplicate zone \"%V\"", &value[1]);
+                           "duplicate zone \"%V\"", name);
         return NGX_CONF_ERROR;
     }
 
-    (*zone)->init = init;
+    (*zone)->init = z->init;
 
     return NGX_CONF_OK;
-}
-
-
-static char *
-ngx_http_billing_metrics_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    ngx_http_billing_main_conf_t *bmcf = conf;
-
-    return ngx_http_billing_zone(cf, &bmcf->metrics_zone,
-                                 NGX_HTTP_BILLING_METRICS_ZONE_SIZE,
-                                 ngx_http_billing_metrics_init_zone);
-}
-
-
-static char *
-ngx_http_billing_jwks_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    ngx_http_billing_main_conf_t *bmcf = conf;
-
-    return ngx_http_billing_zone(cf, &bmcf->jwks_zone,
-                                 NGX_HTTP_BILLING_JWKS_ZONE_SIZE,
-                                 ngx_http_billing_jwks_init_zone);
 }
 
 
@@ -1080,7 +1089,7 @@ ngx_http_billing_secret(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     char  *p = conf;
 
-    ngx_str_t  *field, *value;
+    ngx_str_t  *field;
 
     field = (ngx_str_t *) (p + cmd->offset);
 
@@ -1088,17 +1097,7 @@ ngx_http_billing_secret(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return "is duplicate";
     }
 
-    value = cf->args->elts;
-
-    if (ngx_http_billing_resolve(cf, &value[1], field) != NGX_CONF_OK) {
-        return NGX_CONF_ERROR;
-    }
-
-    if (field->len == 0) {
-        return "is empty";
-    }
-
-    return NGX_CONF_OK;
+    return ngx_http_billing_secret_value(cf, field);
 }
 
 
@@ -1107,7 +1106,7 @@ ngx_http_billing_secret_list(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     char  *p = conf;
 
-    ngx_str_t     *value, *s;
+    ngx_str_t     *s;
     ngx_array_t  **a;
 
     a = (ngx_array_t **) (p + cmd->offset);
@@ -1124,13 +1123,23 @@ ngx_http_billing_secret_list(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    return ngx_http_billing_secret_value(cf, s);
+}
+
+
+/* the directive's value, resolved; a secret cannot be empty */
+static char *
+ngx_http_billing_secret_value(ngx_conf_t *cf, ngx_str_t *field)
+{
+    ngx_str_t  *value;
+
     value = cf->args->elts;
 
-    if (ngx_http_billing_resolve(cf, &value[1], s) != NGX_CONF_OK) {
+    if (ngx_http_billing_resolve(cf, &value[1], field) != NGX_CONF_OK) {
         return NGX_CONF_ERROR;
     }
 
-    if (s->len == 0) {
+    if (field->len == 0) {
         return "is empty";
     }
 

@@ -5,11 +5,9 @@
  * Every libpq call here is one of the asynchronous ones: PQconnectStartParams
  * and PQconnectPoll to connect, PQsendQueryParams + PQflush to send,
  * PQconsumeInput / PQisBusy / PQgetResult to read.  libpq's socket is wrapped
- * in an nginx connection whose events are registered level-triggered: libpq
- * does the I/O itself, so nginx's edge "ready" bookkeeping would never be
- * reset and an edge could be lost; with level triggering epoll reports again
- * whatever libpq left unread or unwritten.  The write event is registered
- * only while libpq has something to write.
+ * in an nginx connection (ngx_http_billing_socket.c: level-triggered events,
+ * libpq keeps the descriptor).  The write event is registered only while
+ * libpq has something to write.
  *
  * A connection is given back to the pool only when it is idle and healthy;
  * an idle connection keeps its read event armed, so a server that goes away
@@ -24,6 +22,7 @@
 
 #include "ngx_http_billing_metrics.h"
 #include "ngx_http_billing_pg.h"
+#include "ngx_http_billing_socket.h"
 
 
 typedef enum {
@@ -198,6 +197,22 @@ ngx_http_billing_pg_pool_destroy(ngx_http_billing_pg_pool_t *pool)
 }
 
 
+void
+ngx_http_billing_pg_op_init(ngx_http_billing_pg_op_t *op, const char *sql,
+    int nparams, const char *const *values,
+    ngx_http_billing_pg_done_pt handler, void *data, ngx_log_t *log)
+{
+    ngx_memzero(op, sizeof(ngx_http_billing_pg_op_t));
+
+    op->sql = sql;
+    op->nparams = nparams;
+    op->values = values;
+    op->handler = handler;
+    op->data = data;
+    op->log = log;
+}
+
+
 ngx_int_t
 ngx_http_billing_pg_query(ngx_http_billing_pg_pool_t *pool,
     ngx_http_billing_pg_op_t *op)
@@ -368,29 +383,20 @@ ngx_http_billing_pg_connect(ngx_http_billing_pg_pool_t *pool)
 static ngx_int_t
 ngx_http_billing_pg_wrap(ngx_http_billing_pg_conn_t *pc)
 {
-    int                fd;
-    ngx_connection_t  *c;
+    int  fd;
 
     fd = PQsocket(pc->pg);
     if (fd == -1) {
         return NGX_ERROR;
     }
 
-    c = ngx_get_connection(fd, pc->pool->log);
-    if (c == NULL) {
+    pc->c = ngx_http_billing_socket_wrap(fd, ngx_http_billing_pg_event, pc,
+                                         pc->pool->log);
+    if (pc->c == NULL) {
         return NGX_ERROR;
     }
 
-    c->data = pc;
-    c->read->handler = ngx_http_billing_pg_event;
-    c->write->handler = ngx_http_billing_pg_event;
-    c->read->log = pc->pool->log;
-    c->write->log = pc->pool->log;
-    c->log = pc->pool->log;
-
-    pc->c = c;
-
-    if (ngx_add_event(c->read, NGX_READ_EVENT, NGX_LEVEL_EVENT) != NGX_OK) {
+    if (ngx_http_billing_socket_watch(pc->c->read, 1) != NGX_OK) {
         ngx_http_billing_pg_unwrap(pc, 0);
         return NGX_ERROR;
     }
@@ -404,33 +410,10 @@ static void
 ngx_http_billing_pg_unwrap(ngx_http_billing_pg_conn_t *pc,
     ngx_uint_t fd_closed)
 {
-    ngx_connection_t  *c;
-
-    c = pc->c;
-    if (c == NULL) {
-        return;
+    if (pc->c) {
+        ngx_http_billing_socket_unwrap(pc->c, fd_closed);
+        pc->c = NULL;
     }
-
-    if (c->read->timer_set) {
-        ngx_del_timer(c->read);
-    }
-
-    if (c->read->active || c->write->active) {
-        /* the kernel forgets a closed descriptor by itself */
-        ngx_del_conn(c, fd_closed ? NGX_CLOSE_EVENT : 0);
-    }
-
-    if (c->read->posted) {
-        ngx_delete_posted_event(c->read);
-    }
-
-    if (c->write->posted) {
-        ngx_delete_posted_event(c->write);
-    }
-
-    c->fd = (ngx_socket_t) -1;
-    ngx_free_connection(c);
-    pc->c = NULL;
 }
 
 
@@ -501,16 +484,7 @@ ngx_http_billing_pg_close(ngx_http_billing_pg_conn_t *pc)
 static void
 ngx_http_billing_pg_want_write(ngx_http_billing_pg_conn_t *pc, ngx_uint_t want)
 {
-    ngx_event_t  *wev;
-
-    wev = pc->c->write;
-
-    if (want && !wev->active) {
-        (void) ngx_add_event(wev, NGX_WRITE_EVENT, NGX_LEVEL_EVENT);
-
-    } else if (!want && wev->active) {
-        (void) ngx_del_event(wev, NGX_WRITE_EVENT, 0);
-    }
+    (void) ngx_http_billing_socket_watch(pc->c->write, want);
 }
 
 

@@ -40,7 +40,7 @@ typedef struct {
 
 
 static ngx_int_t ngx_http_billing_purchase_body(ngx_http_request_t *r,
-    ngx_str_t *body);
+    ngx_str_t *body, void *data);
 static ngx_int_t ngx_http_billing_purchase_created(ngx_http_request_t *r,
     ngx_http_billing_pg_op_t *op);
 static ngx_int_t ngx_http_billing_checkout(ngx_http_request_t *r,
@@ -67,15 +67,15 @@ ngx_http_billing_purchase_handler(ngx_http_request_t *r)
     if (bmcf->stripe_secret_key.len == 0
         || bmcf->checkout_success_url.len == 0)
     {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "billing: purchases need billing_stripe_secret_key "
-                      "and billing_checkout_urls");
-        return ngx_http_billing_problem_s(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                          "stripe_not_configured",
-                                          "payments are not configured");
+        return ngx_http_billing_not_configured(r, "stripe_not_configured",
+                                               "payments are not configured",
+                                               "purchases need "
+                                               "billing_stripe_secret_key and "
+                                               "billing_checkout_urls");
     }
 
-    return ngx_http_billing_read_json_body(r, ngx_http_billing_purchase_body);
+    return ngx_http_billing_read_json_body(r, ngx_http_billing_purchase_body,
+                                           NULL);
 }
 
 
@@ -103,7 +103,8 @@ ngx_http_billing_purchase_get_handler(ngx_http_request_t *r)
 
 
 static ngx_int_t
-ngx_http_billing_purchase_body(ngx_http_request_t *r, ngx_str_t *body)
+ngx_http_billing_purchase_body(ngx_http_request_t *r, ngx_str_t *body,
+    void *data)
 {
     char                     detail[256];
     billing_purchase_req_t  *req;

@@ -203,12 +203,12 @@ ngx_http_billing_is_json(ngx_http_request_t *r)
 
 
 /*
- * Reads the whole body, then hands it to handler, whose return value
- * finalizes the request as a content handler's would.
+ * Reads the whole body, then hands it to handler (with data), whose
+ * return value finalizes the request as a content handler's would.
  */
 ngx_int_t
 ngx_http_billing_read_body(ngx_http_request_t *r,
-    ngx_http_billing_body_pt handler)
+    ngx_http_billing_body_pt handler, void *data)
 {
     ngx_int_t                rc;
     ngx_http_billing_ctx_t  *ctx;
@@ -219,6 +219,7 @@ ngx_http_billing_read_body(ngx_http_request_t *r,
     }
 
     ctx->body_handler = handler;
+    ctx->body_data = data;
 
     rc = ngx_http_read_client_request_body(r, ngx_http_billing_body_read);
 
@@ -239,7 +240,7 @@ ngx_http_billing_read_body(ngx_http_request_t *r,
 /* the same for a body that must be application/json */
 ngx_int_t
 ngx_http_billing_read_json_body(ngx_http_request_t *r,
-    ngx_http_billing_body_pt handler)
+    ngx_http_billing_body_pt handler, void *data)
 {
     if (!ngx_http_billing_is_json(r)) {
         return ngx_http_billing_problem_s(r, NGX_HTTP_UNSUPPORTED_MEDIA_TYPE,
@@ -247,7 +248,7 @@ ngx_http_billing_read_json_body(ngx_http_request_t *r,
                                           "send the body as application/json");
     }
 
-    return ngx_http_billing_read_body(r, handler);
+    return ngx_http_billing_read_body(r, handler, data);
 }
 
 
@@ -264,7 +265,7 @@ ngx_http_billing_body_read(ngx_http_request_t *r)
         return;
     }
 
-    ngx_http_finalize_request(r, ctx->body_handler(r, &body));
+    ngx_http_finalize_request(r, ctx->body_handler(r, &body, ctx->body_data));
 }
 
 

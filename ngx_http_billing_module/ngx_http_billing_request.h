@@ -23,7 +23,7 @@
  * handler returns; the caller finalizes the request with it.
  */
 typedef ngx_int_t (*ngx_http_billing_body_pt)(ngx_http_request_t *r,
-    ngx_str_t *body);
+    ngx_str_t *body, void *data);
 typedef ngx_int_t (*ngx_http_billing_done_pt)(ngx_http_request_t *r,
     ngx_http_billing_pg_op_t *op);
 
@@ -37,6 +37,7 @@ typedef struct {
     ngx_str_t                     webhook_type;   /* for its metrics */
 
     ngx_http_billing_body_pt      body_handler;
+    void                         *body_data;
 
     ngx_http_billing_pg_op_t      op;
     ngx_http_billing_done_pt      done;
@@ -56,9 +57,9 @@ ngx_int_t ngx_http_billing_path_id(ngx_http_request_t *r, ngx_str_t *id);
 ngx_int_t ngx_http_billing_path_uuid(ngx_http_request_t *r, ngx_str_t *path,
     const char *detail, const char **uuid);
 ngx_int_t ngx_http_billing_read_body(ngx_http_request_t *r,
-    ngx_http_billing_body_pt handler);
+    ngx_http_billing_body_pt handler, void *data);
 ngx_int_t ngx_http_billing_read_json_body(ngx_http_request_t *r,
-    ngx_http_billing_body_pt handler);
+    ngx_http_billing_body_pt handler, void *data);
 
 
 #endif /* _NGX_HTTP_BILLING_REQUEST_H_INCLUDED_ */

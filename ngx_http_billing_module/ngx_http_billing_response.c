@@ -199,6 +199,22 @@ ngx_http_billing_invalid(ngx_http_request_t *r, const char *detail)
 
 
 /*
+ * 503 for an endpoint whose directives are missing: the client learns
+ * that the feature is off, the error log what to configure.
+ */
+ngx_int_t
+ngx_http_billing_not_configured(ngx_http_request_t *r, const char *code,
+    const char *detail, const char *missing)
+{
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0, "billing: %s",
+                  missing);
+
+    return ngx_http_billing_problem(r, NGX_HTTP_SERVICE_UNAVAILABLE, code,
+                                    detail, ngx_strlen(detail));
+}
+
+
+/*
  * "billing error;" in a location named by error_page turns nginx's own
  * answers (413 from client_max_body_size, 429 from limit_req, ...) into
  * problem+json, so clients see one error format.

@@ -32,6 +32,8 @@ ngx_int_t ngx_http_billing_send_json(ngx_http_request_t *r, ngx_uint_t status,
 ngx_int_t ngx_http_billing_problem(ngx_http_request_t *r, ngx_uint_t status,
     const char *code, const char *detail, size_t detail_len);
 ngx_int_t ngx_http_billing_invalid(ngx_http_request_t *r, const char *detail);
+ngx_int_t ngx_http_billing_not_configured(ngx_http_request_t *r,
+    const char *code, const char *detail, const char *missing);
 ngx_int_t ngx_http_billing_error_handler(ngx_http_request_t *r);
 
 

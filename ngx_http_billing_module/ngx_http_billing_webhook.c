@@ -26,7 +26,7 @@
 
 
 static ngx_int_t ngx_http_billing_webhook_body(ngx_http_request_t *r,
-    ngx_str_t *body);
+    ngx_str_t *body, void *data);
 static ngx_int_t ngx_http_billing_webhook_verify(ngx_http_request_t *r,
     ngx_str_t *body, const char **detail);
 static ngx_int_t ngx_http_billing_webhook_type(ngx_http_request_t *r,
@@ -46,12 +46,11 @@ ngx_http_billing_webhook_handler(ngx_http_request_t *r)
         || bmcf->stripe_webhook_secrets->nelts == 0)
     {
         /* 503: Stripe keeps the event and retries once this is fixed */
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "billing: webhook received but no "
-                      "billing_stripe_webhook_secret is configured");
-        return ngx_http_billing_problem_s(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                        "webhook_not_configured",
-                                        "webhooks are not configured");
+        return ngx_http_billing_not_configured(r, "webhook_not_configured",
+                                               "webhooks are not configured",
+                                               "webhook received but no "
+                                               "billing_stripe_webhook_secret "
+                                               "is configured");
     }
 
     /*
@@ -59,12 +58,13 @@ ngx_http_billing_webhook_handler(ngx_http_request_t *r)
      * charset=utf-8", and the signature, checked first, is what proves
      * the body.
      */
-    return ngx_http_billing_read_body(r, ngx_http_billing_webhook_body);
+    return ngx_http_billing_read_body(r, ngx_http_billing_webhook_body, NULL);
 }
 
 
 static ngx_int_t
-ngx_http_billing_webhook_body(ngx_http_request_t *r, ngx_str_t *body)
+ngx_http_billing_webhook_body(ngx_http_request_t *r, ngx_str_t *body,
+    void *data)
 {
     ngx_int_t                rc;
     const char              *detail;
