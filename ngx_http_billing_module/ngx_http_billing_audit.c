@@ -118,15 +118,14 @@ ngx_http_billing_audit_done(ngx_http_billing_pg_op_t *op)
     a = op->data;
     a->pending = 0;
 
-    if (op->status != NGX_HTTP_BILLING_PG_OK || PQntuples(op->res) != 1) {
+    n = ngx_http_billing_pg_shape(op, 1, 1)
+        ? ngx_atoi((u_char *) PQgetvalue(op->res, 0, 0),
+                   PQgetlength(op->res, 0, 0))
+        : NGX_ERROR;
+
+    if (n == NGX_ERROR) {
         ngx_log_error(NGX_LOG_WARN, op->log, 0,
                       "billing: the ledger audit could not run");
-        return;
-    }
-
-    n = ngx_atoi((u_char *) PQgetvalue(op->res, 0, 0),
-                 PQgetlength(op->res, 0, 0));
-    if (n == NGX_ERROR) {
         return;
     }
 

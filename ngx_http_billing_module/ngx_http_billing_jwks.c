@@ -22,6 +22,7 @@
 #include "ngx_http_billing_curl.h"
 #include "ngx_http_billing_jwks.h"
 #include "ngx_http_billing_metrics.h"
+#include "ngx_http_billing_shm.h"
 
 #include "billing_jwk.h"
 
@@ -66,33 +67,16 @@ static void ngx_http_billing_jwks_tick(ngx_event_t *ev);
 ngx_int_t
 ngx_http_billing_jwks_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 {
-    ngx_slab_pool_t              *shpool;
     ngx_http_billing_jwks_shm_t  *jw;
 
-    if (data) {
-        /* reload: the keys fetched so far stay valid */
-        shm_zone->data = data;
-        return NGX_OK;
-    }
-
-    shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
-
-    if (shm_zone->shm.exists) {
-        shm_zone->data = shpool->data;
-        return NGX_OK;
-    }
-
-    jw = ngx_slab_calloc(shpool, sizeof(ngx_http_billing_jwks_shm_t));
+    /* a reload keeps the keys fetched so far */
+    jw = ngx_http_billing_shm_init(shm_zone, data,
+                                   sizeof(ngx_http_billing_jwks_shm_t), "JWKS");
     if (jw == NULL) {
-        ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
-                      "billing: JWKS zone \"%V\" is too small",
-                      &shm_zone->shm.name);
         return NGX_ERROR;
     }
 
     jw->magic = NGX_HTTP_BILLING_JWKS_MAGIC;
-    shpool->data = jw;
-    shm_zone->data = jw;
 
     return NGX_OK;
 }

@@ -260,7 +260,7 @@ ngx_http_billing_outbox_claimed(ngx_http_billing_pg_op_t *op)
     ob = op->data;
     ob->op_pending = 0;
 
-    if (op->status != NGX_HTTP_BILLING_PG_OK || PQnfields(op->res) != 4) {
+    if (!ngx_http_billing_pg_shape(op, -1, 4)) {
         ngx_log_error(NGX_LOG_WARN, ob->log, 0,
                       "billing: outbox: cannot claim notifications");
         ngx_http_billing_outbox_end_round(ob, ob->bmcf->notify_interval);

@@ -281,6 +281,15 @@ ngx_http_billing_pg_query(ngx_http_billing_pg_pool_t *pool,
 }
 
 
+ngx_uint_t
+ngx_http_billing_pg_shape(ngx_http_billing_pg_op_t *op, int rows, int cols)
+{
+    return op->status == NGX_HTTP_BILLING_PG_OK
+           && (rows == -1 || PQntuples(op->res) == rows)
+           && (cols == -1 || PQnfields(op->res) == cols);
+}
+
+
 void
 ngx_http_billing_pg_cancel(ngx_http_billing_pg_op_t *op)
 {

@@ -82,6 +82,10 @@ void ngx_http_billing_pg_op_init(ngx_http_billing_pg_op_t *op,
 ngx_int_t ngx_http_billing_pg_query(ngx_http_billing_pg_pool_t *pool,
     ngx_http_billing_pg_op_t *op);
 
+/* 1 if the op succeeded with rows x cols tuples (-1: any number) */
+ngx_uint_t ngx_http_billing_pg_shape(ngx_http_billing_pg_op_t *op,
+    int rows, int cols);
+
 /* detaches an op whose owner is going away; its handler is never called */
 void ngx_http_billing_pg_cancel(ngx_http_billing_pg_op_t *op);
 
