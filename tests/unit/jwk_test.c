@@ -229,21 +229,17 @@ test_kid_and_size(EVP_PKEY *key)
 }
 
 
-int
-main(void)
+static void
+test_keys(EVP_PKEY *key, EVP_PKEY *other)
 {
-    EVP_PKEY  *key, *other;
-
-    key = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t) 2048);
-    other = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t) 2048);
-    ok(key != NULL && other != NULL, "RSA-2048 key pairs generated");
-
     test_kid_and_size(key);
     test_pem(key);
     test_jwks(key, other);
+}
 
-    EVP_PKEY_free(key);
-    EVP_PKEY_free(other);
 
-    return tap_done();
+int
+main(void)
+{
+    return with_keys(test_keys);
 }

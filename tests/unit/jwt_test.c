@@ -350,16 +350,5 @@ test_tokens(EVP_PKEY *key, EVP_PKEY *other)
 int
 main(void)
 {
-    EVP_PKEY  *key, *other;
-
-    key = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t) 2048);
-    other = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t) 2048);
-    ok(key != NULL && other != NULL, "RSA-2048 key pairs generated");
-
-    test_tokens(key, other);
-
-    EVP_PKEY_free(key);
-    EVP_PKEY_free(other);
-
-    return tap_done();
+    return with_keys(test_tokens);
 }

@@ -1,6 +1,7 @@
 /*
  * Test helpers shared by the JWT and key tests: tokens signed with a key,
- * and the parse + verify + claims sequence the glue runs.
+ * and the parse + verify + claims sequence the glue runs.  Include after
+ * tap.h.
  */
 
 #ifndef BILLING_TOKEN_H
@@ -125,6 +126,25 @@ payload(const char *extra)
              "\"scope\":\"billing:read billing:usage\"%s%s}",
              NOW + 600, NOW - 10, extra[0] ? "," : "", extra);
     return buf;
+}
+
+
+/* runs the tests with two RSA-2048 key pairs, then reports */
+static int
+with_keys(void (*tests)(EVP_PKEY *key, EVP_PKEY *other))
+{
+    EVP_PKEY  *key, *other;
+
+    key = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t) 2048);
+    other = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t) 2048);
+    ok(key != NULL && other != NULL, "RSA-2048 key pairs generated");
+
+    tests(key, other);
+
+    EVP_PKEY_free(key);
+    EVP_PKEY_free(other);
+
+    return tap_done();
 }
 
 
