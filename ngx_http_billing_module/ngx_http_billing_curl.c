@@ -133,6 +133,9 @@ ngx_http_billing_curl_exit(ngx_cycle_t *cycle)
         q = ngx_queue_head(&ngx_http_billing_curl_active);
         h = ngx_queue_data(q, ngx_http_billing_http_t, queue);
 
+        ngx_log_debug0(NGX_LOG_DEBUG_EVENT, cycle->log, 0,
+                       "billing curl: transfer detached at exit");
+
         ngx_queue_remove(q);
         ngx_queue_init(q);
         h->done = NULL;
@@ -251,6 +254,10 @@ ngx_http_billing_http_request(const char *method, ngx_str_t *url,
 
     ngx_queue_insert_tail(&ngx_http_billing_curl_active, &h->queue);
 
+    /* no URL: one may carry credentials */
+    ngx_log_debug1(NGX_LOG_DEBUG_EVENT, log, 0,
+                   "billing curl: %s started", method);
+
     /* the timer callback runs from here: a 1 ms timer, nothing more */
     mc = curl_multi_add_handle(ngx_http_billing_curl_multi, easy);
     if (mc != CURLM_OK) {
@@ -286,6 +293,9 @@ failed:
 void
 ngx_http_billing_http_cancel(ngx_http_billing_http_t *h)
 {
+    ngx_log_debug0(NGX_LOG_DEBUG_EVENT, h->log, 0,
+                   "billing curl: transfer cancelled");
+
     /* a detached handle's queue link points to itself: harmless */
     ngx_queue_remove(&h->queue);
 
@@ -342,6 +352,9 @@ ngx_http_billing_curl_socket(CURL *easy, curl_socket_t s, int what,
 
     c = socketp;
 
+    ngx_log_debug2(NGX_LOG_DEBUG_EVENT, ngx_http_billing_curl_log, 0,
+                   "billing curl: socket %d: poll %d", (int) s, what);
+
     if (what == CURL_POLL_REMOVE) {
         if (c) {
             ngx_http_billing_socket_unwrap(c, 0);
@@ -385,6 +398,9 @@ ngx_http_billing_curl_timer(CURLM *multi, long timeout_ms, void *userp)
         ngx_del_timer(ev);
     }
 
+    ngx_log_debug1(NGX_LOG_DEBUG_EVENT, ngx_http_billing_curl_log, 0,
+                   "billing curl: timer %l ms", timeout_ms);
+
     if (timeout_ms < 0) {
         return 0;
     }
@@ -411,6 +427,9 @@ ngx_http_billing_curl_timer_handler(ngx_event_t *ev)
     (void) curl_multi_socket_action(ngx_http_billing_curl_multi,
                                     CURL_SOCKET_TIMEOUT, 0, &running);
 
+    ngx_log_debug1(NGX_LOG_DEBUG_EVENT, ev->log, 0,
+                   "billing curl: timer fired, %d running", running);
+
     ngx_http_billing_curl_check();
 }
 
@@ -428,6 +447,10 @@ ngx_http_billing_curl_event(ngx_event_t *ev)
     if (ngx_http_billing_curl_multi == NULL || fd == (ngx_socket_t) -1) {
         return;
     }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_EVENT, ev->log, 0,
+                   "billing curl: socket %d %s", (int) fd,
+                   ev->write ? "writable" : "readable");
 
     /* c may be freed by a REMOVE callback in here: not used afterwards */
     (void) curl_multi_socket_action(ngx_http_billing_curl_multi, fd,
@@ -506,7 +529,7 @@ ngx_http_billing_curl_finish(ngx_http_billing_http_t *h, CURLcode code)
     }
 
     ngx_log_debug3(NGX_LOG_DEBUG_EVENT, h->log, 0,
-                   "billing: http done: curl %d, status %l, %M ms",
+                   "billing curl: done: curl %d, status %l, %M ms",
                    (int) code, status, res.elapsed);
 
     if (h->done) {

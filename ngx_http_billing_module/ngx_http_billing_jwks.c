@@ -176,6 +176,9 @@ ngx_http_billing_jwks_key(ngx_http_billing_main_conf_t *bmcf, const char *kid,
     ngx_shmtx_unlock(&shpool->mutex);
 
     if (!found) {
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, log, 0,
+                       "billing jwks: no key \"%s\" in generation %uL",
+                       has_kid ? kid : "(none)", generation);
         ngx_http_billing_jwks_refresh(bmcf, 1, log);
         return NULL;
     }
@@ -199,6 +202,10 @@ ngx_http_billing_jwks_key(ngx_http_billing_main_conf_t *bmcf, const char *kid,
             slot = i;
         }
     }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, log, 0,
+                   "billing jwks: key \"%s\" built for generation %uL",
+                   jwk.kid, generation);
 
     if (slot == BILLING_JWKS_MAX_KEYS) {
         /* full of keys from older key sets: start over */
@@ -266,8 +273,18 @@ ngx_http_billing_jwks_refresh(ngx_http_billing_main_conf_t *bmcf,
     ngx_shmtx_unlock(&shpool->mutex);
 
     if (!go) {
+        if (force) {
+            ngx_log_debug0(NGX_LOG_DEBUG_HTTP, log, 0,
+                           "billing jwks: no forced refresh yet: cooldown, "
+                           "or another worker fetches");
+        }
+
         return;
     }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, log, 0,
+                   "billing jwks: refresh lease taken%s",
+                   force ? " for an unknown kid" : "");
 
     ngx_log_error(NGX_LOG_INFO, log, 0,
                   "billing: refreshing JWKS from \"%V\"%s",
@@ -322,6 +339,10 @@ ngx_http_billing_jwks_done(ngx_http_billing_http_result_t *res, void *data)
                         sizeof(err));
         }
     }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "billing jwks: fetch done, %uz keys%s", nkeys,
+                   res ? "" : ", never started");
 
     ngx_shmtx_lock(&shpool->mutex);
 

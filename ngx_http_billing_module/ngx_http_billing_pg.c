@@ -95,6 +95,7 @@ static void ngx_http_billing_pg_complete(ngx_http_billing_pg_conn_t *pc,
 static void ngx_http_billing_pg_release(ngx_http_billing_pg_conn_t *pc);
 static void ngx_http_billing_pg_finish_op(ngx_http_billing_pg_op_t *op,
     ngx_http_billing_pg_status_e status, PGresult *res);
+static void ngx_http_billing_pg_unqueue(ngx_http_billing_pg_op_t *op);
 static void ngx_http_billing_pg_fail_waiters(ngx_http_billing_pg_pool_t *pool);
 static void ngx_http_billing_pg_wait_timeout(ngx_event_t *ev);
 static void ngx_http_billing_pg_refill_handler(ngx_event_t *ev);
@@ -165,6 +166,10 @@ ngx_http_billing_pg_pool_create(ngx_cycle_t *cycle, ngx_str_t *url,
     pool->refill.log = cycle->log;
     pool->refill.cancelable = 1;
 
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, cycle->log, 0,
+                   "billing pg: pool of %ui to %ui connections, "
+                   "%ui waiters at most", pool->min, pool->max, queue);
+
     /* warm up in the event loop, never in init_process itself */
     ngx_add_timer(&pool->refill, 1);
 
@@ -177,6 +182,10 @@ ngx_http_billing_pg_pool_destroy(ngx_http_billing_pg_pool_t *pool)
 {
     ngx_queue_t                 *q;
     ngx_http_billing_pg_conn_t  *pc;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, pool->log, 0,
+                   "billing pg: pool destroyed, %ui connections",
+                   pool->nconns);
 
     if (pool->refill.timer_set) {
         ngx_del_timer(&pool->refill);
@@ -252,6 +261,8 @@ ngx_http_billing_pg_query(ngx_http_billing_pg_pool_t *pool,
     }
 
     if (pool->nwaiters >= pool->queue_max) {
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, op->log, 0,
+                       "billing pg: wait queue full (%ui)", pool->nwaiters);
         ngx_http_billing_metrics_inc(NGX_HTTP_BILLING_M_DB_QUEUE_FULL, 1);
         return NGX_BUSY;
     }
@@ -261,6 +272,8 @@ ngx_http_billing_pg_query(ngx_http_billing_pg_pool_t *pool,
         if (ngx_http_billing_pg_connect(pool) != NGX_OK
             && pool->nconns == 0)
         {
+            ngx_log_debug0(NGX_LOG_DEBUG_HTTP, op->log, 0,
+                           "billing pg: no connection can be made");
             return NGX_DECLINED;
         }
     }
@@ -268,6 +281,10 @@ ngx_http_billing_pg_query(ngx_http_billing_pg_pool_t *pool,
     ngx_queue_insert_tail(&pool->waiters, &op->queue);
     pool->nwaiters++;
     op->waiting = 1;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, op->log, 0,
+                   "billing pg: waiting for a connection, %ui waiters",
+                   pool->nwaiters);
 
     ngx_memzero(&op->wait, sizeof(ngx_event_t));
     op->wait.handler = ngx_http_billing_pg_wait_timeout;
@@ -294,18 +311,18 @@ void
 ngx_http_billing_pg_cancel(ngx_http_billing_pg_op_t *op)
 {
     if (op->waiting) {
-        ngx_queue_remove(&op->queue);
-        op->pool->nwaiters--;
-        op->waiting = 0;
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, op->log, 0,
+                       "billing pg: waiter cancelled");
 
-        if (op->wait.timer_set) {
-            ngx_del_timer(&op->wait);
-        }
-
+        ngx_http_billing_pg_unqueue(op);
         ngx_http_billing_pg_update_gauges(op->pool);
     }
 
     if (op->conn) {
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, op->log, 0,
+                       "billing pg: query on connection %d detached",
+                       op->conn->c ? op->conn->c->fd : -1);
+
         /* the query finishes on the server; its result is discarded */
         op->conn->op = NULL;
         op->conn = NULL;
@@ -374,6 +391,10 @@ ngx_http_billing_pg_connect(ngx_http_billing_pg_pool_t *pool)
     pool->nconns++;
     pool->nconnecting++;
 
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, pool->log, 0,
+                   "billing pg: connecting, connection %ui of %ui",
+                   pool->nconns, pool->max);
+
     if (ngx_http_billing_pg_wrap(pc) != NGX_OK) {
         ngx_http_billing_pg_close(pc);
         return NGX_ERROR;
@@ -440,6 +461,11 @@ ngx_http_billing_pg_close(ngx_http_billing_pg_conn_t *pc)
         pc->res = NULL;
     }
 
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, pool->log, 0,
+                   "billing pg: connection %d closed in state %d%s",
+                   pc->c ? pc->c->fd : -1, (int) pc->state,
+                   op ? ", its query lost" : "");
+
     /* libpq closes the socket itself when it reads the end of the stream */
     ngx_http_billing_pg_unwrap(pc, PQsocket(pc->pg) == -1);
 
@@ -479,6 +505,10 @@ ngx_http_billing_pg_close(ngx_http_billing_pg_conn_t *pc)
     {
         op->retries++;
         op->conn = NULL;
+
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, op->log, 0,
+                       "billing pg: read tried again, retry %ui",
+                       (ngx_uint_t) op->retries);
 
         if (ngx_http_billing_pg_query(pool, op) == NGX_OK) {
             return;
@@ -574,6 +604,10 @@ ngx_http_billing_pg_connect_poll(ngx_http_billing_pg_conn_t *pc)
 
     /* SSL fallback or a second address may replace the socket */
     if (pc->c == NULL || PQsocket(pc->pg) != pc->c->fd) {
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, pool->log, 0,
+                       "billing pg: connecting on a new socket %d",
+                       PQsocket(pc->pg));
+
         timer = pool->connect_timeout;
         ngx_http_billing_pg_unwrap(pc, 1);
 
@@ -590,11 +624,12 @@ ngx_http_billing_pg_connect_poll(ngx_http_billing_pg_conn_t *pc)
     switch (rc) {
 
     case PGRES_POLLING_WRITING:
-        ngx_http_billing_pg_want_write(pc, 1);
-        return;
-
     case PGRES_POLLING_READING:
-        ngx_http_billing_pg_want_write(pc, 0);
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, pool->log, 0,
+                       "billing pg: connection %d: connecting, %s",
+                       pc->c->fd, rc == PGRES_POLLING_WRITING
+                                  ? "writing" : "reading");
+        ngx_http_billing_pg_want_write(pc, rc == PGRES_POLLING_WRITING);
         return;
 
     case PGRES_POLLING_OK:
@@ -609,7 +644,7 @@ ngx_http_billing_pg_connect_poll(ngx_http_billing_pg_conn_t *pc)
     }
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, pool->log, 0,
-                   "billing: database connection %d ready", pc->c->fd);
+                   "billing pg: connection %d ready", pc->c->fd);
 
     if (pc->c->read->timer_set) {
         ngx_del_timer(pc->c->read);
@@ -639,7 +674,7 @@ ngx_http_billing_pg_send(ngx_http_billing_pg_conn_t *pc,
     pc->state = NGX_HTTP_BILLING_PG_SENDING;
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, op->log, 0,
-                   "billing: query on connection %d: \"%s\"", pc->c->fd,
+                   "billing pg: query on connection %d: \"%s\"", pc->c->fd,
                    op->sql);
 
     /* text parameters, text results, unnamed statement: one round trip */
@@ -664,9 +699,14 @@ ngx_http_billing_pg_send(ngx_http_billing_pg_conn_t *pc,
     ngx_add_timer(pc->c->read, pc->pool->query_timeout);
 
     if (rc == 1) {
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, op->log, 0,
+                       "billing pg: connection %d: sending", pc->c->fd);
         ngx_http_billing_pg_want_write(pc, 1);
         return NGX_OK;
     }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, op->log, 0,
+                   "billing pg: connection %d: sent, reading", pc->c->fd);
 
     pc->state = NGX_HTTP_BILLING_PG_READING;
 
@@ -680,6 +720,8 @@ ngx_http_billing_pg_flush(ngx_http_billing_pg_conn_t *pc)
     switch (PQflush(pc->pg)) {
 
     case 0:
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, pc->pool->log, 0,
+                       "billing pg: connection %d: sent, reading", pc->c->fd);
         ngx_http_billing_pg_want_write(pc, 0);
         pc->state = NGX_HTTP_BILLING_PG_READING;
         return;
@@ -832,6 +874,10 @@ ngx_http_billing_pg_complete(ngx_http_billing_pg_conn_t *pc,
     op = pc->op;
     pc->op = NULL;
 
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, pc->pool->log, 0,
+                   "billing pg: connection %d: query done, status %d%s",
+                   pc->c->fd, (int) status, op ? "" : ", nobody waits");
+
     /* hand the connection back first: the handler may start a new query */
     ngx_http_billing_pg_release(pc);
 
@@ -858,6 +904,9 @@ ngx_http_billing_pg_release(ngx_http_billing_pg_conn_t *pc)
     if (PQstatus(pc->pg) != CONNECTION_OK
         || PQtransactionStatus(pc->pg) != PQTRANS_IDLE)
     {
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, pool->log, 0,
+                       "billing pg: connection %d cannot be reused",
+                       pc->c->fd);
         ngx_http_billing_pg_close(pc);
         return;
     }
@@ -866,19 +915,16 @@ ngx_http_billing_pg_release(ngx_http_billing_pg_conn_t *pc)
         q = ngx_queue_head(&pool->waiters);
         op = ngx_queue_data(q, ngx_http_billing_pg_op_t, queue);
 
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, pool->log, 0,
+                       "billing pg: connection %d to the first of %ui "
+                       "waiters", pc->c->fd, pool->nwaiters);
+
         /* a dead connection is closed; the waiter keeps its place */
         if (ngx_http_billing_pg_send(pc, op) != NGX_OK) {
             return;
         }
 
-        ngx_queue_remove(q);
-        pool->nwaiters--;
-        op->waiting = 0;
-
-        if (op->wait.timer_set) {
-            ngx_del_timer(&op->wait);
-        }
-
+        ngx_http_billing_pg_unqueue(op);
         ngx_http_billing_pg_update_gauges(pool);
         return;
     }
@@ -892,6 +938,10 @@ ngx_http_billing_pg_release(ngx_http_billing_pg_conn_t *pc)
     ngx_queue_remove(&pc->queue);
     ngx_queue_insert_head(&pool->idle, &pc->queue);
     pool->nidle++;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, pool->log, 0,
+                   "billing pg: connection %d idle, %ui idle", pc->c->fd,
+                   pool->nidle);
 
     ngx_http_billing_pg_update_gauges(pool);
 }
@@ -909,6 +959,10 @@ ngx_http_billing_pg_finish_op(ngx_http_billing_pg_op_t *op,
 
     handler = op->handler;
     op->handler = NULL;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, op->log, 0,
+                   "billing pg: query finished, status %d%s", (int) status,
+                   handler ? "" : ", nobody waits");
 
     /* the handler may free the op with its request: do not touch it after */
     if (handler) {
@@ -928,23 +982,35 @@ ngx_http_billing_pg_fail_waiters(ngx_http_billing_pg_pool_t *pool)
         return;     /* live connections will serve them */
     }
 
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, pool->log, 0,
+                   "billing pg: database unreachable, failing %ui of %ui "
+                   "waiters", pool->nwaiters - pool->nconnecting,
+                   pool->nwaiters);
+
     while (pool->nwaiters > pool->nconnecting) {
         q = ngx_queue_head(&pool->waiters);
-        ngx_queue_remove(q);
-        pool->nwaiters--;
-
         op = ngx_queue_data(q, ngx_http_billing_pg_op_t, queue);
-        op->waiting = 0;
 
-        if (op->wait.timer_set) {
-            ngx_del_timer(&op->wait);
-        }
-
+        ngx_http_billing_pg_unqueue(op);
         ngx_http_billing_pg_finish_op(op, NGX_HTTP_BILLING_PG_UNAVAILABLE,
                                       NULL);
     }
 
     ngx_http_billing_pg_update_gauges(pool);
+}
+
+
+/* takes an op off the wait queue, where it waited for a connection */
+static void
+ngx_http_billing_pg_unqueue(ngx_http_billing_pg_op_t *op)
+{
+    ngx_queue_remove(&op->queue);
+    op->pool->nwaiters--;
+    op->waiting = 0;
+
+    if (op->wait.timer_set) {
+        ngx_del_timer(&op->wait);
+    }
 }
 
 
@@ -955,9 +1021,10 @@ ngx_http_billing_pg_wait_timeout(ngx_event_t *ev)
 
     op = ev->data;
 
-    ngx_queue_remove(&op->queue);
-    op->pool->nwaiters--;
-    op->waiting = 0;
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, op->log, 0,
+                   "billing pg: no connection became free in time");
+
+    ngx_http_billing_pg_unqueue(op);
 
     ngx_http_billing_metrics_inc(NGX_HTTP_BILLING_M_DB_TIMEOUT, 1);
     ngx_http_billing_pg_update_gauges(op->pool);
@@ -972,6 +1039,9 @@ ngx_http_billing_pg_schedule_refill(ngx_http_billing_pg_pool_t *pool)
     if (pool->refill.timer_set || ngx_exiting || ngx_terminate) {
         return;
     }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, pool->log, 0,
+                   "billing pg: refill in %M ms", pool->backoff);
 
     ngx_add_timer(&pool->refill, pool->backoff);
     pool->backoff = ngx_min(pool->backoff * 2, NGX_HTTP_BILLING_PG_BACKOFF_MAX);
@@ -991,6 +1061,10 @@ ngx_http_billing_pg_refill_handler(ngx_event_t *ev)
     }
 
     want = ngx_max(pool->min, ngx_min(pool->nwaiters, pool->max));
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, pool->log, 0,
+                   "billing pg: refill from %ui to %ui connections",
+                   pool->nconns, want);
 
     while (pool->nconns < want) {
         if (ngx_http_billing_pg_connect(pool) != NGX_OK) {
