@@ -3,8 +3,8 @@
  * ScholarLink Billing: the ledger API.
  *
  * Each endpoint validates its input in the pure core, then makes exactly
- * one call of one stored function (sql/003_api.sql), which enforces the
- * ledger rules in the database and answers (status, code, body, meta).
+ * one call of one stored function of schema billing (sql/), which enforces
+ * the ledger rules in the database and answers (status, code, body, meta).
  */
 
 
@@ -14,7 +14,6 @@
 
 #include "ngx_http_billing.h"
 #include "ngx_http_billing_api.h"
-#include "ngx_http_billing_auth.h"
 #include "ngx_http_billing_db.h"
 #include "ngx_http_billing_metrics.h"
 #include "ngx_http_billing_request.h"

@@ -130,10 +130,10 @@ ngx_http_billing_authenticate(ngx_http_request_t *r)
     time_t                         now;
     EVP_PKEY                      *key;
     ngx_str_t                      token;
-    ngx_http_billing_token_t      *cached;
     billing_jwt_t                  jwt;
     billing_jwt_claims_t           claims;
     ngx_http_billing_ctx_t        *ctx;
+    ngx_http_billing_token_t      *cached;
     ngx_http_billing_main_conf_t  *bmcf;
 
     ctx = ngx_http_billing_get_ctx(r);

@@ -467,8 +467,8 @@ ngx_http_billing_curl_check(void)
 {
     int                       left;
     CURL                     *easy;
-    CURLMsg                  *msg;
     void                     *priv;
+    CURLMsg                  *msg;
     CURLcode                  code;
     ngx_http_billing_http_t  *h;
 

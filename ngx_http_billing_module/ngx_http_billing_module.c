@@ -717,8 +717,8 @@ ngx_http_billing_handler(ngx_http_request_t *r)
 static ngx_int_t
 ngx_http_billing_log_handler(ngx_http_request_t *r)
 {
-    ngx_msec_int_t                ms;
     ngx_time_t                   *tp;
+    ngx_msec_int_t                ms;
     ngx_http_billing_loc_conf_t  *blcf;
 
     blcf = ngx_http_get_module_loc_conf(r, ngx_http_billing_module);

@@ -1094,8 +1094,8 @@ ngx_http_billing_pg_update_gauges(ngx_http_billing_pg_pool_t *pool)
 static void
 ngx_http_billing_pg_log_error(ngx_http_billing_pg_conn_t *pc, const char *what)
 {
-    size_t   len;
     char    *msg;
+    size_t   len;
 
     /* libpq's messages name host and user, never the password */
     msg = PQerrorMessage(pc->pg);
