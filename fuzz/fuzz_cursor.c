@@ -46,7 +46,6 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         __builtin_trap();
     }
 
-    (void) billing_prom_escape(esc, sizeof(esc), (const char *) data, size);
     (void) billing_json_prescan((const char *) data, size);
 
     billing_form_init(&f, form, sizeof(form));

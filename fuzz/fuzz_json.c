@@ -1,5 +1,6 @@
 /*
- * libFuzzer: request body parsers.  The first byte selects how the
+ * libFuzzer: request body parsers (and the reader of integers in the
+ * database's answers).  The first byte selects how the
  * Idempotency-Key header is supplied; the rest is the body.
  */
 
@@ -34,6 +35,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char                     detail[256];
     const char              *body, *hdr;
     size_t                   len, hlen;
+    int64_t                  v;
 
     if (size == 0) {
         return 0;
@@ -73,7 +75,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             || r.output_tokens < 0 || r.output_tokens > BILLING_TOKENS_MAX
             || !billing_idempotency_key_valid(r.idempotency_key,
                                               strlen(r.idempotency_key))
-            || (r.has_hold && !billing_uuid_valid(r.hold_id, 36)))
+            || (r.has_hold && !billing_uuid_valid(r.hold_id,
+                                                  BILLING_UUID_LEN)))
         {
             __builtin_trap();
         }
@@ -101,6 +104,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     (void) billing_uuid_valid(body, len);
     (void) billing_utf8_valid((const unsigned char *) body, len);
+
+    if (billing_json_uint_member(body, len, "chargedMicros", &v) == 0
+        && (v < 0 || v > 9007199254740992LL))
+    {
+        __builtin_trap();
+    }
 
     return 0;
 }

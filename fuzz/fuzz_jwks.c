@@ -4,7 +4,7 @@
 
 #include <stdint.h>
 
-#include "billing_jwt.h"
+#include "billing_jwk.h"
 
 
 int

@@ -67,7 +67,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (c.sub[0] == '\0') {
             __builtin_trap();
         }
-        (void) billing_jwt_has_scope(&c, "billing:usage");
+        (void) billing_jwt_has_scope(c.scope, strlen(c.scope),
+                                     "billing:usage");
     }
 
     /* and once more without issuer/audience, with extreme clocks */

@@ -2,8 +2,6 @@
  * ScholarLink Billing: request body validation.
  */
 
-#include <stdarg.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,19 +15,9 @@
 #define BILLING_JSON_BODY_MAX  (1024 * 1024)
 
 
-static int
-fail(char *detail, size_t detail_len, const char *fmt, ...)
-{
-    va_list  ap;
-
-    if (detail && detail_len) {
-        va_start(ap, fmt);
-        vsnprintf(detail, detail_len, fmt, ap);
-        va_end(ap);
-    }
-
-    return BILLING_JSON_INVALID;
-}
+/* a 400 invalid_request with its detail */
+#define fail(detail, detail_len, ...)                                         \
+    billing_fail(BILLING_JSON_INVALID, detail, detail_len, __VA_ARGS__)
 
 
 int
@@ -120,12 +108,8 @@ billing_json_parse_object(const char *p, size_t len, cJSON **root)
 }
 
 
-/*
- * The member called name, or NULL; -1 when it appears more than once
- * (cJSON would silently use the first one, PostgreSQL's jsonb the last).
- */
-static int
-get_member(const cJSON *obj, const char *name, const cJSON **item)
+int
+billing_json_member(const cJSON *obj, const char *name, const cJSON **item)
 {
     const cJSON  *c;
 
@@ -144,10 +128,65 @@ get_member(const cJSON *obj, const char *name, const cJSON **item)
 }
 
 
+int
+billing_json_uint_member(const char *body, size_t len, const char *name,
+    int64_t *value)
+{
+    cJSON        *root;
+    double        d;
+    const cJSON  *it;
+    int           rc;
+
+    if (billing_json_parse_object(body, len, &root) != BILLING_JSON_OK) {
+        return -1;
+    }
+
+    rc = -1;
+
+    if (billing_json_member(root, name, &it) == 0 && cJSON_IsNumber(it)) {
+        d = it->valuedouble;
+
+        /* the range check first keeps the conversion defined */
+        if (d >= 0 && d <= 9007199254740992.0 && (double) (int64_t) d == d) {
+            *value = (int64_t) d;
+            rc = 0;
+        }
+    }
+
+    cJSON_Delete(root);
+
+    return rc;
+}
+
+
 typedef enum {
     FIELD_REQUIRED = 0,
     FIELD_OPTIONAL
 } field_need_t;
+
+
+/*
+ * Fetch a member given at most once.  Returns 1 when present (*it set), 0
+ * when absent (or null) and optional, or -BILLING_JSON_INVALID with detail
+ * set.
+ */
+static int
+get_field(const cJSON *obj, const char *name, field_need_t need,
+    const cJSON **it, char *detail, size_t dlen)
+{
+    if (billing_json_member(obj, name, it) != 0) {
+        return -fail(detail, dlen, "%s: field is given more than once", name);
+    }
+
+    if (*it == NULL || (need == FIELD_OPTIONAL && cJSON_IsNull(*it))) {
+        if (need == FIELD_REQUIRED) {
+            return -fail(detail, dlen, "%s: field is required", name);
+        }
+        return 0;
+    }
+
+    return 1;
+}
 
 
 /*
@@ -159,16 +198,11 @@ get_string(const cJSON *obj, const char *name, field_need_t need,
     const char **s, size_t *slen, char *detail, size_t dlen)
 {
     const cJSON  *it;
+    int           rc;
 
-    if (get_member(obj, name, &it) != 0) {
-        return -fail(detail, dlen, "%s: field is given more than once", name);
-    }
-
-    if (it == NULL || (need == FIELD_OPTIONAL && cJSON_IsNull(it))) {
-        if (need == FIELD_REQUIRED) {
-            return -fail(detail, dlen, "%s: field is required", name);
-        }
-        return 0;
+    rc = get_field(obj, name, need, &it, detail, dlen);
+    if (rc != 1) {
+        return rc;
     }
 
     if (!cJSON_IsString(it) || it->valuestring == NULL) {
@@ -183,8 +217,8 @@ get_string(const cJSON *obj, const char *name, field_need_t need,
 
 
 /*
- * Fetch an integer member in [min, max] (the database's _check_int, with
- * its words).  Same return convention as get_string().
+ * Fetch an integer member in [min, max].  Same return convention as
+ * get_string().
  */
 static int
 get_int(const cJSON *obj, const char *name, field_need_t need,
@@ -192,16 +226,11 @@ get_int(const cJSON *obj, const char *name, field_need_t need,
 {
     const cJSON  *it;
     double        d;
+    int           rc;
 
-    if (get_member(obj, name, &it) != 0) {
-        return -fail(detail, dlen, "%s: field is given more than once", name);
-    }
-
-    if (it == NULL || (need == FIELD_OPTIONAL && cJSON_IsNull(it))) {
-        if (need == FIELD_REQUIRED) {
-            return -fail(detail, dlen, "%s: field is required", name);
-        }
-        return 0;
+    rc = get_field(obj, name, need, &it, detail, dlen);
+    if (rc != 1) {
+        return rc;
     }
 
     if (!cJSON_IsNumber(it)) {
@@ -230,12 +259,6 @@ get_int(const cJSON *obj, const char *name, field_need_t need,
 }
 
 
-/*
- * The field rules, one function each, as sql/functions/_rules.sql states
- * them; a change there is a change here (docs/api.md "Validation rules").
- */
-
-/* _check_user_id: 1..255 bytes, no control characters (C0, DEL, C1) */
 static int
 user_id_valid(const char *s, size_t len)
 {
@@ -270,47 +293,20 @@ model_valid(const char *s, size_t len)
 }
 
 
-/* _check_package_code: 1..64 of a-z 0-9 _ - */
+/* s is NUL-terminated: take_string() passes cJSON's strings */
 static int
 package_code_valid(const char *s, size_t len)
 {
-    size_t  i;
-
-    if (len < 1 || len > BILLING_PACKAGE_CODE_MAX) {
-        return 0;
-    }
-
-    for (i = 0; i < len; i++) {
-        unsigned char c = (unsigned char) s[i];
-
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')
-              || c == '_' || c == '-'))
-        {
-            return 0;
-        }
-    }
-
-    return 1;
+    return len >= 1 && len <= BILLING_PACKAGE_CODE_MAX
+           && strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789_-") == len;
 }
 
 
-/* _check_idempotency_key: 1..255 of 0x21..0x7E */
 int
 billing_idempotency_key_valid(const char *p, size_t len)
 {
-    size_t  i;
-
-    if (p == NULL || len < 1 || len > BILLING_KEY_MAX) {
-        return 0;
-    }
-
-    for (i = 0; i < len; i++) {
-        if ((unsigned char) p[i] < 0x21 || (unsigned char) p[i] > 0x7e) {
-            return 0;
-        }
-    }
-
-    return 1;
+    return p != NULL && len >= 1 && len <= BILLING_KEY_MAX
+           && billing_bytes_in(p, len, 0x21, 0x7e);
 }
 
 
@@ -319,11 +315,11 @@ billing_uuid_valid(const char *p, size_t len)
 {
     size_t  i;
 
-    if (p == NULL || len != 36) {
+    if (p == NULL || len != BILLING_UUID_LEN) {
         return 0;
     }
 
-    for (i = 0; i < 36; i++) {
+    for (i = 0; i < BILLING_UUID_LEN; i++) {
         unsigned char c = (unsigned char) p[i];
 
         if (i == 8 || i == 13 || i == 18 || i == 23) {
@@ -345,7 +341,8 @@ billing_uuid_valid(const char *p, size_t len)
 
 
 int
-billing_uuid_normalize(const char *p, size_t len, char out[37])
+billing_uuid_normalize(const char *p, size_t len,
+    char out[BILLING_UUID_LEN + 1])
 {
     size_t  i;
 
@@ -353,12 +350,12 @@ billing_uuid_normalize(const char *p, size_t len, char out[37])
         return -1;
     }
 
-    for (i = 0; i < 36; i++) {
+    for (i = 0; i < BILLING_UUID_LEN; i++) {
         char c = p[i];
         out[i] = (c >= 'A' && c <= 'F') ? (char) (c - 'A' + 'a') : c;
     }
 
-    out[36] = '\0';
+    out[BILLING_UUID_LEN] = '\0';
 
     return 0;
 }
@@ -415,21 +412,25 @@ take_idempotency_key(const cJSON *root, const char *header_key,
 }
 
 
+/*
+ * A required string member that satisfies valid() (which gets the string
+ * NUL-terminated), copied into out.
+ */
 static int
-take_user_id(const cJSON *root, char out[256], char *detail, size_t dlen)
+take_string(const cJSON *root, const char *name,
+    int (*valid)(const char *s, size_t len), const char *rule, char *out,
+    char *detail, size_t dlen)
 {
     const char  *s;
     size_t       slen;
 
-    if (get_string(root, "userId", FIELD_REQUIRED, &s, &slen, detail, dlen)
-        < 0)
+    if (get_string(root, name, FIELD_REQUIRED, &s, &slen, detail, dlen) < 0)
     {
         return BILLING_JSON_INVALID;
     }
 
-    if (!user_id_valid(s, slen)) {
-        return fail(detail, dlen, "userId: must be 1 to 255 bytes without "
-                    "control characters");
+    if (!valid(s, slen)) {
+        return fail(detail, dlen, "%s: %s", name, rule);
     }
 
     memcpy(out, s, slen);
@@ -465,90 +466,143 @@ start(const char *body, size_t len, cJSON **root, char *detail, size_t dlen)
 }
 
 
-int
-billing_parse_reconcile(const char *body, size_t len,
-    const char *header_key, size_t header_key_len,
-    billing_reconcile_req_t *req, char *detail, size_t detail_len)
-{
-    cJSON       *root;
-    const char  *s;
-    size_t       slen;
-    int          rc;
+/* takes the fields of one kind of request: BILLING_JSON_OK or _INVALID */
+typedef int (*fields_pt)(const cJSON *root, const char *header_key,
+    size_t header_key_len, void *req, char *detail, size_t detail_len);
 
-    memset(req, 0, sizeof(*req));
+
+/*
+ * The frame of every parser: *req is zeroed, the body parsed as one JSON
+ * object and the fields taken from it; *req is zeroed again on failure.
+ */
+static int
+parse(const char *body, size_t len, const char *header_key,
+    size_t header_key_len, fields_pt fields, void *req, size_t size,
+    char *detail, size_t detail_len)
+{
+    cJSON  *root;
+    int     rc;
+
+    memset(req, 0, size);
 
     rc = start(body, len, &root, detail, detail_len);
     if (rc != BILLING_JSON_OK) {
         return rc;
     }
 
-    rc = BILLING_JSON_INVALID;
+    rc = fields(root, header_key, header_key_len, req, detail, detail_len);
 
-    if (take_user_id(root, req->user_id, detail, detail_len)
-        != BILLING_JSON_OK)
-    {
-        goto done;
+    cJSON_Delete(root);
+
+    if (rc != BILLING_JSON_OK) {
+        memset(req, 0, size);
     }
 
-    if (get_string(root, "model", FIELD_REQUIRED, &s, &slen, detail,
-                   detail_len) < 0)
-    {
-        goto done;
-    }
+    return rc;
+}
 
-    if (!model_valid(s, slen)) {
-        fail(detail, detail_len, "model: must be 1 to 128 characters");
-        goto done;
-    }
 
-    memcpy(req->model, s, slen);
-    req->model[slen] = '\0';
+#define USER_ID_RULE  "must be 1 to 255 bytes without control characters"
 
-    if (get_int(root, "inputTokens", FIELD_REQUIRED, 0, BILLING_TOKENS_MAX,
-                &req->input_tokens, detail, detail_len) < 0
+
+static int
+reconcile_fields(const cJSON *root, const char *header_key,
+    size_t header_key_len, void *data, char *detail, size_t detail_len)
+{
+    billing_reconcile_req_t  *req = data;
+
+    const char               *s;
+    size_t                    slen;
+
+    if (take_string(root, "userId", user_id_valid, USER_ID_RULE,
+                    req->user_id, detail, detail_len) != BILLING_JSON_OK
+        || take_string(root, "model", model_valid,
+                       "must be 1 to 128 characters",
+                       req->model, detail, detail_len) != BILLING_JSON_OK
+        || get_int(root, "inputTokens", FIELD_REQUIRED, 0,
+                   BILLING_TOKENS_MAX, &req->input_tokens, detail,
+                   detail_len) < 0
         || get_int(root, "outputTokens", FIELD_REQUIRED, 0,
                    BILLING_TOKENS_MAX, &req->output_tokens, detail,
-                   detail_len) < 0)
+                   detail_len) < 0
+        || take_idempotency_key(root, header_key, header_key_len,
+                                req->idempotency_key, detail, detail_len)
+           != BILLING_JSON_OK)
     {
-        goto done;
-    }
-
-    if (take_idempotency_key(root, header_key, header_key_len,
-                             req->idempotency_key, detail, detail_len)
-        != BILLING_JSON_OK)
-    {
-        goto done;
+        return BILLING_JSON_INVALID;
     }
 
     switch (get_string(root, "holdId", FIELD_OPTIONAL, &s, &slen, detail,
                        detail_len))
     {
     case 0:
-        break;
+        return BILLING_JSON_OK;
 
     case 1:
         if (billing_uuid_normalize(s, slen, req->hold_id) != 0) {
-            fail(detail, detail_len, "holdId: must be a UUID");
-            goto done;
+            return fail(detail, detail_len, "holdId: must be a UUID");
         }
+
         req->has_hold = 1;
-        break;
+        return BILLING_JSON_OK;
 
     default:
-        goto done;
+        return BILLING_JSON_INVALID;
+    }
+}
+
+
+static int
+hold_fields(const cJSON *root, const char *header_key,
+    size_t header_key_len, void *data, char *detail, size_t detail_len)
+{
+    billing_hold_req_t  *req = data;
+
+    /* an absent ttlSeconds leaves the default */
+    req->ttl_seconds = BILLING_HOLD_TTL_DEFAULT;
+
+    if (take_string(root, "userId", user_id_valid, USER_ID_RULE,
+                    req->user_id, detail, detail_len) != BILLING_JSON_OK
+        || get_int(root, "amountMicros", FIELD_REQUIRED, 1,
+                   BILLING_HOLD_AMOUNT_MAX, &req->amount_micros, detail,
+                   detail_len) < 0
+        || take_idempotency_key(root, header_key, header_key_len,
+                                req->idempotency_key, detail, detail_len)
+           != BILLING_JSON_OK
+        || get_int(root, "ttlSeconds", FIELD_OPTIONAL, BILLING_HOLD_TTL_MIN,
+                   BILLING_HOLD_TTL_MAX, &req->ttl_seconds, detail,
+                   detail_len) < 0)
+    {
+        return BILLING_JSON_INVALID;
     }
 
-    rc = BILLING_JSON_OK;
+    return BILLING_JSON_OK;
+}
 
-done:
 
-    cJSON_Delete(root);
+static int
+purchase_fields(const cJSON *root, const char *header_key,
+    size_t header_key_len, void *data, char *detail, size_t detail_len)
+{
+    billing_purchase_req_t  *req = data;
 
-    if (rc != BILLING_JSON_OK) {
-        memset(req, 0, sizeof(*req));
-    }
+    /* a purchase carries no idempotency key */
+    (void) header_key;
+    (void) header_key_len;
 
-    return rc;
+    return take_string(root, "packageCode", package_code_valid,
+                       "must be 1 to 64 characters of a-z 0-9 _ -",
+                       req->package_code, detail, detail_len);
+}
+
+
+int
+billing_parse_reconcile(const char *body, size_t len,
+    const char *header_key, size_t header_key_len,
+    billing_reconcile_req_t *req, char *detail, size_t detail_len)
+{
+    return parse(body, len, header_key, header_key_len, reconcile_fields,
+                 req, sizeof(*req), detail, detail_len);
 }
 
 
@@ -557,58 +611,8 @@ billing_parse_hold(const char *body, size_t len,
     const char *header_key, size_t header_key_len,
     billing_hold_req_t *req, char *detail, size_t detail_len)
 {
-    cJSON  *root;
-    int     rc;
-
-    memset(req, 0, sizeof(*req));
-
-    rc = start(body, len, &root, detail, detail_len);
-    if (rc != BILLING_JSON_OK) {
-        return rc;
-    }
-
-    rc = BILLING_JSON_INVALID;
-
-    if (take_user_id(root, req->user_id, detail, detail_len)
-        != BILLING_JSON_OK)
-    {
-        goto done;
-    }
-
-    if (get_int(root, "amountMicros", FIELD_REQUIRED, 1,
-                BILLING_HOLD_AMOUNT_MAX, &req->amount_micros, detail,
-                detail_len) < 0)
-    {
-        goto done;
-    }
-
-    if (take_idempotency_key(root, header_key, header_key_len,
-                             req->idempotency_key, detail, detail_len)
-        != BILLING_JSON_OK)
-    {
-        goto done;
-    }
-
-    req->ttl_seconds = BILLING_HOLD_TTL_DEFAULT;
-
-    if (get_int(root, "ttlSeconds", FIELD_OPTIONAL, BILLING_HOLD_TTL_MIN,
-                BILLING_HOLD_TTL_MAX, &req->ttl_seconds, detail, detail_len)
-        < 0)
-    {
-        goto done;
-    }
-
-    rc = BILLING_JSON_OK;
-
-done:
-
-    cJSON_Delete(root);
-
-    if (rc != BILLING_JSON_OK) {
-        memset(req, 0, sizeof(*req));
-    }
-
-    return rc;
+    return parse(body, len, header_key, header_key_len, hold_fields, req,
+                 sizeof(*req), detail, detail_len);
 }
 
 
@@ -616,40 +620,6 @@ int
 billing_parse_purchase(const char *body, size_t len,
     billing_purchase_req_t *req, char *detail, size_t detail_len)
 {
-    cJSON       *root;
-    const char  *s;
-    size_t       slen;
-    int          rc;
-
-    memset(req, 0, sizeof(*req));
-
-    rc = start(body, len, &root, detail, detail_len);
-    if (rc != BILLING_JSON_OK) {
-        return rc;
-    }
-
-    rc = BILLING_JSON_INVALID;
-
-    if (get_string(root, "packageCode", FIELD_REQUIRED, &s, &slen, detail,
-                   detail_len) < 0)
-    {
-        goto done;
-    }
-
-    if (!package_code_valid(s, slen)) {
-        fail(detail, detail_len, "packageCode: must be 1 to 64 characters "
-             "of a-z 0-9 _ -");
-        goto done;
-    }
-
-    memcpy(req->package_code, s, slen);
-    req->package_code[slen] = '\0';
-
-    rc = BILLING_JSON_OK;
-
-done:
-
-    cJSON_Delete(root);
-
-    return rc;
+    return parse(body, len, NULL, 0, purchase_fields, req, sizeof(*req),
+                 detail, detail_len);
 }

@@ -30,6 +30,8 @@ enum {
 #define BILLING_HOLD_TTL_MAX       3600
 #define BILLING_HOLD_TTL_DEFAULT   600
 #define BILLING_PACKAGE_CODE_MAX   64          /* a-z 0-9 _ - */
+/* 8-4-4-4-12 hex digits and dashes; buffers add one byte for the NUL */
+#define BILLING_UUID_LEN           36
 
 /* a UTF-8 character is at most 4 bytes */
 #define BILLING_MODEL_BYTES_MAX    (BILLING_MODEL_MAX * 4)
@@ -40,7 +42,7 @@ typedef struct {
     int64_t  input_tokens;                       /* 0..1e9 */
     int64_t  output_tokens;                      /* 0..1e9 */
     char     idempotency_key[BILLING_KEY_MAX + 1];
-    char     hold_id[37];                        /* lower-case UUID */
+    char     hold_id[BILLING_UUID_LEN + 1];      /* canonical lower case */
     int      has_hold;
 } billing_reconcile_req_t;
 
@@ -95,7 +97,8 @@ int billing_parse_purchase(const char *body, size_t len,
 int billing_uuid_valid(const char *p, size_t len);
 
 /* Lower-case canonical copy of a valid UUID: returns 0, or -1 if invalid. */
-int billing_uuid_normalize(const char *p, size_t len, char out[37]);
+int billing_uuid_normalize(const char *p, size_t len,
+    char out[BILLING_UUID_LEN + 1]);
 
 /*
  * Shared by the JWT code: checks UTF-8, pre-scans, parses exactly one JSON
@@ -104,6 +107,23 @@ int billing_uuid_normalize(const char *p, size_t len, char out[37]);
  */
 struct cJSON;
 int billing_json_parse_object(const char *p, size_t len, struct cJSON **root);
+
+/*
+ * The member called name of obj in *item (NULL when absent).  Returns 0,
+ * or -1 when the name appears more than once (cJSON would silently use the
+ * first one, PostgreSQL's jsonb the last).
+ */
+int billing_json_member(const struct cJSON *obj, const char *name,
+    const struct cJSON **item);
+
+/*
+ * A member of a JSON object that holds an integer from 0 to 2^53, such as
+ * the counts in the bodies the database answers with.  Returns 0 with
+ * *value set, or -1 when body is not one JSON object or the member is
+ * absent, given twice, or not such an integer.
+ */
+int billing_json_uint_member(const char *body, size_t len, const char *name,
+    int64_t *value);
 
 /* 1 if p is a valid idempotency key (1..255 of 0x21..0x7E), else 0. */
 int billing_idempotency_key_valid(const char *p, size_t len);

@@ -1,5 +1,6 @@
 /*
  * ScholarLink Billing: RS256 JWT verification (pure core, OpenSSL 3 EVP).
+ * The keys come from billing_jwk.h.
  */
 
 #ifndef BILLING_JWT_H
@@ -9,6 +10,8 @@
 #include <stdint.h>
 
 #include <openssl/evp.h>
+
+#include "billing_jwk.h"
 
 enum {
     BILLING_JWT_OK = 0,
@@ -23,14 +26,6 @@ enum {
 };
 
 #define BILLING_JWT_MAX_LEN        8192
-#define BILLING_JWT_KID_MAX        128
-#define BILLING_RSA_MIN_BITS       2048
-#define BILLING_RSA_MAX_BITS       8192
-/* base64url of an 8192-bit modulus is 1366 characters */
-#define BILLING_JWK_N_MAX          1366
-#define BILLING_JWK_E_MAX          11          /* 8 bytes */
-#define BILLING_JWKS_MAX_KEYS      64
-#define BILLING_JWKS_MAX_LEN       (256 * 1024)
 
 struct cJSON;
 
@@ -50,13 +45,6 @@ typedef struct {
     char             scope[1024];        /* "" when absent */
     int64_t          exp;                /* seconds, truncated */
 } billing_jwt_claims_t;
-
-typedef struct {
-    char             kid[BILLING_JWT_KID_MAX + 1];   /* "" when absent */
-    int              has_kid;
-    char             n[BILLING_JWK_N_MAX + 1];       /* base64url, NUL-term */
-    char             e[BILLING_JWK_E_MAX + 1];
-} billing_jwk_t;
 
 const char *billing_jwt_strerror(int rc);
 
@@ -99,33 +87,10 @@ int billing_jwt_check_claims(const billing_jwt_t *jwt, const char *issuer,
     const char *audience, int64_t now, int64_t leeway,
     billing_jwt_claims_t *out, char *err, size_t errlen);
 
-/* 1 if scope is one of the space-separated tokens of c->scope. */
-int billing_jwt_has_scope(const billing_jwt_claims_t *c, const char *scope);
-
 /*
- * Public key from PEM: "PUBLIC KEY" (SPKI) or "RSA PUBLIC KEY" (PKCS#1).
- * Rejects private keys, non-RSA keys, moduli outside 2048..8192 bits and
- * exponents that are even or < 3.  Returns a key (EVP_PKEY_free()) or NULL
- * with err set.
+ * 1 if scope is one of the space-separated tokens of the len bytes at
+ * scopes (a "scope" claim, RFC 8693 4.2), else 0; "" never matches.
  */
-EVP_PKEY *billing_pem_public_key(const char *pem, size_t len, char *err,
-    size_t errlen);
-
-/*
- * Parse a JWK Set ({"keys":[...]}).  Keeps keys with kty "RSA", "use"
- * absent or "sig", "alg" absent or "RS256", a kid (if any) of 1..128
- * printable ASCII, and n/e that decode strictly with a 2048..8192-bit
- * modulus and an odd exponent >= 3; other keys are skipped.  At most 64
- * keys are kept.  On success *keys is a malloc'd array (free with
- * billing_jwks_free()) of *nkeys >= 1 entries.  A document that is not a
- * JWK Set, or holds no usable key, is an error.  Returns 0 or -1.
- */
-int billing_jwks_parse(const char *json, size_t len, billing_jwk_t **keys,
-    size_t *nkeys, char *err, size_t errlen);
-
-void billing_jwks_free(billing_jwk_t *keys);
-
-/* Build the RSA public key of a JWK (EVP_PKEY_fromdata); NULL on error. */
-EVP_PKEY *billing_jwk_to_pkey(const billing_jwk_t *k);
+int billing_jwt_has_scope(const char *scopes, size_t len, const char *scope);
 
 #endif /* BILLING_JWT_H */

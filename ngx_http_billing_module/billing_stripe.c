@@ -26,11 +26,11 @@ billing_stripe_strerror(int rc)
     case BILLING_STRIPE_OK:
         return "ok";
     case BILLING_STRIPE_MALFORMED:
-        return "malformed signature header";
+        return "the Stripe-Signature header is malformed";
     case BILLING_STRIPE_TIMESTAMP:
-        return "timestamp outside the tolerance";
+        return "the signature timestamp is outside the tolerance";
     case BILLING_STRIPE_NO_MATCH:
-        return "no matching signature";
+        return "no signature matches a configured webhook secret";
     default:
         return "internal error";
     }

@@ -33,6 +33,7 @@ int billing_stripe_verify(const char *header, size_t hlen, const char *body,
     size_t blen, const char *const *secrets, const size_t *secret_lens,
     size_t nsecrets, int64_t now, int64_t tolerance);
 
+/* What a BILLING_STRIPE_* code means, as a sentence for the sender. */
 const char *billing_stripe_strerror(int rc);
 
 /*

@@ -2,6 +2,8 @@
  * ScholarLink Billing: pure core helpers.
  */
 
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "billing_util.h"
@@ -14,22 +16,11 @@ static const char  b64url_alphabet[] =
 static int
 b64url_value(unsigned char c)
 {
-    if (c >= 'A' && c <= 'Z') {
-        return c - 'A';
-    }
-    if (c >= 'a' && c <= 'z') {
-        return c - 'a' + 26;
-    }
-    if (c >= '0' && c <= '9') {
-        return c - '0' + 52;
-    }
-    if (c == '-') {
-        return 62;
-    }
-    if (c == '_') {
-        return 63;
-    }
-    return -1;
+    const char  *p;
+
+    p = memchr(b64url_alphabet, c, 64);
+
+    return p ? (int) (p - b64url_alphabet) : -1;
 }
 
 
@@ -289,6 +280,54 @@ billing_is_printable_utf8(const char *p, size_t len)
 
 
 int
+billing_bytes_in(const char *p, size_t len, unsigned char lo,
+    unsigned char hi)
+{
+    size_t  i;
+
+    for (i = 0; i < len; i++) {
+        if ((unsigned char) p[i] < lo || (unsigned char) p[i] > hi) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+int
+billing_contains(const char *p, size_t len, const char *needle)
+{
+    size_t  i, n;
+
+    n = strlen(needle);
+
+    for (i = 0; n <= len && i <= len - n; i++) {
+        if (memcmp(p + i, needle, n) == 0) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+int
+billing_fail(int rc, char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list  ap;
+
+    if (err && errlen) {
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+
+    return rc;
+}
+
+
+int
 billing_json_prescan(const char *p, size_t len)
 {
     const unsigned char  *s = (const unsigned char *) p;
@@ -421,51 +460,6 @@ billing_json_escape(char *dst, size_t dstlen, const char *src, size_t len)
             u[4] = hex[s[i] >> 4];
             u[5] = hex[s[i] & 0x0f];
             esc_put(&o, u, 6);
-
-        } else {
-            esc_put(&o, src + i, n);
-        }
-
-        if (!o.full) {
-            written = o.need;
-        }
-    }
-
-    return esc_finish(&o, written);
-}
-
-
-size_t
-billing_prom_escape(char *dst, size_t dstlen, const char *src, size_t len)
-{
-    const unsigned char  *s = (const unsigned char *) src;
-    esc_out_t             o;
-    size_t                i, n, written;
-
-    o.dst = dst;
-    o.cap = dstlen;
-    o.need = 0;
-    o.full = 0;
-    written = 0;
-
-    for (i = 0; i < len; i += n) {
-        n = billing_utf8_seq_len(s + i, len - i);
-
-        if (n == 0) {
-            esc_put(&o, "\xef\xbf\xbd", 3);
-            n = 1;
-
-        } else if (n == 1 && s[i] == '\\') {
-            esc_put(&o, "\\\\", 2);
-
-        } else if (n == 1 && s[i] == '"') {
-            esc_put(&o, "\\\"", 2);
-
-        } else if (n == 1 && s[i] == '\n') {
-            esc_put(&o, "\\n", 2);
-
-        } else if (n == 1 && (s[i] < 0x20 || s[i] == 0x7f)) {
-            esc_put(&o, "\xef\xbf\xbd", 3);
 
         } else {
             esc_put(&o, src + i, n);

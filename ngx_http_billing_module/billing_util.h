@@ -1,8 +1,8 @@
 /*
  * ScholarLink Billing: pure core helpers (no nginx types).
  *
- * Base64url, hex, UTF-8 sequence checks, a JSON pre-scanner and output
- * escapers for problem+json details and Prometheus label values.
+ * Base64url, hex, UTF-8 sequence checks, a JSON pre-scanner and the
+ * escaper for problem+json details.
  */
 
 #ifndef BILLING_UTIL_H
@@ -71,15 +71,24 @@ int billing_json_prescan(const char *p, size_t len);
 size_t billing_json_escape(char *dst, size_t dstlen, const char *src,
     size_t len);
 
-/*
- * Escape a Prometheus text-format label value: '\' -> "\\", '"' -> "\"",
- * LF -> "\n"; other control characters and invalid UTF-8 bytes become
- * U+FFFD.  Same truncation/return convention as billing_json_escape().
- */
-size_t billing_prom_escape(char *dst, size_t dstlen, const char *src,
-    size_t len);
-
-/* Constant-length helpers shared by the core. */
+/* 1 if p is valid UTF-8 without C0, DEL or C1 control characters. */
 int billing_is_printable_utf8(const char *p, size_t len);
+
+/* 1 if every one of the len bytes at p is from lo to hi, else 0. */
+int billing_bytes_in(const char *p, size_t len, unsigned char lo,
+    unsigned char hi);
+
+/* 1 if the NUL-terminated needle occurs in the len bytes at p, else 0. */
+int billing_contains(const char *p, size_t len, const char *needle);
+
+/*
+ * printf-style message into err (when err && errlen), always returning rc:
+ * "return billing_fail(CODE, err, errlen, ...)" reports and fails at once.
+ */
+int billing_fail(int rc, char *err, size_t errlen, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 4, 5)))
+#endif
+    ;
 
 #endif /* BILLING_UTIL_H */

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "billing_util.h"
 #include "billing_value.h"
 
 
@@ -48,6 +49,23 @@ dup_bytes(const char *p, size_t len)
     d[len] = '\0';
 
     return d;
+}
+
+
+/* the resolved value: a malloc'd, NUL-terminated copy of len bytes */
+static int
+set_out(const char *p, size_t len, char **out, size_t *out_len, char *err,
+    size_t errlen)
+{
+    *out = dup_bytes(p, len);
+    if (*out == NULL) {
+        set_err(err, errlen, "out of memory", NULL);
+        return -1;
+    }
+
+    *out_len = len;
+
+    return 0;
 }
 
 
@@ -94,15 +112,7 @@ resolve_env(const char *name, size_t nlen, char **out, size_t *out_len,
         return -1;
     }
 
-    *out = dup_bytes(v, vlen);
-    if (*out == NULL) {
-        set_err(err, errlen, "out of memory", NULL);
-        return -1;
-    }
-
-    *out_len = vlen;
-
-    return 0;
+    return set_out(v, vlen, out, out_len, err, errlen);
 }
 
 
@@ -243,15 +253,7 @@ billing_value_resolve(const char *spec, size_t len, char **out,
         return -1;
     }
 
-    *out = dup_bytes(spec, len);
-    if (*out == NULL) {
-        set_err(err, errlen, "out of memory", NULL);
-        return -1;
-    }
-
-    *out_len = len;
-
-    return 0;
+    return set_out(spec, len, out, out_len, err, errlen);
 }
 
 
@@ -277,23 +279,6 @@ has_prefix_ci(const char *p, size_t len, const char *prefix)
     }
 
     return 1;
-}
-
-
-static int
-contains(const char *p, size_t len, const char *needle)
-{
-    size_t  i, n;
-
-    n = strlen(needle);
-
-    for (i = 0; n <= len && i <= len - n; i++) {
-        if (memcmp(p + i, needle, n) == 0) {
-            return 1;
-        }
-    }
-
-    return 0;
 }
 
 
@@ -323,7 +308,7 @@ billing_dburl_take_connection_limit(const char *url, size_t len,
     if (!has_prefix_ci(url, len, "postgres://")
         && !has_prefix_ci(url, len, "postgresql://"))
     {
-        if (contains(url, len, key)) {
+        if (billing_contains(url, len, key)) {
             set_err(err, errlen, "connection_limit is only supported in "
                     "postgres:// or postgresql:// URLs", NULL);
             return -1;
@@ -458,107 +443,6 @@ unchanged:
         set_err(err, errlen, "out of memory", NULL);
         return -1;
     }
-
-    return 0;
-}
-
-
-int
-billing_parse_duration_ms(const char *s, size_t len, long *ms)
-{
-    size_t  i, ndig;
-    long    total, num, mult;
-    int     last_rank, rank;
-
-    /* rank of each unit, units must appear in decreasing rank order */
-    total = 0;
-    last_rank = 6;
-    i = 0;
-
-    if (s == NULL || len == 0) {
-        return -1;
-    }
-
-    while (i < len) {
-        num = 0;
-        ndig = 0;
-
-        while (i < len && s[i] >= '0' && s[i] <= '9') {
-            if (num > BILLING_DURATION_MAX_MS / 10) {
-                return -1;
-            }
-            num = num * 10 + (s[i] - '0');
-            i++;
-            ndig++;
-        }
-
-        if (ndig == 0) {
-            return -1;
-        }
-
-        if (i == len) {
-            /* a bare number is seconds, only as the whole value */
-            if (last_rank != 6) {
-                return -1;
-            }
-            rank = 1;
-            mult = 1000;
-
-        } else if (len - i >= 2 && s[i] == 'm' && s[i + 1] == 's') {
-            rank = 0;
-            mult = 1;
-            i += 2;
-
-        } else if (s[i] == 's') {
-            rank = 1;
-            mult = 1000;
-            i++;
-
-        } else if (s[i] == 'm') {
-            rank = 2;
-            mult = 60 * 1000L;
-            i++;
-
-        } else if (s[i] == 'h') {
-            rank = 3;
-            mult = 3600 * 1000L;
-            i++;
-
-        } else if (s[i] == 'd') {
-            rank = 4;
-            mult = 24 * 3600 * 1000L;
-            i++;
-
-        } else {
-            return -1;
-        }
-
-        if (rank >= last_rank) {
-            return -1;
-        }
-
-        last_rank = rank;
-
-        if (num > BILLING_DURATION_MAX_MS / mult) {
-            return -1;
-        }
-
-        total += num * mult;
-
-        if (total > BILLING_DURATION_MAX_MS) {
-            return -1;
-        }
-
-        /* single spaces between components, not trailing */
-        if (i < len && s[i] == ' ') {
-            i++;
-            if (i == len) {
-                return -1;
-            }
-        }
-    }
-
-    *ms = total;
 
     return 0;
 }

@@ -9,8 +9,6 @@
 
 #define BILLING_VALUE_FILE_MAX      (64 * 1024)
 #define BILLING_DBURL_LIMIT_MAX     1000
-/* upper bound of billing_parse_duration_ms(): 7 days */
-#define BILLING_DURATION_MAX_MS     (7L * 24 * 3600 * 1000)
 
 /*
  * Resolve a configuration value:
@@ -40,13 +38,5 @@ int billing_value_resolve(const char *spec, size_t len, char **out,
  */
 int billing_dburl_take_connection_limit(const char *url, size_t len,
     char **out_url, long *limit, char *err, size_t errlen);
-
-/*
- * nginx-like time syntax: one or more <digits><unit> components with units
- * in strictly decreasing order (d, h, m, s, ms), optionally separated by
- * spaces ("1m 30s", "1m30s", "250ms"); a bare number means seconds.
- * The result must be <= BILLING_DURATION_MAX_MS.  Returns 0 or -1.
- */
-int billing_parse_duration_ms(const char *s, size_t len, long *ms);
 
 #endif /* BILLING_VALUE_H */

@@ -3,86 +3,94 @@
  * ScholarLink Billing: the ledger API.
  *
  * Each endpoint validates its input in the pure core, then makes exactly
- * one call of one stored function (sql/003_api.sql), which enforces the
- * ledger rules in the database and answers (status, code, body, meta).
+ * one call of one stored function of schema billing (sql/), which enforces
+ * the ledger rules in the database and answers (status, code, body, meta).
  */
 
 
-#include "ngx_http_billing_module.h"
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
 
-#include "billing_json.h"
+#include "ngx_http_billing.h"
+#include "ngx_http_billing_api.h"
+#include "ngx_http_billing_db.h"
+#include "ngx_http_billing_metrics.h"
+#include "ngx_http_billing_request.h"
+#include "ngx_http_billing_response.h"
+
 #include "billing_cursor.h"
+#include "billing_json.h"
 
 
-#define NGX_HTTP_BILLING_USAGE_SCOPE  "billing:usage"
+/* room for a validator's message (never client data) */
+#define NGX_HTTP_BILLING_DETAIL_LEN   256
 
 
-static void ngx_http_billing_respond_done(ngx_http_request_t *r,
+/*
+ * A usage write (reconcile, hold): how its body is validated, and the
+ * call of an API function it becomes.
+ */
+typedef struct {
+    size_t                        size;
+    int                         (*parse)(ngx_str_t *body, ngx_str_t *key,
+                                         void *req, char *detail,
+                                         size_t len);
+    ngx_int_t                   (*params)(ngx_http_request_t *r, void *req,
+                                          const char **params);
+    const char                   *sql;
+    int                           nparams;
+    ngx_http_billing_done_pt      done;
+} ngx_http_billing_usage_t;
+
+
+static ngx_int_t ngx_http_billing_ledger_done(ngx_http_request_t *r,
     ngx_http_billing_pg_op_t *op);
-static void ngx_http_billing_ledger_done(ngx_http_request_t *r,
+static ngx_int_t ngx_http_billing_reconcile_done(ngx_http_request_t *r,
     ngx_http_billing_pg_op_t *op);
-static void ngx_http_billing_reconcile_body(ngx_http_request_t *r);
-static void ngx_http_billing_reconcile_done(ngx_http_request_t *r,
-    ngx_http_billing_pg_op_t *op);
-static void ngx_http_billing_hold_body(ngx_http_request_t *r);
+static ngx_int_t ngx_http_billing_usage_body(ngx_http_request_t *r,
+    ngx_str_t *body, void *data);
+static int ngx_http_billing_reconcile_parse(ngx_str_t *body, ngx_str_t *key,
+    void *req, char *detail, size_t len);
+static int ngx_http_billing_hold_parse(ngx_str_t *body, ngx_str_t *key,
+    void *req, char *detail, size_t len);
+static ngx_int_t ngx_http_billing_reconcile_params(ngx_http_request_t *r,
+    void *data, const char **params);
+static ngx_int_t ngx_http_billing_hold_params(ngx_http_request_t *r,
+    void *data, const char **params);
+static const char *ngx_http_billing_int_param(ngx_http_request_t *r,
+    int64_t n);
 
 
-/* the usual completion: answer with what the function returned */
-static void
-ngx_http_billing_respond_done(ngx_http_request_t *r,
-    ngx_http_billing_pg_op_t *op)
-{
-    ngx_http_billing_row_t  row;
+static ngx_http_billing_usage_t  ngx_http_billing_reconcile = {
+    sizeof(billing_reconcile_req_t),
+    ngx_http_billing_reconcile_parse,
+    ngx_http_billing_reconcile_params,
+    "SELECT status, code, body, meta "
+    "FROM billing.api_reconcile($1, $2, $3, $4, $5, $6::uuid)",
+    6,
+    ngx_http_billing_reconcile_done
+};
 
-    if (ngx_http_billing_api_row(r, op, &row) != NGX_OK) {
-        ngx_http_billing_finalize(r, ngx_http_billing_db_failure(r, op));
-        return;
-    }
-
-    if (row.meta.len == sizeof("replayed") - 1
-        && ngx_strncmp(row.meta.data, "replayed", row.meta.len) == 0
-        && ngx_http_billing_add_response_header(r, "Idempotent-Replayed",
-                                                "true") != NGX_OK)
-    {
-        ngx_http_billing_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-        return;
-    }
-
-    ngx_http_billing_finalize(r, ngx_http_billing_api_respond(r, &row));
-}
-
-
-static const char *
-ngx_http_billing_int_param(ngx_http_request_t *r, int64_t n)
-{
-    u_char  *p;
-
-    p = ngx_pnalloc(r->pool, NGX_INT64_LEN + 1);
-    if (p == NULL) {
-        return NULL;
-    }
-
-    (void) ngx_sprintf(p, "%L%Z", n);
-
-    return (const char *) p;
-}
+static ngx_http_billing_usage_t  ngx_http_billing_hold = {
+    sizeof(billing_hold_req_t),
+    ngx_http_billing_hold_parse,
+    ngx_http_billing_hold_params,
+    "SELECT status, code, body, meta "
+    "FROM billing.api_hold_create($1, $2, $3, $4)",
+    4,
+    ngx_http_billing_respond
+};
 
 
 /* GET /api/packages: public */
 ngx_int_t
 ngx_http_billing_packages_handler(ngx_http_request_t *r)
 {
-    ngx_int_t  rc;
-
-    rc = ngx_http_billing_method(r, NGX_HTTP_GET|NGX_HTTP_HEAD, "GET, HEAD");
-    if (rc != NGX_DECLINED) {
-        return rc;
-    }
-
     return ngx_http_billing_read(r,
-                                  "SELECT status, code, body, meta "
-                                  "FROM billing.api_packages()",
-                                  0, NULL, ngx_http_billing_respond_done);
+                                 "SELECT status, code, body, meta "
+                                 "FROM billing.api_packages()",
+                                 0, NULL, ngx_http_billing_respond);
 }
 
 
@@ -90,27 +98,15 @@ ngx_http_billing_packages_handler(ngx_http_request_t *r)
 ngx_int_t
 ngx_http_billing_balance_handler(ngx_http_request_t *r)
 {
-    ngx_int_t                rc;
     ngx_http_billing_ctx_t  *ctx;
-
-    rc = ngx_http_billing_method(r, NGX_HTTP_GET|NGX_HTTP_HEAD, "GET, HEAD");
-    if (rc != NGX_DECLINED) {
-        return rc;
-    }
-
-    rc = ngx_http_billing_require_auth(r, NULL);
-    if (rc != NGX_DECLINED) {
-        return rc;
-    }
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_billing_module);
     ctx->params[0] = (const char *) ctx->user_id.data;
 
     return ngx_http_billing_read(r,
-                                  "SELECT status, code, body, meta "
-                                  "FROM billing.api_balance($1)",
-                                  1, ctx->params,
-                                  ngx_http_billing_respond_done);
+                                 "SELECT status, code, body, meta "
+                                 "FROM billing.api_balance($1)",
+                                 1, ctx->params, ngx_http_billing_respond);
 }
 
 
@@ -119,19 +115,9 @@ ngx_int_t
 ngx_http_billing_ledger_handler(ngx_http_request_t *r)
 {
     int64_t                  before;
-    ngx_int_t                rc, limit;
+    ngx_int_t                limit;
     ngx_str_t                arg;
     ngx_http_billing_ctx_t  *ctx;
-
-    rc = ngx_http_billing_method(r, NGX_HTTP_GET|NGX_HTTP_HEAD, "GET, HEAD");
-    if (rc != NGX_DECLINED) {
-        return rc;
-    }
-
-    rc = ngx_http_billing_require_auth(r, NULL);
-    if (rc != NGX_DECLINED) {
-        return rc;
-    }
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_billing_module);
 
@@ -168,14 +154,14 @@ ngx_http_billing_ledger_handler(ngx_http_request_t *r)
     }
 
     return ngx_http_billing_read(r,
-                                  "SELECT status, code, body, meta "
-                                  "FROM billing.api_ledger($1, $2, $3)",
-                                  3, ctx->params,
-                                  ngx_http_billing_ledger_done);
+                                 "SELECT status, code, body, meta "
+                                 "FROM billing.api_ledger($1, $2, $3)",
+                                 3, ctx->params,
+                                 ngx_http_billing_ledger_done);
 }
 
 
-static void
+static ngx_int_t
 ngx_http_billing_ledger_done(ngx_http_request_t *r,
     ngx_http_billing_pg_op_t *op)
 {
@@ -185,15 +171,13 @@ ngx_http_billing_ledger_done(ngx_http_request_t *r,
     ngx_http_billing_row_t  row;
 
     if (ngx_http_billing_api_row(r, op, &row) != NGX_OK) {
-        ngx_http_billing_finalize(r, ngx_http_billing_db_failure(r, op));
-        return;
+        return ngx_http_billing_db_failure(r, op);
     }
 
     if (row.code.len || row.body.len < 2
         || row.body.data[row.body.len - 1] != '}')
     {
-        ngx_http_billing_finalize(r, ngx_http_billing_api_respond(r, &row));
-        return;
+        return ngx_http_billing_api_respond(r, &row);
     }
 
     /* the function answers an object; the opaque cursor is ours to add */
@@ -204,16 +188,14 @@ ngx_http_billing_ledger_done(ngx_http_request_t *r,
         if (next <= 0
             || billing_cursor_encode(next, cursor, sizeof(cursor)) != 0)
         {
-            ngx_http_billing_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-            return;
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
     }
 
     p = ngx_pnalloc(r->pool, row.body.len + sizeof(", \"nextCursor\": \"\"}")
                              + BILLING_CURSOR_MAX);
     if (p == NULL) {
-        ngx_http_billing_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-        return;
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     row.body.data = ngx_cpymem(p, row.body.data, row.body.len - 1);
@@ -229,7 +211,7 @@ ngx_http_billing_ledger_done(ngx_http_request_t *r,
     row.body.len = row.body.data - p;
     row.body.data = p;
 
-    ngx_http_billing_finalize(r, ngx_http_billing_api_respond(r, &row));
+    return ngx_http_billing_api_respond(r, &row);
 }
 
 
@@ -237,85 +219,58 @@ ngx_http_billing_ledger_done(ngx_http_request_t *r,
 ngx_int_t
 ngx_http_billing_reconcile_handler(ngx_http_request_t *r)
 {
-    ngx_int_t  rc;
-
-    rc = ngx_http_billing_method(r, NGX_HTTP_POST, "POST");
-    if (rc != NGX_DECLINED) {
-        return rc;
-    }
-
-    rc = ngx_http_billing_require_auth(r, NGX_HTTP_BILLING_USAGE_SCOPE);
-    if (rc != NGX_DECLINED) {
-        return rc;
-    }
-
-    return ngx_http_billing_read_json_body(r, ngx_http_billing_reconcile_body);
+    return ngx_http_billing_read_json_body(r, ngx_http_billing_usage_body,
+                                           &ngx_http_billing_reconcile);
 }
 
 
-static void
-ngx_http_billing_reconcile_body(ngx_http_request_t *r)
+static int
+ngx_http_billing_reconcile_parse(ngx_str_t *body, ngx_str_t *key, void *req,
+    char *detail, size_t len)
 {
-    char                      detail[256];
-    ngx_int_t                 rc;
-    ngx_str_t                 body, key;
-    ngx_http_billing_ctx_t   *ctx;
-    billing_reconcile_req_t  *req;
+    int  rc;
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_billing_module);
+    rc = billing_parse_reconcile((const char *) body->data, body->len,
+                                 (const char *) key->data, key->len, req,
+                                 detail, len);
 
-    req = ngx_palloc(r->pool, sizeof(billing_reconcile_req_t));
-    if (req == NULL || ngx_http_billing_body(r, &body) != NGX_OK) {
-        ngx_http_billing_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-        return;
-    }
-
-    ngx_http_billing_header_value(r, "Idempotency-Key", &key);
-
-    if (billing_parse_reconcile((const char *) body.data, body.len,
-                                (const char *) key.data, key.len, req,
-                                detail, sizeof(detail))
-        != BILLING_JSON_OK)
-    {
+    if (rc != BILLING_JSON_OK) {
         ngx_http_billing_metrics_inc(NGX_HTTP_BILLING_M_RECONCILE_INVALID, 1);
-        ngx_http_finalize_request(r, ngx_http_billing_invalid(r, detail));
-        return;
     }
 
-    ctx->params[0] = req->user_id;
-    ctx->params[1] = req->model;
-    ctx->params[2] = ngx_http_billing_int_param(r, req->input_tokens);
-    ctx->params[3] = ngx_http_billing_int_param(r, req->output_tokens);
-    ctx->params[4] = req->idempotency_key;
-    ctx->params[5] = req->has_hold ? req->hold_id : NULL;
-
-    if (ctx->params[2] == NULL || ctx->params[3] == NULL) {
-        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-        return;
-    }
-
-    rc = ngx_http_billing_query(r,
-                                "SELECT status, code, body, meta "
-                                "FROM billing.api_reconcile($1, $2, $3, $4, "
-                                "$5, $6::uuid)",
-                                6, ctx->params,
-                                ngx_http_billing_reconcile_done);
-
-    ngx_http_finalize_request(r, rc);
+    return rc;
 }
 
 
-static void
+/* api_reconcile($1 user, $2 model, $3 in, $4 out, $5 key, $6 hold) */
+static ngx_int_t
+ngx_http_billing_reconcile_params(ngx_http_request_t *r, void *data,
+    const char **params)
+{
+    billing_reconcile_req_t *req = data;
+
+    params[0] = req->user_id;
+    params[1] = req->model;
+    params[2] = ngx_http_billing_int_param(r, req->input_tokens);
+    params[3] = ngx_http_billing_int_param(r, req->output_tokens);
+    params[4] = req->idempotency_key;
+    params[5] = req->has_hold ? req->hold_id : NULL;
+
+    return (params[2] && params[3]) ? NGX_OK : NGX_ERROR;
+}
+
+
+static ngx_int_t
 ngx_http_billing_reconcile_done(ngx_http_request_t *r,
     ngx_http_billing_pg_op_t *op)
 {
+    int64_t                 charged;
     ngx_uint_t              counter;
     ngx_http_billing_row_t  row;
 
     if (ngx_http_billing_api_row(r, op, &row) != NGX_OK) {
         ngx_http_billing_metrics_inc(NGX_HTTP_BILLING_M_RECONCILE_ERROR, 1);
-        ngx_http_billing_finalize(r, ngx_http_billing_db_failure(r, op));
-        return;
+        return ngx_http_billing_db_failure(r, op);
     }
 
     switch (row.status) {
@@ -325,9 +280,15 @@ ngx_http_billing_reconcile_done(ngx_http_request_t *r,
 
         } else {
             counter = NGX_HTTP_BILLING_M_RECONCILE_CHARGED;
-            ngx_http_billing_metrics_inc(NGX_HTTP_BILLING_M_CREDITS_CONSUMED,
-                             ngx_http_billing_json_int(&row.body,
-                                                       "\"chargedMicros\""));
+
+            if (billing_json_uint_member((const char *) row.body.data,
+                                         row.body.len, "chargedMicros",
+                                         &charged)
+                == 0)
+            {
+                ngx_http_billing_metrics_inc(
+                    NGX_HTTP_BILLING_M_CREDITS_CONSUMED, (uint64_t) charged);
+            }
         }
         break;
     case NGX_HTTP_CONFLICT:
@@ -349,114 +310,119 @@ ngx_http_billing_reconcile_done(ngx_http_request_t *r,
 
     ngx_http_billing_metrics_inc(counter, 1);
 
-    ngx_http_billing_respond_done(r, op);
+    return ngx_http_billing_api_respond(r, &row);
 }
 
 
-/* POST /api/usage/holds and DELETE /api/usage/holds/{id}: docs/spec.md §4.3 */
+/* POST /api/usage/holds: docs/spec.md §4.3 */
 ngx_int_t
-ngx_http_billing_holds_handler(ngx_http_request_t *r)
+ngx_http_billing_hold_handler(ngx_http_request_t *r)
 {
-    u_char                  *id;
+    return ngx_http_billing_read_json_body(r, ngx_http_billing_usage_body,
+                                           &ngx_http_billing_hold);
+}
+
+
+/* DELETE /api/usage/holds/{id}: docs/spec.md §4.3 */
+ngx_int_t
+ngx_http_billing_hold_release_handler(ngx_http_request_t *r)
+{
     ngx_int_t                rc;
-    ngx_str_t                path;
     ngx_http_billing_ctx_t  *ctx;
 
-    if (ngx_http_billing_path_id(r, &path) != NGX_OK) {
-        return ngx_http_billing_problem_s(r, NGX_HTTP_NOT_FOUND, "not_found",
-                                        "no such resource");
-    }
-
-    if (path.len == 0) {
-        rc = ngx_http_billing_method(r, NGX_HTTP_POST, "POST");
-        if (rc != NGX_DECLINED) {
-            return rc;
-        }
-
-        rc = ngx_http_billing_require_auth(r, NGX_HTTP_BILLING_USAGE_SCOPE);
-        if (rc != NGX_DECLINED) {
-            return rc;
-        }
-
-        return ngx_http_billing_read_json_body(r, ngx_http_billing_hold_body);
-    }
-
-    rc = ngx_http_billing_method(r, NGX_HTTP_DELETE, "DELETE");
-    if (rc != NGX_DECLINED) {
-        return rc;
-    }
-
-    rc = ngx_http_billing_require_auth(r, NGX_HTTP_BILLING_USAGE_SCOPE);
-    if (rc != NGX_DECLINED) {
-        return rc;
-    }
-
-    id = ngx_pnalloc(r->pool, 37);
-    if (id == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    if (billing_uuid_normalize((const char *) path.data, path.len,
-                               (char *) id) != 0)
-    {
-        return ngx_http_billing_problem_s(r, NGX_HTTP_NOT_FOUND, "not_found",
-                                        "no such hold");
-    }
-
     ctx = ngx_http_get_module_ctx(r, ngx_http_billing_module);
-    ctx->params[0] = (const char *) id;
+
+    rc = ngx_http_billing_path_uuid(r, &ctx->item, "no such hold",
+                                    &ctx->params[0]);
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
 
     return ngx_http_billing_query(r,
                                   "SELECT status, code, body, meta "
                                   "FROM billing.api_hold_release($1::uuid)",
-                                  1, ctx->params,
-                                  ngx_http_billing_respond_done);
+                                  1, ctx->params, ngx_http_billing_respond);
 }
 
 
-static void
-ngx_http_billing_hold_body(ngx_http_request_t *r)
+static int
+ngx_http_billing_hold_parse(ngx_str_t *body, ngx_str_t *key, void *req,
+    char *detail, size_t len)
 {
-    char                     detail[256];
-    ngx_int_t                rc;
-    ngx_str_t                body, key;
-    billing_hold_req_t      *req;
+    return billing_parse_hold((const char *) body->data, body->len,
+                              (const char *) key->data, key->len, req,
+                              detail, len);
+}
+
+
+/* api_hold_create($1 user, $2 amount, $3 key, $4 ttl) */
+static ngx_int_t
+ngx_http_billing_hold_params(ngx_http_request_t *r, void *data,
+    const char **params)
+{
+    billing_hold_req_t *req = data;
+
+    params[0] = req->user_id;
+    params[1] = ngx_http_billing_int_param(r, req->amount_micros);
+    params[2] = req->idempotency_key;
+    params[3] = ngx_http_billing_int_param(r, req->ttl_seconds);
+
+    return (params[1] && params[3]) ? NGX_OK : NGX_ERROR;
+}
+
+
+/*
+ * The body of a usage write: validated in the core together with the
+ * Idempotency-Key header (400 with the validator's detail), then the
+ * parameters of one call of the write's API function.
+ */
+static ngx_int_t
+ngx_http_billing_usage_body(ngx_http_request_t *r, ngx_str_t *body,
+    void *data)
+{
+    ngx_http_billing_usage_t *usage = data;
+
+    char                     detail[NGX_HTTP_BILLING_DETAIL_LEN];
+    void                    *req;
+    ngx_str_t                key;
     ngx_http_billing_ctx_t  *ctx;
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_billing_module);
-
-    req = ngx_palloc(r->pool, sizeof(billing_hold_req_t));
-    if (req == NULL || ngx_http_billing_body(r, &body) != NGX_OK) {
-        ngx_http_billing_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-        return;
+    req = ngx_palloc(r->pool, usage->size);
+    if (req == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     ngx_http_billing_header_value(r, "Idempotency-Key", &key);
 
-    if (billing_parse_hold((const char *) body.data, body.len,
-                           (const char *) key.data, key.len, req,
-                           detail, sizeof(detail))
+    if (usage->parse(body, &key, req, detail, sizeof(detail))
         != BILLING_JSON_OK)
     {
-        ngx_http_finalize_request(r, ngx_http_billing_invalid(r, detail));
-        return;
+        return ngx_http_billing_invalid(r, detail);
     }
 
-    ctx->params[0] = req->user_id;
-    ctx->params[1] = ngx_http_billing_int_param(r, req->amount_micros);
-    ctx->params[2] = req->idempotency_key;
-    ctx->params[3] = ngx_http_billing_int_param(r, req->ttl_seconds);
+    ctx = ngx_http_get_module_ctx(r, ngx_http_billing_module);
 
-    if (ctx->params[1] == NULL || ctx->params[3] == NULL) {
-        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-        return;
+    if (usage->params(r, req, ctx->params) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    rc = ngx_http_billing_query(r,
-                                "SELECT status, code, body, meta "
-                                "FROM billing.api_hold_create($1, $2, $3, $4)",
-                                4, ctx->params, ngx_http_billing_respond_done);
-
-    ngx_http_finalize_request(r, rc);
+    return ngx_http_billing_query(r, usage->sql, usage->nparams, ctx->params,
+                                  usage->done);
 }
 
+
+/* a number as a text parameter of a query */
+static const char *
+ngx_http_billing_int_param(ngx_http_request_t *r, int64_t n)
+{
+    u_char  *p;
+
+    p = ngx_pnalloc(r->pool, NGX_INT64_LEN + 1);
+    if (p == NULL) {
+        return NULL;
+    }
+
+    (void) ngx_sprintf(p, "%L%Z", n);
+
+    return (const char *) p;
+}

@@ -11,7 +11,14 @@
  */
 
 
-#include "ngx_http_billing_module.h"
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_billing.h"
+#include "ngx_http_billing_audit.h"
+#include "ngx_http_billing_metrics.h"
+#include "ngx_http_billing_pg.h"
 
 
 typedef struct {
@@ -90,12 +97,11 @@ ngx_http_billing_audit_tick(ngx_event_t *ev)
         return;         /* the last check is still running */
     }
 
-    ngx_memzero(&a->op, sizeof(ngx_http_billing_pg_op_t));
-
-    a->op.sql = "SELECT count(*) FROM billing.invariant_violations()";
-    a->op.handler = ngx_http_billing_audit_done;
-    a->op.data = a;
-    a->op.log = ev->log;
+    ngx_http_billing_pg_op_init(&a->op,
+                               "SELECT count(*) "
+                               "FROM billing.invariant_violations()",
+                               0, NULL, ngx_http_billing_audit_done, a,
+                               ev->log);
 
     if (ngx_http_billing_pg_query(a->bmcf->pool, &a->op) == NGX_OK) {
         a->pending = 1;
@@ -112,15 +118,14 @@ ngx_http_billing_audit_done(ngx_http_billing_pg_op_t *op)
     a = op->data;
     a->pending = 0;
 
-    if (op->status != NGX_HTTP_BILLING_PG_OK || PQntuples(op->res) != 1) {
+    n = ngx_http_billing_pg_shape(op, 1, 1)
+        ? ngx_atoi((u_char *) PQgetvalue(op->res, 0, 0),
+                   PQgetlength(op->res, 0, 0))
+        : NGX_ERROR;
+
+    if (n == NGX_ERROR) {
         ngx_log_error(NGX_LOG_WARN, op->log, 0,
                       "billing: the ledger audit could not run");
-        return;
-    }
-
-    n = ngx_atoi((u_char *) PQgetvalue(op->res, 0, 0),
-                 PQgetlength(op->res, 0, 0));
-    if (n == NGX_ERROR) {
         return;
     }
 

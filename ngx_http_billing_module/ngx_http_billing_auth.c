@@ -10,11 +10,20 @@
  */
 
 
-#include "ngx_http_billing_module.h"
-
-#include "billing_jwt.h"
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
 
 #include <openssl/sha.h>
+
+#include "ngx_http_billing.h"
+#include "ngx_http_billing_auth.h"
+#include "ngx_http_billing_jwks.h"
+#include "ngx_http_billing_metrics.h"
+#include "ngx_http_billing_request.h"
+#include "ngx_http_billing_response.h"
+
+#include "billing_jwt.h"
 
 
 static ngx_int_t ngx_http_billing_user_id_variable(ngx_http_request_t *r,
@@ -121,10 +130,10 @@ ngx_http_billing_authenticate(ngx_http_request_t *r)
     time_t                         now;
     EVP_PKEY                      *key;
     ngx_str_t                      token;
-    ngx_http_billing_token_t      *cached;
     billing_jwt_t                  jwt;
     billing_jwt_claims_t           claims;
     ngx_http_billing_ctx_t        *ctx;
+    ngx_http_billing_token_t      *cached;
     ngx_http_billing_main_conf_t  *bmcf;
 
     ctx = ngx_http_billing_get_ctx(r);
@@ -257,36 +266,10 @@ ngx_http_billing_authenticated(ngx_http_request_t *r,
 }
 
 
-static ngx_int_t
-ngx_http_billing_has_scope(ngx_str_t *scopes, const char *scope)
-{
-    size_t   len;
-    u_char  *p, *last, *end;
-
-    len = ngx_strlen(scope);
-    p = scopes->data;
-    last = p + scopes->len;
-
-    while (p < last) {
-        end = ngx_strlchr(p, last, ' ');
-        if (end == NULL) {
-            end = last;
-        }
-
-        if ((size_t) (end - p) == len && ngx_strncmp(p, scope, len) == 0) {
-            return 1;
-        }
-
-        p = end + 1;
-    }
-
-    return 0;
-}
-
-
 /*
- * NGX_DECLINED when the caller may go on; otherwise the RFC 6750 answer
- * (401 with WWW-Authenticate, or 403 insufficient_scope) to return.
+ * NGX_DECLINED when a valid bearer token, with the scope when one is
+ * named, came with the request; otherwise the RFC 6750 answer to return
+ * (401 with WWW-Authenticate, or 403 insufficient_scope).
  */
 ngx_int_t
 ngx_http_billing_require_auth(ngx_http_request_t *r, const char *scope)
@@ -299,13 +282,16 @@ ngx_http_billing_require_auth(ngx_http_request_t *r, const char *scope)
     case NGX_HTTP_BILLING_AUTH_OK:
         ctx = ngx_http_get_module_ctx(r, ngx_http_billing_module);
 
-        if (scope == NULL || ngx_http_billing_has_scope(&ctx->scope, scope)) {
+        if (scope == NULL
+            || billing_jwt_has_scope((const char *) ctx->scope.data,
+                                     ctx->scope.len, scope))
+        {
             return NGX_DECLINED;
         }
 
         ngx_http_billing_metrics_inc(NGX_HTTP_BILLING_M_JWT_FORBIDDEN, 1);
 
-        if (ngx_http_billing_add_response_header(r, "WWW-Authenticate",
+        if (ngx_http_billing_add_header_s(r, "WWW-Authenticate",
                 "Bearer realm=\"billing\", error=\"insufficient_scope\", "
                 "scope=\"billing:usage\"") != NGX_OK)
         {
@@ -338,7 +324,8 @@ ngx_http_billing_require_auth(ngx_http_request_t *r, const char *scope)
         break;
     }
 
-    if (ngx_http_billing_add_response_header(r, "WWW-Authenticate", challenge)
+    if (ngx_http_billing_add_header(r, "WWW-Authenticate", (u_char *) challenge,
+                                    ngx_strlen(challenge))
         != NGX_OK)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;

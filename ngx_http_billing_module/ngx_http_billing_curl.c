@@ -4,11 +4,8 @@
  *
  * One CURLM per worker.  curl tells us which sockets to watch through
  * CURLMOPT_SOCKETFUNCTION: each socket is wrapped in an nginx connection
- * whose read/write events are registered level-triggered (curl does the
- * I/O itself, so nginx's edge "ready" flags would never be reset and an
- * edge could be lost; with level triggering epoll reports again whatever
- * curl left unread).  The nginx connection never owns the descriptor:
- * on CURL_POLL_REMOVE it is forgotten with c->fd = -1, and curl closes the
+ * (ngx_http_billing_socket.c: level-triggered events, curl keeps the
+ * descriptor), forgotten again on CURL_POLL_REMOVE, and curl closes the
  * socket.  CURLMOPT_TIMERFUNCTION arms one cancelable nginx timer; a
  * timeout of 0 ("act now") becomes a 1 ms timer, so curl_multi_socket_action
  * is never called from inside a curl callback.
@@ -23,6 +20,7 @@
 #include <ngx_event.h>
 
 #include "ngx_http_billing_curl.h"
+#include "ngx_http_billing_socket.h"
 
 
 struct ngx_http_billing_http_s {
@@ -47,9 +45,6 @@ static int ngx_http_billing_curl_timer(CURLM *multi, long timeout_ms,
     void *userp);
 static void ngx_http_billing_curl_timer_handler(ngx_event_t *ev);
 static void ngx_http_billing_curl_event(ngx_event_t *ev);
-static void ngx_http_billing_curl_set_event(ngx_event_t *ev,
-    ngx_int_t event, ngx_uint_t want);
-static void ngx_http_billing_curl_unwrap(ngx_connection_t *c);
 static void ngx_http_billing_curl_check(void);
 static void ngx_http_billing_curl_finish(ngx_http_billing_http_t *h,
     CURLcode code);
@@ -137,6 +132,9 @@ ngx_http_billing_curl_exit(ngx_cycle_t *cycle)
     while (!ngx_queue_empty(&ngx_http_billing_curl_active)) {
         q = ngx_queue_head(&ngx_http_billing_curl_active);
         h = ngx_queue_data(q, ngx_http_billing_http_t, queue);
+
+        ngx_log_debug0(NGX_LOG_DEBUG_EVENT, cycle->log, 0,
+                       "billing curl: transfer detached at exit");
 
         ngx_queue_remove(q);
         ngx_queue_init(q);
@@ -256,6 +254,10 @@ ngx_http_billing_http_request(const char *method, ngx_str_t *url,
 
     ngx_queue_insert_tail(&ngx_http_billing_curl_active, &h->queue);
 
+    /* no URL: one may carry credentials */
+    ngx_log_debug1(NGX_LOG_DEBUG_EVENT, log, 0,
+                   "billing curl: %s started", method);
+
     /* the timer callback runs from here: a 1 ms timer, nothing more */
     mc = curl_multi_add_handle(ngx_http_billing_curl_multi, easy);
     if (mc != CURLM_OK) {
@@ -291,6 +293,9 @@ failed:
 void
 ngx_http_billing_http_cancel(ngx_http_billing_http_t *h)
 {
+    ngx_log_debug0(NGX_LOG_DEBUG_EVENT, h->log, 0,
+                   "billing curl: transfer cancelled");
+
     /* a detached handle's queue link points to itself: harmless */
     ngx_queue_remove(&h->queue);
 
@@ -347,9 +352,12 @@ ngx_http_billing_curl_socket(CURL *easy, curl_socket_t s, int what,
 
     c = socketp;
 
+    ngx_log_debug2(NGX_LOG_DEBUG_EVENT, ngx_http_billing_curl_log, 0,
+                   "billing curl: socket %d: poll %d", (int) s, what);
+
     if (what == CURL_POLL_REMOVE) {
         if (c) {
-            ngx_http_billing_curl_unwrap(c);
+            ngx_http_billing_socket_unwrap(c, 0);
             curl_multi_assign(ngx_http_billing_curl_multi, s, NULL);
         }
 
@@ -357,75 +365,24 @@ ngx_http_billing_curl_socket(CURL *easy, curl_socket_t s, int what,
     }
 
     if (c == NULL) {
-        c = ngx_get_connection(s, ngx_http_billing_curl_log);
+        c = ngx_http_billing_socket_wrap(s, ngx_http_billing_curl_event, NULL,
+                                         ngx_http_billing_curl_log);
         if (c == NULL) {
             return -1;
         }
 
-        c->data = NULL;
-        c->log = ngx_http_billing_curl_log;
-        c->read->log = ngx_http_billing_curl_log;
-        c->write->log = ngx_http_billing_curl_log;
-        c->read->handler = ngx_http_billing_curl_event;
-        c->write->handler = ngx_http_billing_curl_event;
-
         curl_multi_assign(ngx_http_billing_curl_multi, s, c);
     }
 
-    ngx_http_billing_curl_set_event(c->read, NGX_READ_EVENT,
-                                    what & CURL_POLL_IN);
-    ngx_http_billing_curl_set_event(c->write, NGX_WRITE_EVENT,
-                                    what & CURL_POLL_OUT);
+    if (ngx_http_billing_socket_watch(c->read, what & CURL_POLL_IN) != NGX_OK
+        || ngx_http_billing_socket_watch(c->write, what & CURL_POLL_OUT)
+           != NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_ERR, c->log, 0,
+                      "billing: cannot watch a curl socket");
+    }
 
     return 0;
-}
-
-
-static void
-ngx_http_billing_curl_set_event(ngx_event_t *ev, ngx_int_t event,
-    ngx_uint_t want)
-{
-    if (want && !ev->active) {
-        if (ngx_add_event(ev, event, NGX_LEVEL_EVENT) != NGX_OK) {
-            ngx_log_error(NGX_LOG_ERR, ev->log, 0,
-                          "billing: cannot watch a curl socket");
-        }
-
-    } else if (!want && ev->active) {
-        (void) ngx_del_event(ev, event, 0);
-    }
-}
-
-
-/* forgets the nginx side of a socket; curl owns and closes the fd */
-static void
-ngx_http_billing_curl_unwrap(ngx_connection_t *c)
-{
-    if (c->read->active || c->write->active) {
-        if (ngx_event_actions.del_conn) {
-            (void) ngx_del_conn(c, 0);
-
-        } else {
-            if (c->read->active) {
-                (void) ngx_del_event(c->read, NGX_READ_EVENT, 0);
-            }
-
-            if (c->write->active) {
-                (void) ngx_del_event(c->write, NGX_WRITE_EVENT, 0);
-            }
-        }
-    }
-
-    if (c->read->posted) {
-        ngx_delete_posted_event(c->read);
-    }
-
-    if (c->write->posted) {
-        ngx_delete_posted_event(c->write);
-    }
-
-    c->fd = (ngx_socket_t) -1;
-    ngx_free_connection(c);
 }
 
 
@@ -440,6 +397,9 @@ ngx_http_billing_curl_timer(CURLM *multi, long timeout_ms, void *userp)
     if (ev->timer_set) {
         ngx_del_timer(ev);
     }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_EVENT, ngx_http_billing_curl_log, 0,
+                   "billing curl: timer %l ms", timeout_ms);
 
     if (timeout_ms < 0) {
         return 0;
@@ -467,6 +427,9 @@ ngx_http_billing_curl_timer_handler(ngx_event_t *ev)
     (void) curl_multi_socket_action(ngx_http_billing_curl_multi,
                                     CURL_SOCKET_TIMEOUT, 0, &running);
 
+    ngx_log_debug1(NGX_LOG_DEBUG_EVENT, ev->log, 0,
+                   "billing curl: timer fired, %d running", running);
+
     ngx_http_billing_curl_check();
 }
 
@@ -485,6 +448,10 @@ ngx_http_billing_curl_event(ngx_event_t *ev)
         return;
     }
 
+    ngx_log_debug2(NGX_LOG_DEBUG_EVENT, ev->log, 0,
+                   "billing curl: socket %d %s", (int) fd,
+                   ev->write ? "writable" : "readable");
+
     /* c may be freed by a REMOVE callback in here: not used afterwards */
     (void) curl_multi_socket_action(ngx_http_billing_curl_multi, fd,
                                     ev->write ? CURL_CSELECT_OUT
@@ -500,8 +467,8 @@ ngx_http_billing_curl_check(void)
 {
     int                       left;
     CURL                     *easy;
-    CURLMsg                  *msg;
     void                     *priv;
+    CURLMsg                  *msg;
     CURLcode                  code;
     ngx_http_billing_http_t  *h;
 
@@ -562,7 +529,7 @@ ngx_http_billing_curl_finish(ngx_http_billing_http_t *h, CURLcode code)
     }
 
     ngx_log_debug3(NGX_LOG_DEBUG_EVENT, h->log, 0,
-                   "billing: http done: curl %d, status %l, %M ms",
+                   "billing curl: done: curl %d, status %l, %M ms",
                    (int) code, status, res.elapsed);
 
     if (h->done) {

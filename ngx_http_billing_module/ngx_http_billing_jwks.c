@@ -14,9 +14,17 @@
  */
 
 
-#include "ngx_http_billing_module.h"
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
 
-#include "billing_jwt.h"
+#include "ngx_http_billing.h"
+#include "ngx_http_billing_curl.h"
+#include "ngx_http_billing_jwks.h"
+#include "ngx_http_billing_metrics.h"
+#include "ngx_http_billing_shm.h"
+
+#include "billing_jwk.h"
 
 
 #define NGX_HTTP_BILLING_JWKS_MAGIC   0x4a574b53
@@ -59,33 +67,16 @@ static void ngx_http_billing_jwks_tick(ngx_event_t *ev);
 ngx_int_t
 ngx_http_billing_jwks_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 {
-    ngx_slab_pool_t              *shpool;
     ngx_http_billing_jwks_shm_t  *jw;
 
-    if (data) {
-        /* reload: the keys fetched so far stay valid */
-        shm_zone->data = data;
-        return NGX_OK;
-    }
-
-    shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
-
-    if (shm_zone->shm.exists) {
-        shm_zone->data = shpool->data;
-        return NGX_OK;
-    }
-
-    jw = ngx_slab_calloc(shpool, sizeof(ngx_http_billing_jwks_shm_t));
+    /* a reload keeps the keys fetched so far */
+    jw = ngx_http_billing_shm_init(shm_zone, data,
+                                   sizeof(ngx_http_billing_jwks_shm_t), "JWKS");
     if (jw == NULL) {
-        ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
-                      "billing: JWKS zone \"%V\" is too small",
-                      &shm_zone->shm.name);
         return NGX_ERROR;
     }
 
     jw->magic = NGX_HTTP_BILLING_JWKS_MAGIC;
-    shpool->data = jw;
-    shm_zone->data = jw;
 
     return NGX_OK;
 }
@@ -185,6 +176,9 @@ ngx_http_billing_jwks_key(ngx_http_billing_main_conf_t *bmcf, const char *kid,
     ngx_shmtx_unlock(&shpool->mutex);
 
     if (!found) {
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, log, 0,
+                       "billing jwks: no key \"%s\" in generation %uL",
+                       has_kid ? kid : "(none)", generation);
         ngx_http_billing_jwks_refresh(bmcf, 1, log);
         return NULL;
     }
@@ -208,6 +202,10 @@ ngx_http_billing_jwks_key(ngx_http_billing_main_conf_t *bmcf, const char *kid,
             slot = i;
         }
     }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, log, 0,
+                   "billing jwks: key \"%s\" built for generation %uL",
+                   jwk.kid, generation);
 
     if (slot == BILLING_JWKS_MAX_KEYS) {
         /* full of keys from older key sets: start over */
@@ -275,8 +273,18 @@ ngx_http_billing_jwks_refresh(ngx_http_billing_main_conf_t *bmcf,
     ngx_shmtx_unlock(&shpool->mutex);
 
     if (!go) {
+        if (force) {
+            ngx_log_debug0(NGX_LOG_DEBUG_HTTP, log, 0,
+                           "billing jwks: no forced refresh yet: cooldown, "
+                           "or another worker fetches");
+        }
+
         return;
     }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, log, 0,
+                   "billing jwks: refresh lease taken%s",
+                   force ? " for an unknown kid" : "");
 
     ngx_log_error(NGX_LOG_INFO, log, 0,
                   "billing: refreshing JWKS from \"%V\"%s",
@@ -331,6 +339,10 @@ ngx_http_billing_jwks_done(ngx_http_billing_http_result_t *res, void *data)
                         sizeof(err));
         }
     }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "billing jwks: fetch done, %uz keys%s", nkeys,
+                   res ? "" : ", never started");
 
     ngx_shmtx_lock(&shpool->mutex);
 

@@ -12,7 +12,13 @@
  */
 
 
-#include "ngx_http_billing_module.h"
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_billing.h"
+#include "ngx_http_billing_metrics.h"
+#include "ngx_http_billing_shm.h"
 
 
 #define NGX_HTTP_BILLING_METRICS_MAGIC    0x42494c4c4d455452ULL
@@ -175,35 +181,22 @@ ngx_http_billing_metrics_layout(void)
 ngx_int_t
 ngx_http_billing_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 {
-    ngx_slab_pool_t                 *shpool;
     ngx_http_billing_metrics_shm_t  *m, *old;
 
+    /* a reload with the same layout: the counters carry on */
     old = data;
 
-    if (old && old->magic == NGX_HTTP_BILLING_METRICS_MAGIC
-        && old->layout == ngx_http_billing_metrics_layout())
+    if (old && (old->magic != NGX_HTTP_BILLING_METRICS_MAGIC
+                || old->layout != ngx_http_billing_metrics_layout()))
     {
-        /* reload with the same layout: counters carry on */
-        shm_zone->data = old;
-        ngx_http_billing_metrics = old;
-        return NGX_OK;
+        old = NULL;
     }
 
-    shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
-
-    if (shm_zone->shm.exists && shpool->data) {
-        m = shpool->data;
-
-    } else {
-        m = ngx_slab_calloc(shpool, sizeof(ngx_http_billing_metrics_shm_t));
-        if (m == NULL) {
-            ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
-                          "billing: metrics zone \"%V\" is too small",
-                          &shm_zone->shm.name);
-            return NGX_ERROR;
-        }
-
-        shpool->data = m;
+    m = ngx_http_billing_shm_init(shm_zone, old,
+                                  sizeof(ngx_http_billing_metrics_shm_t),
+                                  "metrics");
+    if (m == NULL) {
+        return NGX_ERROR;
     }
 
     if (m->magic != NGX_HTTP_BILLING_METRICS_MAGIC
@@ -214,7 +207,6 @@ ngx_http_billing_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         m->layout = ngx_http_billing_metrics_layout();
     }
 
-    shm_zone->data = m;
     ngx_http_billing_metrics = m;
 
     return NGX_OK;

@@ -4,10 +4,41 @@
  */
 
 
-#include "ngx_http_billing_module.h"
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
 
+#include "ngx_http_billing.h"
+#include "ngx_http_billing_api.h"
+#include "ngx_http_billing_audit.h"
+#include "ngx_http_billing_auth.h"
+#include "ngx_http_billing_cors.h"
+#include "ngx_http_billing_curl.h"
+#include "ngx_http_billing_jwks.h"
+#include "ngx_http_billing_metrics.h"
+#include "ngx_http_billing_outbox.h"
+#include "ngx_http_billing_pg.h"
+#include "ngx_http_billing_purchases.h"
+#include "ngx_http_billing_request.h"
+#include "ngx_http_billing_response.h"
+#include "ngx_http_billing_status.h"
+#include "ngx_http_billing_webhook.h"
+
+#include "billing_jwk.h"
 #include "billing_value.h"
-#include "billing_jwt.h"
+
+
+/*
+ * A shared zone of this module: the name it gets when no directive names
+ * it, its least (and default) size, where the main configuration keeps it
+ * and how it is initialized.
+ */
+typedef struct {
+    ngx_str_t                     name;
+    size_t                        size;
+    size_t                        offset;
+    ngx_shm_zone_init_pt          init;
+} ngx_http_billing_zone_t;
 
 
 static void *ngx_http_billing_create_main_conf(ngx_conf_t *cf);
@@ -19,6 +50,7 @@ static ngx_int_t ngx_http_billing_preconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_billing_postconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_billing_init_process(ngx_cycle_t *cycle);
 static void ngx_http_billing_exit_process(ngx_cycle_t *cycle);
+static ngx_int_t ngx_http_billing_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_billing_log_handler(ngx_http_request_t *r);
 
 static char *ngx_http_billing(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
@@ -28,37 +60,113 @@ static char *ngx_http_billing_pool(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_billing_timeouts(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-static char *ngx_http_billing_metrics_zone(ngx_conf_t *cf, ngx_command_t *cmd,
+static char *ngx_http_billing_zone(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_billing_zone_add(ngx_conf_t *cf, void *conf,
+    ngx_http_billing_zone_t *z, ngx_str_t *name, size_t size);
 static char *ngx_http_billing_jwt_key(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
-static char *ngx_http_billing_jwks_zone(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_billing_secret(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_billing_secret_list(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_billing_secret_value(ngx_conf_t *cf, ngx_str_t *field);
 static char *ngx_http_billing_checkout_urls(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 
 
-#define NGX_HTTP_BILLING_METRICS_ZONE_SIZE  (128 * 1024)
-#define NGX_HTTP_BILLING_JWKS_ZONE_SIZE     (256 * 1024)
+static ngx_http_billing_zone_t  ngx_http_billing_metrics_zone = {
+    ngx_string("billing_metrics"), 128 * 1024,
+    offsetof(ngx_http_billing_main_conf_t, metrics_zone),
+    ngx_http_billing_metrics_init_zone
+};
+
+static ngx_http_billing_zone_t  ngx_http_billing_jwks_zone = {
+    ngx_string("billing_jwks"), 256 * 1024,
+    offsetof(ngx_http_billing_main_conf_t, jwks_zone),
+    ngx_http_billing_jwks_init_zone
+};
 
 
-static ngx_conf_enum_t  ngx_http_billing_endpoints[] = {
-    { ngx_string("health"), NGX_HTTP_BILLING_EP_HEALTH },
-    { ngx_string("readyz"), NGX_HTTP_BILLING_EP_READYZ },
-    { ngx_string("metrics"), NGX_HTTP_BILLING_EP_METRICS },
-    { ngx_string("packages"), NGX_HTTP_BILLING_EP_PACKAGES },
-    { ngx_string("balance"), NGX_HTTP_BILLING_EP_BALANCE },
-    { ngx_string("ledger"), NGX_HTTP_BILLING_EP_LEDGER },
-    { ngx_string("reconcile"), NGX_HTTP_BILLING_EP_RECONCILE },
-    { ngx_string("holds"), NGX_HTTP_BILLING_EP_HOLDS },
-    { ngx_string("purchases"), NGX_HTTP_BILLING_EP_PURCHASES },
-    { ngx_string("webhook"), NGX_HTTP_BILLING_EP_WEBHOOK },
-    { ngx_string("error"), NGX_HTTP_BILLING_EP_ERROR },
-    { ngx_null_string, 0 }
+#define NGX_HTTP_BILLING_GET     NGX_HTTP_GET|NGX_HTTP_HEAD, "GET, HEAD"
+#define NGX_HTTP_BILLING_POST    NGX_HTTP_POST, "POST"
+#define NGX_HTTP_BILLING_DELETE  NGX_HTTP_DELETE, "DELETE"
+#define NGX_HTTP_BILLING_ANY     (ngx_uint_t) -1, NULL
+
+#define NGX_HTTP_BILLING_PUBLIC  0, NULL
+#define NGX_HTTP_BILLING_TOKEN   1, NULL
+#define NGX_HTTP_BILLING_USAGE   1, "billing:usage"
+
+#define NGX_HTTP_BILLING_NO_ITEMS  { 0, NULL, 0, NULL, NULL }
+
+
+/*
+ * Every endpoint: its methods, who may call it, and the handler that
+ * answers; "billing <name>;" stores its entry in the location's
+ * configuration, so nothing is looked up per request.
+ */
+static ngx_http_billing_endpoint_t  ngx_http_billing_endpoints[] = {
+
+    { ngx_string("health"), NGX_HTTP_BILLING_EP_HEALTH,
+      { NGX_HTTP_BILLING_GET, NGX_HTTP_BILLING_PUBLIC,
+        ngx_http_billing_health_handler },
+      NGX_HTTP_BILLING_NO_ITEMS },
+
+    { ngx_string("readyz"), NGX_HTTP_BILLING_EP_READYZ,
+      { NGX_HTTP_BILLING_GET, NGX_HTTP_BILLING_PUBLIC,
+        ngx_http_billing_readyz_handler },
+      NGX_HTTP_BILLING_NO_ITEMS },
+
+    { ngx_string("metrics"), NGX_HTTP_BILLING_EP_METRICS,
+      { NGX_HTTP_BILLING_GET, NGX_HTTP_BILLING_PUBLIC,
+        ngx_http_billing_metrics_handler },
+      NGX_HTTP_BILLING_NO_ITEMS },
+
+    { ngx_string("packages"), NGX_HTTP_BILLING_EP_PACKAGES,
+      { NGX_HTTP_BILLING_GET, NGX_HTTP_BILLING_PUBLIC,
+        ngx_http_billing_packages_handler },
+      NGX_HTTP_BILLING_NO_ITEMS },
+
+    { ngx_string("balance"), NGX_HTTP_BILLING_EP_BALANCE,
+      { NGX_HTTP_BILLING_GET, NGX_HTTP_BILLING_TOKEN,
+        ngx_http_billing_balance_handler },
+      NGX_HTTP_BILLING_NO_ITEMS },
+
+    { ngx_string("ledger"), NGX_HTTP_BILLING_EP_LEDGER,
+      { NGX_HTTP_BILLING_GET, NGX_HTTP_BILLING_TOKEN,
+        ngx_http_billing_ledger_handler },
+      NGX_HTTP_BILLING_NO_ITEMS },
+
+    { ngx_string("reconcile"), NGX_HTTP_BILLING_EP_RECONCILE,
+      { NGX_HTTP_BILLING_POST, NGX_HTTP_BILLING_USAGE,
+        ngx_http_billing_reconcile_handler },
+      NGX_HTTP_BILLING_NO_ITEMS },
+
+    { ngx_string("holds"), NGX_HTTP_BILLING_EP_HOLDS,
+      { NGX_HTTP_BILLING_POST, NGX_HTTP_BILLING_USAGE,
+        ngx_http_billing_hold_handler },
+      { NGX_HTTP_BILLING_DELETE, NGX_HTTP_BILLING_USAGE,
+        ngx_http_billing_hold_release_handler } },
+
+    { ngx_string("purchases"), NGX_HTTP_BILLING_EP_PURCHASES,
+      { NGX_HTTP_BILLING_POST, NGX_HTTP_BILLING_TOKEN,
+        ngx_http_billing_purchase_handler },
+      { NGX_HTTP_BILLING_GET, NGX_HTTP_BILLING_TOKEN,
+        ngx_http_billing_purchase_get_handler } },
+
+    { ngx_string("webhook"), NGX_HTTP_BILLING_EP_WEBHOOK,
+      { NGX_HTTP_BILLING_POST, NGX_HTTP_BILLING_PUBLIC,
+        ngx_http_billing_webhook_handler },
+      NGX_HTTP_BILLING_NO_ITEMS },
+
+    /* problem+json for the answers nginx gives itself (error_page) */
+    { ngx_string("error"), NGX_HTTP_BILLING_EP_ERROR,
+      { NGX_HTTP_BILLING_ANY, NGX_HTTP_BILLING_PUBLIC,
+        ngx_http_billing_error_handler },
+      NGX_HTTP_BILLING_NO_ITEMS },
+
+    { ngx_null_string, 0, NGX_HTTP_BILLING_NO_ITEMS,
+      NGX_HTTP_BILLING_NO_ITEMS }
 };
 
 
@@ -126,10 +234,10 @@ static ngx_command_t  ngx_http_billing_commands[] = {
 
     { ngx_string("billing_metrics_zone"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE2,
-      ngx_http_billing_metrics_zone,
+      ngx_http_billing_zone,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
-      NULL },
+      &ngx_http_billing_metrics_zone },
 
     { ngx_string("billing_jwt_key"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
@@ -147,10 +255,10 @@ static ngx_command_t  ngx_http_billing_commands[] = {
 
     { ngx_string("billing_jwt_jwks_zone"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE2,
-      ngx_http_billing_jwks_zone,
+      ngx_http_billing_zone,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
-      NULL },
+      &ngx_http_billing_jwks_zone },
 
     { ngx_string("billing_jwt_jwks_refresh"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
@@ -400,7 +508,12 @@ ngx_http_billing_create_loc_conf(ngx_conf_t *cf)
         return NULL;
     }
 
-    blcf->endpoint = NGX_CONF_UNSET_UINT;
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     blcf->endpoint = NULL;
+     */
+
     blcf->cors_origins = NGX_CONF_UNSET_PTR;
 
     return blcf;
@@ -413,8 +526,7 @@ ngx_http_billing_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_billing_loc_conf_t *prev = parent;
     ngx_http_billing_loc_conf_t *conf = child;
 
-    /* the endpoint belongs to its own location only */
-    ngx_conf_init_uint_value(conf->endpoint, NGX_HTTP_BILLING_EP_NONE);
+    /* the endpoint belongs to its own location only: not merged */
     ngx_conf_merge_ptr_value(conf->cors_origins, prev->cors_origins, NULL);
 
     return NGX_CONF_OK;
@@ -431,37 +543,27 @@ ngx_http_billing_preconfiguration(ngx_conf_t *cf)
 static ngx_int_t
 ngx_http_billing_postconfiguration(ngx_conf_t *cf)
 {
-    ngx_str_t                      name;
     ngx_http_handler_pt           *h;
     ngx_http_core_main_conf_t     *cmcf;
     ngx_http_billing_main_conf_t  *bmcf;
 
     bmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_billing_module);
 
-    if (bmcf->metrics_zone == NULL) {
-        ngx_str_set(&name, "billing_metrics");
-
-        bmcf->metrics_zone = ngx_shared_memory_add(cf, &name,
-                                           NGX_HTTP_BILLING_METRICS_ZONE_SIZE,
-                                           &ngx_http_billing_module);
-        if (bmcf->metrics_zone == NULL) {
-            return NGX_ERROR;
-        }
-
-        bmcf->metrics_zone->init = ngx_http_billing_metrics_init_zone;
+    /* the zones no directive named, under their default names */
+    if (bmcf->metrics_zone == NULL
+        && ngx_http_billing_zone_add(cf, bmcf, &ngx_http_billing_metrics_zone,
+                                     NULL, 0)
+           != NGX_CONF_OK)
+    {
+        return NGX_ERROR;
     }
 
-    if (bmcf->jwks_url.len && bmcf->jwks_zone == NULL) {
-        ngx_str_set(&name, "billing_jwks");
-
-        bmcf->jwks_zone = ngx_shared_memory_add(cf, &name,
-                                                NGX_HTTP_BILLING_JWKS_ZONE_SIZE,
-                                                &ngx_http_billing_module);
-        if (bmcf->jwks_zone == NULL) {
-            return NGX_ERROR;
-        }
-
-        bmcf->jwks_zone->init = ngx_http_billing_jwks_init_zone;
+    if (bmcf->jwks_url.len && bmcf->jwks_zone == NULL
+        && ngx_http_billing_zone_add(cf, bmcf, &ngx_http_billing_jwks_zone,
+                                     NULL, 0)
+           != NGX_CONF_OK)
+    {
+        return NGX_ERROR;
     }
 
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
@@ -473,7 +575,7 @@ ngx_http_billing_postconfiguration(ngx_conf_t *cf)
 
     *h = ngx_http_billing_log_handler;
 
-    return ngx_http_billing_init_filters(cf);
+    return ngx_http_billing_cors_init(cf);
 }
 
 
@@ -550,18 +652,78 @@ ngx_http_billing_exit_process(ngx_cycle_t *cycle)
 }
 
 
+/*
+ * The content handler of every billing location.  A CORS preflight is
+ * answered before the endpoint sees it; otherwise the route ("/{id}" or
+ * the collection) checks the method and the caller, in that order, and
+ * its handler answers.
+ */
+static ngx_int_t
+ngx_http_billing_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                     rc;
+    ngx_str_t                     id;
+    ngx_http_billing_ctx_t       *ctx;
+    ngx_http_billing_route_t     *route;
+    ngx_http_billing_endpoint_t  *ep;
+    ngx_http_billing_loc_conf_t  *blcf;
+
+    blcf = ngx_http_get_module_loc_conf(r, ngx_http_billing_module);
+    ep = blcf->endpoint;
+
+    if (r->method == NGX_HTTP_OPTIONS && blcf->cors_origins
+        && ep->id != NGX_HTTP_BILLING_EP_ERROR)
+    {
+        return ngx_http_billing_cors_preflight(r);
+    }
+
+    route = &ep->collection;
+
+    if (ep->item.handler) {
+        rc = ngx_http_billing_path_id(r, &id);
+        if (rc != NGX_DECLINED) {
+            return rc;
+        }
+
+        if (id.len) {
+            ctx = ngx_http_billing_get_ctx(r);
+            if (ctx == NULL) {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+
+            ctx->item = id;
+            route = &ep->item;
+        }
+    }
+
+    rc = ngx_http_billing_method(r, route->methods, route->allow);
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    if (route->bearer) {
+        rc = ngx_http_billing_require_auth(r, route->scope);
+        if (rc != NGX_DECLINED) {
+            return rc;
+        }
+    }
+
+    return route->handler(r);
+}
+
+
 /* counts every answer of a billing location, also those nginx itself
  * gave (413, 429, ...) before our content handler ran */
 static ngx_int_t
 ngx_http_billing_log_handler(ngx_http_request_t *r)
 {
-    ngx_msec_int_t                ms;
     ngx_time_t                   *tp;
+    ngx_msec_int_t                ms;
     ngx_http_billing_loc_conf_t  *blcf;
 
     blcf = ngx_http_get_module_loc_conf(r, ngx_http_billing_module);
 
-    if (blcf->endpoint == NGX_HTTP_BILLING_EP_NONE) {
+    if (blcf->endpoint == NULL) {
         return NGX_OK;
     }
 
@@ -569,7 +731,8 @@ ngx_http_billing_log_handler(ngx_http_request_t *r)
     ms = (ngx_msec_int_t) ((tp->sec - r->start_sec) * 1000
                            + (tp->msec - r->start_msec));
 
-    ngx_http_billing_metrics_request(blcf->endpoint, r->headers_out.status,
+    ngx_http_billing_metrics_request(blcf->endpoint->id,
+                                     r->headers_out.status,
                                      (ngx_msec_t) ngx_max(ms, 0));
 
     return NGX_OK;
@@ -584,20 +747,19 @@ ngx_http_billing(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_billing_loc_conf_t *blcf = conf;
 
-    ngx_str_t                 *value;
-    ngx_conf_enum_t           *e;
-    ngx_http_core_loc_conf_t  *clcf;
+    ngx_str_t                    *value;
+    ngx_http_core_loc_conf_t     *clcf;
+    ngx_http_billing_endpoint_t  *e;
 
-    if (blcf->endpoint != NGX_CONF_UNSET_UINT) {
+    if (blcf->endpoint) {
         return "is duplicate";
     }
 
     value = cf->args->elts;
 
+    /* the words of a configuration file are NUL-terminated */
     for (e = ngx_http_billing_endpoints; e->name.len; e++) {
-        if (e->name.len == value[1].len
-            && ngx_strncmp(e->name.data, value[1].data, value[1].len) == 0)
-        {
+        if (ngx_strcmp(e->name.data, value[1].data) == 0) {
             break;
         }
     }
@@ -608,7 +770,7 @@ ngx_http_billing(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    blcf->endpoint = e->value;
+    blcf->endpoint = e;
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_http_billing_handler;
@@ -817,65 +979,61 @@ ngx_http_billing_timeouts(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
-/* "name size": a zone of this module, at least "min" bytes */
+/* "name size": a zone of this module, at least its default size */
 static char *
-ngx_http_billing_zone(ngx_conf_t *cf, ngx_shm_zone_t **zone, size_t min,
-    ngx_shm_zone_init_pt init)
+ngx_http_billing_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
+    ngx_http_billing_zone_t *z = cmd->post;
+
     ssize_t     size;
     ngx_str_t  *value;
 
-    if (*zone) {
+    if (*(ngx_shm_zone_t **) ((char *) conf + z->offset)) {
         return "is duplicate";
     }
 
     value = cf->args->elts;
 
     size = ngx_parse_size(&value[2]);
-    if (size == NGX_ERROR || (size_t) size < min) {
+    if (size == NGX_ERROR || (size_t) size < z->size) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "invalid zone size \"%V\": at least %uzk",
-                           &value[2], min / 1024);
+                           &value[2], z->size / 1024);
         return NGX_CONF_ERROR;
     }
 
-    *zone = ngx_shared_memory_add(cf, &value[1], size,
-                                  &ngx_http_billing_module);
+    return ngx_http_billing_zone_add(cf, conf, z, &value[1], size);
+}
+
+
+/* the zone, named and sized by a directive, or by default (NULL, 0) */
+static char *
+ngx_http_billing_zone_add(ngx_conf_t *cf, void *conf,
+    ngx_http_billing_zone_t *z, ngx_str_t *name, size_t size)
+{
+    ngx_shm_zone_t  **zone;
+
+    zone = (ngx_shm_zone_t **) ((char *) conf + z->offset);
+
+    if (name == NULL) {
+        name = &z->name;
+        size = z->size;
+    }
+
+    *zone = ngx_shared_memory_add(cf, name, size, &ngx_http_billing_module);
     if (*zone == NULL) {
         return NGX_CONF_ERROR;
     }
 
     if ((*zone)->data) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "duplicate zone \"%V\"", &value[1]);
+                           "duplicate zone \"%V\"", name);
         return NGX_CONF_ERROR;
     }
 
-    (*zone)->init = init;
+    (*zone)->init = z->init;
 
     return NGX_CONF_OK;
-}
-
-
-static char *
-ngx_http_billing_metrics_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    ngx_http_billing_main_conf_t *bmcf = conf;
-
-    return ngx_http_billing_zone(cf, &bmcf->metrics_zone,
-                                 NGX_HTTP_BILLING_METRICS_ZONE_SIZE,
-                                 ngx_http_billing_metrics_init_zone);
-}
-
-
-static char *
-ngx_http_billing_jwks_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    ngx_http_billing_main_conf_t *bmcf = conf;
-
-    return ngx_http_billing_zone(cf, &bmcf->jwks_zone,
-                                 NGX_HTTP_BILLING_JWKS_ZONE_SIZE,
-                                 ngx_http_billing_jwks_init_zone);
 }
 
 
@@ -931,7 +1089,7 @@ ngx_http_billing_secret(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     char  *p = conf;
 
-    ngx_str_t  *field, *value;
+    ngx_str_t  *field;
 
     field = (ngx_str_t *) (p + cmd->offset);
 
@@ -939,17 +1097,7 @@ ngx_http_billing_secret(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return "is duplicate";
     }
 
-    value = cf->args->elts;
-
-    if (ngx_http_billing_resolve(cf, &value[1], field) != NGX_CONF_OK) {
-        return NGX_CONF_ERROR;
-    }
-
-    if (field->len == 0) {
-        return "is empty";
-    }
-
-    return NGX_CONF_OK;
+    return ngx_http_billing_secret_value(cf, field);
 }
 
 
@@ -958,7 +1106,7 @@ ngx_http_billing_secret_list(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     char  *p = conf;
 
-    ngx_str_t     *value, *s;
+    ngx_str_t     *s;
     ngx_array_t  **a;
 
     a = (ngx_array_t **) (p + cmd->offset);
@@ -975,13 +1123,23 @@ ngx_http_billing_secret_list(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    return ngx_http_billing_secret_value(cf, s);
+}
+
+
+/* the directive's value, resolved; a secret cannot be empty */
+static char *
+ngx_http_billing_secret_value(ngx_conf_t *cf, ngx_str_t *field)
+{
+    ngx_str_t  *value;
+
     value = cf->args->elts;
 
-    if (ngx_http_billing_resolve(cf, &value[1], s) != NGX_CONF_OK) {
+    if (ngx_http_billing_resolve(cf, &value[1], field) != NGX_CONF_OK) {
         return NGX_CONF_ERROR;
     }
 
-    if (s->len == 0) {
+    if (field->len == 0) {
         return "is empty";
     }
 

@@ -22,7 +22,15 @@
  */
 
 
-#include "ngx_http_billing_module.h"
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_billing.h"
+#include "ngx_http_billing_curl.h"
+#include "ngx_http_billing_metrics.h"
+#include "ngx_http_billing_outbox.h"
+#include "ngx_http_billing_pg.h"
 
 #include "billing_stripe.h"
 
@@ -62,6 +70,8 @@ struct ngx_http_billing_outbox_s {
 
 
 static void ngx_http_billing_outbox_tick(ngx_event_t *ev);
+static ngx_int_t ngx_http_billing_outbox_query(ngx_http_billing_outbox_t *ob,
+    const char *sql, int nparams, ngx_http_billing_pg_done_pt handler);
 static void ngx_http_billing_outbox_claimed(ngx_http_billing_pg_op_t *op);
 static void ngx_http_billing_outbox_deliver(ngx_http_billing_delivery_t *d);
 static void ngx_http_billing_outbox_delivered(
@@ -183,24 +193,33 @@ ngx_http_billing_outbox_tick(ngx_event_t *ev)
     ob->params[0] = "10";
     ob->params[1] = (const char *) ob->lease;
 
-    ngx_memzero(&ob->op, sizeof(ngx_http_billing_pg_op_t));
-    ob->op.sql = "SELECT b.n, c.id, c.event_id, c.payload "
+    rc = ngx_http_billing_outbox_query(ob,
+                 "SELECT b.n, c.id, c.event_id, c.payload "
                  "FROM (SELECT billing.outbox_backlog() AS n) b "
-                 "LEFT JOIN billing.outbox_claim($1::int, $2::int) c ON true";
-    ob->op.nparams = 2;
-    ob->op.values = ob->params;
-    ob->op.handler = ngx_http_billing_outbox_claimed;
-    ob->op.data = ob;
-    ob->op.log = ob->log;
-
-    rc = ngx_http_billing_pg_query(ob->bmcf->pool, &ob->op);
+                 "LEFT JOIN billing.outbox_claim($1::int, $2::int) c ON true",
+                 2, ngx_http_billing_outbox_claimed);
 
     if (rc != NGX_OK) {
         ngx_http_billing_outbox_end_round(ob, ob->bmcf->notify_interval);
-        return;
+    }
+}
+
+
+/* one statement of a round, with ob->params */
+static ngx_int_t
+ngx_http_billing_outbox_query(ngx_http_billing_outbox_t *ob, const char *sql,
+    int nparams, ngx_http_billing_pg_done_pt handler)
+{
+    ngx_http_billing_pg_op_init(&ob->op, sql, nparams, ob->params, handler,
+                                ob, ob->log);
+
+    if (ngx_http_billing_pg_query(ob->bmcf->pool, &ob->op) != NGX_OK) {
+        return NGX_ERROR;
     }
 
     ob->op_pending = 1;
+
+    return NGX_OK;
 }
 
 
@@ -241,7 +260,7 @@ ngx_http_billing_outbox_claimed(ngx_http_billing_pg_op_t *op)
     ob = op->data;
     ob->op_pending = 0;
 
-    if (op->status != NGX_HTTP_BILLING_PG_OK || PQnfields(op->res) != 4) {
+    if (!ngx_http_billing_pg_shape(op, -1, 4)) {
         ngx_log_error(NGX_LOG_WARN, ob->log, 0,
                       "billing: outbox: cannot claim notifications");
         ngx_http_billing_outbox_end_round(ob, ob->bmcf->notify_interval);
@@ -462,28 +481,19 @@ ngx_http_billing_outbox_record(ngx_http_billing_outbox_t *ob)
     ob->params[1] = (const char *) retry;
     ob->params[2] = (const char *) errors;
 
-    ngx_memzero(&ob->op, sizeof(ngx_http_billing_pg_op_t));
-    ob->op.sql = "SELECT (SELECT count(*) FROM unnest($1::bigint[]) AS d(i) "
-                 "WHERE billing.outbox_done(d.i)), "
-                 "(SELECT count(*) FROM unnest($2::bigint[], $3::text[]) "
-                 "AS t(i, e) WHERE billing.outbox_retry(t.i, t.e))";
-    ob->op.nparams = 3;
-    ob->op.values = ob->params;
-    ob->op.handler = ngx_http_billing_outbox_recorded;
-    ob->op.data = ob;
-    ob->op.log = ob->log;
-
-    rc = ngx_http_billing_pg_query(ob->bmcf->pool, &ob->op);
+    rc = ngx_http_billing_outbox_query(ob,
+             "SELECT (SELECT count(*) FROM unnest($1::bigint[]) AS d(i) "
+             "WHERE billing.outbox_done(d.i)), "
+             "(SELECT count(*) FROM unnest($2::bigint[], $3::text[]) "
+             "AS t(i, e) WHERE billing.outbox_retry(t.i, t.e))",
+             3, ngx_http_billing_outbox_recorded);
 
     if (rc != NGX_OK) {
         /* the leases run out and the rows are delivered again */
         ngx_log_error(NGX_LOG_WARN, ob->log, 0,
                       "billing: outbox: cannot record deliveries");
         ngx_http_billing_outbox_end_round(ob, ob->bmcf->notify_interval);
-        return;
     }
-
-    ob->op_pending = 1;
 }
 
 

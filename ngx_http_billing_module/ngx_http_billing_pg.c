@@ -5,11 +5,9 @@
  * Every libpq call here is one of the asynchronous ones: PQconnectStartParams
  * and PQconnectPoll to connect, PQsendQueryParams + PQflush to send,
  * PQconsumeInput / PQisBusy / PQgetResult to read.  libpq's socket is wrapped
- * in an nginx connection whose events are registered level-triggered: libpq
- * does the I/O itself, so nginx's edge "ready" bookkeeping would never be
- * reset and an edge could be lost; with level triggering epoll reports again
- * whatever libpq left unread or unwritten.  The write event is registered
- * only while libpq has something to write.
+ * in an nginx connection (ngx_http_billing_socket.c: level-triggered events,
+ * libpq keeps the descriptor).  The write event is registered only while
+ * libpq has something to write.
  *
  * A connection is given back to the pool only when it is idle and healthy;
  * an idle connection keeps its read event armed, so a server that goes away
@@ -18,7 +16,13 @@
  */
 
 
-#include "ngx_http_billing_module.h"
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_event.h>
+
+#include "ngx_http_billing_metrics.h"
+#include "ngx_http_billing_pg.h"
+#include "ngx_http_billing_socket.h"
 
 
 typedef enum {
@@ -91,6 +95,7 @@ static void ngx_http_billing_pg_complete(ngx_http_billing_pg_conn_t *pc,
 static void ngx_http_billing_pg_release(ngx_http_billing_pg_conn_t *pc);
 static void ngx_http_billing_pg_finish_op(ngx_http_billing_pg_op_t *op,
     ngx_http_billing_pg_status_e status, PGresult *res);
+static void ngx_http_billing_pg_unqueue(ngx_http_billing_pg_op_t *op);
 static void ngx_http_billing_pg_fail_waiters(ngx_http_billing_pg_pool_t *pool);
 static void ngx_http_billing_pg_wait_timeout(ngx_event_t *ev);
 static void ngx_http_billing_pg_refill_handler(ngx_event_t *ev);
@@ -161,6 +166,10 @@ ngx_http_billing_pg_pool_create(ngx_cycle_t *cycle, ngx_str_t *url,
     pool->refill.log = cycle->log;
     pool->refill.cancelable = 1;
 
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, cycle->log, 0,
+                   "billing pg: pool of %ui to %ui connections, "
+                   "%ui waiters at most", pool->min, pool->max, queue);
+
     /* warm up in the event loop, never in init_process itself */
     ngx_add_timer(&pool->refill, 1);
 
@@ -173,6 +182,10 @@ ngx_http_billing_pg_pool_destroy(ngx_http_billing_pg_pool_t *pool)
 {
     ngx_queue_t                 *q;
     ngx_http_billing_pg_conn_t  *pc;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, pool->log, 0,
+                   "billing pg: pool destroyed, %ui connections",
+                   pool->nconns);
 
     if (pool->refill.timer_set) {
         ngx_del_timer(&pool->refill);
@@ -190,6 +203,22 @@ ngx_http_billing_pg_pool_destroy(ngx_http_billing_pg_pool_t *pool)
         pc->op = NULL;
         ngx_http_billing_pg_close(pc);
     }
+}
+
+
+void
+ngx_http_billing_pg_op_init(ngx_http_billing_pg_op_t *op, const char *sql,
+    int nparams, const char *const *values,
+    ngx_http_billing_pg_done_pt handler, void *data, ngx_log_t *log)
+{
+    ngx_memzero(op, sizeof(ngx_http_billing_pg_op_t));
+
+    op->sql = sql;
+    op->nparams = nparams;
+    op->values = values;
+    op->handler = handler;
+    op->data = data;
+    op->log = log;
 }
 
 
@@ -232,6 +261,8 @@ ngx_http_billing_pg_query(ngx_http_billing_pg_pool_t *pool,
     }
 
     if (pool->nwaiters >= pool->queue_max) {
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, op->log, 0,
+                       "billing pg: wait queue full (%ui)", pool->nwaiters);
         ngx_http_billing_metrics_inc(NGX_HTTP_BILLING_M_DB_QUEUE_FULL, 1);
         return NGX_BUSY;
     }
@@ -241,6 +272,8 @@ ngx_http_billing_pg_query(ngx_http_billing_pg_pool_t *pool,
         if (ngx_http_billing_pg_connect(pool) != NGX_OK
             && pool->nconns == 0)
         {
+            ngx_log_debug0(NGX_LOG_DEBUG_HTTP, op->log, 0,
+                           "billing pg: no connection can be made");
             return NGX_DECLINED;
         }
     }
@@ -248,6 +281,10 @@ ngx_http_billing_pg_query(ngx_http_billing_pg_pool_t *pool,
     ngx_queue_insert_tail(&pool->waiters, &op->queue);
     pool->nwaiters++;
     op->waiting = 1;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, op->log, 0,
+                   "billing pg: waiting for a connection, %ui waiters",
+                   pool->nwaiters);
 
     ngx_memzero(&op->wait, sizeof(ngx_event_t));
     op->wait.handler = ngx_http_billing_pg_wait_timeout;
@@ -261,22 +298,31 @@ ngx_http_billing_pg_query(ngx_http_billing_pg_pool_t *pool,
 }
 
 
+ngx_uint_t
+ngx_http_billing_pg_shape(ngx_http_billing_pg_op_t *op, int rows, int cols)
+{
+    return op->status == NGX_HTTP_BILLING_PG_OK
+           && (rows == -1 || PQntuples(op->res) == rows)
+           && (cols == -1 || PQnfields(op->res) == cols);
+}
+
+
 void
 ngx_http_billing_pg_cancel(ngx_http_billing_pg_op_t *op)
 {
     if (op->waiting) {
-        ngx_queue_remove(&op->queue);
-        op->pool->nwaiters--;
-        op->waiting = 0;
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, op->log, 0,
+                       "billing pg: waiter cancelled");
 
-        if (op->wait.timer_set) {
-            ngx_del_timer(&op->wait);
-        }
-
+        ngx_http_billing_pg_unqueue(op);
         ngx_http_billing_pg_update_gauges(op->pool);
     }
 
     if (op->conn) {
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, op->log, 0,
+                       "billing pg: query on connection %d detached",
+                       op->conn->c ? op->conn->c->fd : -1);
+
         /* the query finishes on the server; its result is discarded */
         op->conn->op = NULL;
         op->conn = NULL;
@@ -345,6 +391,10 @@ ngx_http_billing_pg_connect(ngx_http_billing_pg_pool_t *pool)
     pool->nconns++;
     pool->nconnecting++;
 
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, pool->log, 0,
+                   "billing pg: connecting, connection %ui of %ui",
+                   pool->nconns, pool->max);
+
     if (ngx_http_billing_pg_wrap(pc) != NGX_OK) {
         ngx_http_billing_pg_close(pc);
         return NGX_ERROR;
@@ -363,29 +413,20 @@ ngx_http_billing_pg_connect(ngx_http_billing_pg_pool_t *pool)
 static ngx_int_t
 ngx_http_billing_pg_wrap(ngx_http_billing_pg_conn_t *pc)
 {
-    int                fd;
-    ngx_connection_t  *c;
+    int  fd;
 
     fd = PQsocket(pc->pg);
     if (fd == -1) {
         return NGX_ERROR;
     }
 
-    c = ngx_get_connection(fd, pc->pool->log);
-    if (c == NULL) {
+    pc->c = ngx_http_billing_socket_wrap(fd, ngx_http_billing_pg_event, pc,
+                                         pc->pool->log);
+    if (pc->c == NULL) {
         return NGX_ERROR;
     }
 
-    c->data = pc;
-    c->read->handler = ngx_http_billing_pg_event;
-    c->write->handler = ngx_http_billing_pg_event;
-    c->read->log = pc->pool->log;
-    c->write->log = pc->pool->log;
-    c->log = pc->pool->log;
-
-    pc->c = c;
-
-    if (ngx_add_event(c->read, NGX_READ_EVENT, NGX_LEVEL_EVENT) != NGX_OK) {
+    if (ngx_http_billing_socket_watch(pc->c->read, 1) != NGX_OK) {
         ngx_http_billing_pg_unwrap(pc, 0);
         return NGX_ERROR;
     }
@@ -399,33 +440,10 @@ static void
 ngx_http_billing_pg_unwrap(ngx_http_billing_pg_conn_t *pc,
     ngx_uint_t fd_closed)
 {
-    ngx_connection_t  *c;
-
-    c = pc->c;
-    if (c == NULL) {
-        return;
+    if (pc->c) {
+        ngx_http_billing_socket_unwrap(pc->c, fd_closed);
+        pc->c = NULL;
     }
-
-    if (c->read->timer_set) {
-        ngx_del_timer(c->read);
-    }
-
-    if (c->read->active || c->write->active) {
-        /* the kernel forgets a closed descriptor by itself */
-        ngx_del_conn(c, fd_closed ? NGX_CLOSE_EVENT : 0);
-    }
-
-    if (c->read->posted) {
-        ngx_delete_posted_event(c->read);
-    }
-
-    if (c->write->posted) {
-        ngx_delete_posted_event(c->write);
-    }
-
-    c->fd = (ngx_socket_t) -1;
-    ngx_free_connection(c);
-    pc->c = NULL;
 }
 
 
@@ -442,6 +460,11 @@ ngx_http_billing_pg_close(ngx_http_billing_pg_conn_t *pc)
         PQclear(pc->res);
         pc->res = NULL;
     }
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, pool->log, 0,
+                   "billing pg: connection %d closed in state %d%s",
+                   pc->c ? pc->c->fd : -1, (int) pc->state,
+                   op ? ", its query lost" : "");
 
     /* libpq closes the socket itself when it reads the end of the stream */
     ngx_http_billing_pg_unwrap(pc, PQsocket(pc->pg) == -1);
@@ -483,6 +506,10 @@ ngx_http_billing_pg_close(ngx_http_billing_pg_conn_t *pc)
         op->retries++;
         op->conn = NULL;
 
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, op->log, 0,
+                       "billing pg: read tried again, retry %ui",
+                       (ngx_uint_t) op->retries);
+
         if (ngx_http_billing_pg_query(pool, op) == NGX_OK) {
             return;
         }
@@ -496,16 +523,7 @@ ngx_http_billing_pg_close(ngx_http_billing_pg_conn_t *pc)
 static void
 ngx_http_billing_pg_want_write(ngx_http_billing_pg_conn_t *pc, ngx_uint_t want)
 {
-    ngx_event_t  *wev;
-
-    wev = pc->c->write;
-
-    if (want && !wev->active) {
-        (void) ngx_add_event(wev, NGX_WRITE_EVENT, NGX_LEVEL_EVENT);
-
-    } else if (!want && wev->active) {
-        (void) ngx_del_event(wev, NGX_WRITE_EVENT, 0);
-    }
+    (void) ngx_http_billing_socket_watch(pc->c->write, want);
 }
 
 
@@ -586,6 +604,10 @@ ngx_http_billing_pg_connect_poll(ngx_http_billing_pg_conn_t *pc)
 
     /* SSL fallback or a second address may replace the socket */
     if (pc->c == NULL || PQsocket(pc->pg) != pc->c->fd) {
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, pool->log, 0,
+                       "billing pg: connecting on a new socket %d",
+                       PQsocket(pc->pg));
+
         timer = pool->connect_timeout;
         ngx_http_billing_pg_unwrap(pc, 1);
 
@@ -602,11 +624,12 @@ ngx_http_billing_pg_connect_poll(ngx_http_billing_pg_conn_t *pc)
     switch (rc) {
 
     case PGRES_POLLING_WRITING:
-        ngx_http_billing_pg_want_write(pc, 1);
-        return;
-
     case PGRES_POLLING_READING:
-        ngx_http_billing_pg_want_write(pc, 0);
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, pool->log, 0,
+                       "billing pg: connection %d: connecting, %s",
+                       pc->c->fd, rc == PGRES_POLLING_WRITING
+                                  ? "writing" : "reading");
+        ngx_http_billing_pg_want_write(pc, rc == PGRES_POLLING_WRITING);
         return;
 
     case PGRES_POLLING_OK:
@@ -621,7 +644,7 @@ ngx_http_billing_pg_connect_poll(ngx_http_billing_pg_conn_t *pc)
     }
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, pool->log, 0,
-                   "billing: database connection %d ready", pc->c->fd);
+                   "billing pg: connection %d ready", pc->c->fd);
 
     if (pc->c->read->timer_set) {
         ngx_del_timer(pc->c->read);
@@ -651,7 +674,7 @@ ngx_http_billing_pg_send(ngx_http_billing_pg_conn_t *pc,
     pc->state = NGX_HTTP_BILLING_PG_SENDING;
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, op->log, 0,
-                   "billing: query on connection %d: \"%s\"", pc->c->fd,
+                   "billing pg: query on connection %d: \"%s\"", pc->c->fd,
                    op->sql);
 
     /* text parameters, text results, unnamed statement: one round trip */
@@ -676,9 +699,14 @@ ngx_http_billing_pg_send(ngx_http_billing_pg_conn_t *pc,
     ngx_add_timer(pc->c->read, pc->pool->query_timeout);
 
     if (rc == 1) {
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, op->log, 0,
+                       "billing pg: connection %d: sending", pc->c->fd);
         ngx_http_billing_pg_want_write(pc, 1);
         return NGX_OK;
     }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, op->log, 0,
+                   "billing pg: connection %d: sent, reading", pc->c->fd);
 
     pc->state = NGX_HTTP_BILLING_PG_READING;
 
@@ -692,6 +720,8 @@ ngx_http_billing_pg_flush(ngx_http_billing_pg_conn_t *pc)
     switch (PQflush(pc->pg)) {
 
     case 0:
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, pc->pool->log, 0,
+                       "billing pg: connection %d: sent, reading", pc->c->fd);
         ngx_http_billing_pg_want_write(pc, 0);
         pc->state = NGX_HTTP_BILLING_PG_READING;
         return;
@@ -844,6 +874,10 @@ ngx_http_billing_pg_complete(ngx_http_billing_pg_conn_t *pc,
     op = pc->op;
     pc->op = NULL;
 
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, pc->pool->log, 0,
+                   "billing pg: connection %d: query done, status %d%s",
+                   pc->c->fd, (int) status, op ? "" : ", nobody waits");
+
     /* hand the connection back first: the handler may start a new query */
     ngx_http_billing_pg_release(pc);
 
@@ -870,6 +904,9 @@ ngx_http_billing_pg_release(ngx_http_billing_pg_conn_t *pc)
     if (PQstatus(pc->pg) != CONNECTION_OK
         || PQtransactionStatus(pc->pg) != PQTRANS_IDLE)
     {
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, pool->log, 0,
+                       "billing pg: connection %d cannot be reused",
+                       pc->c->fd);
         ngx_http_billing_pg_close(pc);
         return;
     }
@@ -878,19 +915,16 @@ ngx_http_billing_pg_release(ngx_http_billing_pg_conn_t *pc)
         q = ngx_queue_head(&pool->waiters);
         op = ngx_queue_data(q, ngx_http_billing_pg_op_t, queue);
 
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, pool->log, 0,
+                       "billing pg: connection %d to the first of %ui "
+                       "waiters", pc->c->fd, pool->nwaiters);
+
         /* a dead connection is closed; the waiter keeps its place */
         if (ngx_http_billing_pg_send(pc, op) != NGX_OK) {
             return;
         }
 
-        ngx_queue_remove(q);
-        pool->nwaiters--;
-        op->waiting = 0;
-
-        if (op->wait.timer_set) {
-            ngx_del_timer(&op->wait);
-        }
-
+        ngx_http_billing_pg_unqueue(op);
         ngx_http_billing_pg_update_gauges(pool);
         return;
     }
@@ -904,6 +938,10 @@ ngx_http_billing_pg_release(ngx_http_billing_pg_conn_t *pc)
     ngx_queue_remove(&pc->queue);
     ngx_queue_insert_head(&pool->idle, &pc->queue);
     pool->nidle++;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, pool->log, 0,
+                   "billing pg: connection %d idle, %ui idle", pc->c->fd,
+                   pool->nidle);
 
     ngx_http_billing_pg_update_gauges(pool);
 }
@@ -921,6 +959,10 @@ ngx_http_billing_pg_finish_op(ngx_http_billing_pg_op_t *op,
 
     handler = op->handler;
     op->handler = NULL;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, op->log, 0,
+                   "billing pg: query finished, status %d%s", (int) status,
+                   handler ? "" : ", nobody waits");
 
     /* the handler may free the op with its request: do not touch it after */
     if (handler) {
@@ -940,23 +982,35 @@ ngx_http_billing_pg_fail_waiters(ngx_http_billing_pg_pool_t *pool)
         return;     /* live connections will serve them */
     }
 
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, pool->log, 0,
+                   "billing pg: database unreachable, failing %ui of %ui "
+                   "waiters", pool->nwaiters - pool->nconnecting,
+                   pool->nwaiters);
+
     while (pool->nwaiters > pool->nconnecting) {
         q = ngx_queue_head(&pool->waiters);
-        ngx_queue_remove(q);
-        pool->nwaiters--;
-
         op = ngx_queue_data(q, ngx_http_billing_pg_op_t, queue);
-        op->waiting = 0;
 
-        if (op->wait.timer_set) {
-            ngx_del_timer(&op->wait);
-        }
-
+        ngx_http_billing_pg_unqueue(op);
         ngx_http_billing_pg_finish_op(op, NGX_HTTP_BILLING_PG_UNAVAILABLE,
                                       NULL);
     }
 
     ngx_http_billing_pg_update_gauges(pool);
+}
+
+
+/* takes an op off the wait queue, where it waited for a connection */
+static void
+ngx_http_billing_pg_unqueue(ngx_http_billing_pg_op_t *op)
+{
+    ngx_queue_remove(&op->queue);
+    op->pool->nwaiters--;
+    op->waiting = 0;
+
+    if (op->wait.timer_set) {
+        ngx_del_timer(&op->wait);
+    }
 }
 
 
@@ -967,9 +1021,10 @@ ngx_http_billing_pg_wait_timeout(ngx_event_t *ev)
 
     op = ev->data;
 
-    ngx_queue_remove(&op->queue);
-    op->pool->nwaiters--;
-    op->waiting = 0;
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, op->log, 0,
+                   "billing pg: no connection became free in time");
+
+    ngx_http_billing_pg_unqueue(op);
 
     ngx_http_billing_metrics_inc(NGX_HTTP_BILLING_M_DB_TIMEOUT, 1);
     ngx_http_billing_pg_update_gauges(op->pool);
@@ -984,6 +1039,9 @@ ngx_http_billing_pg_schedule_refill(ngx_http_billing_pg_pool_t *pool)
     if (pool->refill.timer_set || ngx_exiting || ngx_terminate) {
         return;
     }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, pool->log, 0,
+                   "billing pg: refill in %M ms", pool->backoff);
 
     ngx_add_timer(&pool->refill, pool->backoff);
     pool->backoff = ngx_min(pool->backoff * 2, NGX_HTTP_BILLING_PG_BACKOFF_MAX);
@@ -1003,6 +1061,10 @@ ngx_http_billing_pg_refill_handler(ngx_event_t *ev)
     }
 
     want = ngx_max(pool->min, ngx_min(pool->nwaiters, pool->max));
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, pool->log, 0,
+                   "billing pg: refill from %ui to %ui connections",
+                   pool->nconns, want);
 
     while (pool->nconns < want) {
         if (ngx_http_billing_pg_connect(pool) != NGX_OK) {
@@ -1032,8 +1094,8 @@ ngx_http_billing_pg_update_gauges(ngx_http_billing_pg_pool_t *pool)
 static void
 ngx_http_billing_pg_log_error(ngx_http_billing_pg_conn_t *pc, const char *what)
 {
-    size_t   len;
     char    *msg;
+    size_t   len;
 
     /* libpq's messages name host and user, never the password */
     msg = PQerrorMessage(pc->pg);

@@ -70,12 +70,21 @@ ngx_http_billing_pg_pool_t *ngx_http_billing_pg_pool_create(ngx_cycle_t *cycle,
     ngx_msec_t connect_timeout, ngx_msec_t query_timeout);
 void ngx_http_billing_pg_pool_destroy(ngx_http_billing_pg_pool_t *pool);
 
+/* prepares op for ngx_http_billing_pg_query(): everything else zeroed */
+void ngx_http_billing_pg_op_init(ngx_http_billing_pg_op_t *op,
+    const char *sql, int nparams, const char *const *values,
+    ngx_http_billing_pg_done_pt handler, void *data, ngx_log_t *log);
+
 /*
  * Runs op->sql on a pooled connection.  NGX_OK: op->handler will be called
  * later (never from inside this call).  NGX_BUSY: the wait queue is full.
  */
 ngx_int_t ngx_http_billing_pg_query(ngx_http_billing_pg_pool_t *pool,
     ngx_http_billing_pg_op_t *op);
+
+/* 1 if the op succeeded with rows x cols tuples (-1: any number) */
+ngx_uint_t ngx_http_billing_pg_shape(ngx_http_billing_pg_op_t *op,
+    int rows, int cols);
 
 /* detaches an op whose owner is going away; its handler is never called */
 void ngx_http_billing_pg_cancel(ngx_http_billing_pg_op_t *op);

@@ -4,10 +4,20 @@
  */
 
 
-#include "ngx_http_billing_module.h"
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_billing.h"
+#include "ngx_http_billing_db.h"
+#include "ngx_http_billing_metrics.h"
+#include "ngx_http_billing_response.h"
+#include "ngx_http_billing_status.h"
+
+#include "billing_json.h"
 
 
-static void ngx_http_billing_readyz_done(ngx_http_request_t *r,
+static ngx_int_t ngx_http_billing_readyz_done(ngx_http_request_t *r,
     ngx_http_billing_pg_op_t *op);
 static ngx_int_t ngx_http_billing_not_ready(ngx_http_request_t *r,
     const char *database, const char *migrations);
@@ -18,12 +28,6 @@ ngx_int_t
 ngx_http_billing_health_handler(ngx_http_request_t *r)
 {
     static u_char  ok[] = "{\"status\":\"ok\"}";
-    ngx_int_t      rc;
-
-    rc = ngx_http_billing_method(r, NGX_HTTP_GET|NGX_HTTP_HEAD, "GET, HEAD");
-    if (rc != NGX_DECLINED) {
-        return rc;
-    }
 
     return ngx_http_billing_send_json(r, NGX_HTTP_OK, ok, sizeof(ok) - 1);
 }
@@ -33,11 +37,6 @@ ngx_int_t
 ngx_http_billing_readyz_handler(ngx_http_request_t *r)
 {
     ngx_int_t  rc;
-
-    rc = ngx_http_billing_method(r, NGX_HTTP_GET|NGX_HTTP_HEAD, "GET, HEAD");
-    if (rc != NGX_DECLINED) {
-        return rc;
-    }
 
     rc = ngx_http_billing_read(r,
                                 "SELECT status, code, body, meta "
@@ -53,42 +52,38 @@ ngx_http_billing_readyz_handler(ngx_http_request_t *r)
 }
 
 
-static void
+static ngx_int_t
 ngx_http_billing_readyz_done(ngx_http_request_t *r,
     ngx_http_billing_pg_op_t *op)
 {
     int64_t                  version;
-    ngx_int_t                rc;
     ngx_http_billing_row_t   row;
+
+    static u_char  ready[] = "{\"status\":\"ready\",\"checks\":"
+                             "{\"database\":\"ok\",\"migrations\":\"ok\"}}";
 
     if (op->status == NGX_HTTP_BILLING_PG_SQL_ERROR) {
         /* reachable, but the schema is missing or broken */
-        ngx_http_billing_finalize(r,
-                             ngx_http_billing_not_ready(r, "ok", "missing"));
-        return;
+        return ngx_http_billing_not_ready(r, "ok", "missing");
     }
 
     if (ngx_http_billing_api_row(r, op, &row) != NGX_OK) {
-        ngx_http_billing_finalize(r, ngx_http_billing_not_ready(r,
-                                            "unavailable", "unknown"));
-        return;
+        return ngx_http_billing_not_ready(r, "unavailable", "unknown");
     }
 
     /* body: {"schemaVersion": N}; absent reads as 0, i.e. outdated */
-    version = ngx_http_billing_json_int(&row.body, "\"schemaVersion\"");
-
-    if (version < NGX_HTTP_BILLING_SCHEMA_VERSION) {
-        rc = ngx_http_billing_not_ready(r, "ok", "outdated");
-
-    } else {
-        static u_char  ready[] = "{\"status\":\"ready\",\"checks\":"
-                                 "{\"database\":\"ok\",\"migrations\":\"ok\"}}";
-
-        rc = ngx_http_billing_send_json(r, NGX_HTTP_OK, ready,
-                                        sizeof(ready) - 1);
+    if (billing_json_uint_member((const char *) row.body.data, row.body.len,
+                                 "schemaVersion", &version)
+        != 0)
+    {
+        version = 0;
     }
 
-    ngx_http_billing_finalize(r, rc);
+    if (version < NGX_HTTP_BILLING_SCHEMA_VERSION) {
+        return ngx_http_billing_not_ready(r, "ok", "outdated");
+    }
+
+    return ngx_http_billing_send_json(r, NGX_HTTP_OK, ready, sizeof(ready) - 1);
 }
 
 
@@ -118,11 +113,6 @@ ngx_http_billing_metrics_handler(ngx_http_request_t *r)
     size_t        len;
     ngx_int_t     rc;
     ngx_chain_t  *out;
-
-    rc = ngx_http_billing_method(r, NGX_HTTP_GET|NGX_HTTP_HEAD, "GET, HEAD");
-    if (rc != NGX_DECLINED) {
-        return rc;
-    }
 
     rc = ngx_http_discard_request_body(r);
     if (rc != NGX_OK) {

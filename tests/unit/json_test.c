@@ -1,9 +1,12 @@
 /*
- * Unit tests: UTF-8, request body parsers, UUIDs.
+ * Unit tests: UTF-8, JSON objects and members, request body parsers,
+ * idempotency keys, UUIDs, integers of the database's answers.
  */
 
 #include <stdlib.h>
 #include <string.h>
+
+#include <cjson/cJSON.h>
 
 #include "billing_json.h"
 #include "tap.h"
@@ -454,9 +457,107 @@ test_hold_purchase(void)
 
 
 static void
+test_object_and_members(void)
+{
+    cJSON        *root;
+    const cJSON  *it;
+
+    ok(billing_json_parse_object(S("{\"a\": 1, \"b\": {\"a\": 2}} \n"), &root)
+       == BILLING_JSON_OK && root != NULL, "object with trailing whitespace");
+
+    ok(billing_json_member(root, "a", &it) == 0 && cJSON_IsNumber(it)
+       && it->valuedouble == 1, "top-level member");
+    ok(billing_json_member(root, "c", &it) == 0 && it == NULL,
+       "absent member is NULL");
+    ok(billing_json_member(root, "A", &it) == 0 && it == NULL,
+       "names are case-sensitive");
+    cJSON_Delete(root);
+
+    ok(billing_json_parse_object(S("{\"a\": 1, \"a\": 2}"), &root)
+       == BILLING_JSON_OK, "duplicate names parse");
+    ok(billing_json_member(root, "a", &it) == -1,
+       "but the member given twice is refused");
+    cJSON_Delete(root);
+
+    is_int(billing_json_parse_object(S("[1]"), &root), BILLING_JSON_INVALID,
+           "an array is not an object");
+    ok(root == NULL, "and *root stays NULL");
+    is_int(billing_json_parse_object(S("{} {}"), &root),
+           BILLING_JSON_INVALID, "two objects refused");
+    is_int(billing_json_parse_object(S("{\"a\": \"\xff\"}"), &root),
+           BILLING_JSON_BAD_UTF8, "invalid UTF-8 refused as such");
+    is_int(billing_json_parse_object(S("{\"a\": \"\\u0000\"}"), &root),
+           BILLING_JSON_INVALID, "\\u0000 refused");
+    is_int(billing_json_parse_object(NULL, 0, &root), BILLING_JSON_INVALID,
+           "NULL refused");
+}
+
+
+static void
+test_idempotency_key(void)
+{
+    char  key[257];
+
+    ok(billing_idempotency_key_valid(S("k-1")), "key k-1");
+    ok(billing_idempotency_key_valid(S("!~")), "printable ASCII ends");
+    ok(!billing_idempotency_key_valid(S("k 1")), "space refused");
+    ok(!billing_idempotency_key_valid(S("k\x7f")), "DEL refused");
+    ok(!billing_idempotency_key_valid(S("caf\xc3\xa9")), "non-ASCII refused");
+    ok(!billing_idempotency_key_valid(S("")), "empty refused");
+    ok(!billing_idempotency_key_valid(NULL, 3), "NULL refused");
+
+    memset(key, 'k', sizeof(key));
+    ok(billing_idempotency_key_valid(key, 255), "255 characters");
+    ok(!billing_idempotency_key_valid(key, 256), "256 refused");
+}
+
+
+static void
+test_uint_member(void)
+{
+    static const struct {
+        const char  *body;
+        int          rc;
+        int64_t      value;
+    } cases[] = {
+        { "{\"chargedMicros\": 120, \"balanceMicros\": 5}", 0, 120 },
+        { "{\"a\": {\"chargedMicros\": 7}, \"chargedMicros\": 0}", 0, 0 },
+        { "{\"chargedMicros\": 9007199254740992}", 0, 9007199254740992LL },
+        { "{\"chargedMicros\": 1e3}", 0, 1000 },
+        { "{\"chargedMicros\": 9007199254740994}", -1, 0 },
+        { "{\"chargedMicros\": -1}", -1, 0 },
+        { "{\"chargedMicros\": 1.5}", -1, 0 },
+        { "{\"chargedMicros\": \"120\"}", -1, 0 },
+        { "{\"chargedMicros\": null}", -1, 0 },
+        { "{\"chargedMicros\": 1, \"chargedMicros\": 2}", -1, 0 },
+        { "{\"other\": 120}", -1, 0 },
+        { "{\"xchargedMicros\": 120}", -1, 0 },
+        { "[120]", -1, 0 },
+        { "{\"chargedMicros\": 120", -1, 0 },
+        { "", -1, 0 },
+    };
+
+    size_t   i;
+    int64_t  v;
+    int      rc;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        v = -7;
+        rc = billing_json_uint_member(cases[i].body, strlen(cases[i].body),
+                                      "chargedMicros", &v);
+        is_int(rc, cases[i].rc, "uint member of %s", cases[i].body);
+        is_int(v, cases[i].rc == 0 ? cases[i].value : -7,
+               "  value, untouched on failure");
+    }
+
+    ok(billing_json_uint_member(NULL, 0, "n", &v) == -1, "uint member: NULL");
+}
+
+
+static void
 test_uuid(void)
 {
-    char  out[37];
+    char  out[BILLING_UUID_LEN + 1];
 
     ok(billing_uuid_valid(S("0f8fad5b-d9cb-469f-a165-70867728950e")),
        "uuid: valid");
@@ -470,7 +571,7 @@ test_uuid(void)
        "uuid: non-hex rejected");
     ok(!billing_uuid_valid(S("0f8fad5b-d9cb-469f-a165-70867728950")),
        "uuid: short rejected");
-    ok(!billing_uuid_valid(NULL, 36), "uuid: NULL");
+    ok(!billing_uuid_valid(NULL, BILLING_UUID_LEN), "uuid: NULL");
     ok(billing_uuid_normalize(S("0F8FAD5B-D9CB-469F-A165-70867728950E"), out)
        == 0 && strcmp(out, "0f8fad5b-d9cb-469f-a165-70867728950e") == 0,
        "uuid: normalize");
@@ -485,6 +586,9 @@ main(void)
     test_reconcile_values();
     test_hold_purchase();
     test_uuid();
+    test_object_and_members();
+    test_idempotency_key();
+    test_uint_member();
 
     return tap_done();
 }

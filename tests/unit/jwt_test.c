@@ -1,5 +1,5 @@
 /*
- * Unit tests: JWT parsing, RS256 verification, claims, PEM keys, JWKS.
+ * Unit tests: JWT parsing, RS256 verification, claims.
  */
 
 #include <stdlib.h>
@@ -14,118 +14,17 @@
 #include <openssl/pem.h>
 
 #include "billing_jwt.h"
-#include "billing_util.h"
 #include "tap.h"
+#include "token.h"
 
 
-#define NOW       1700000000LL
-#define LEEWAY    60
-#define ISS       "https://auth.scholarlink.test/"
-#define AUD       "billing-api"
-
-#define HDR       "{\"alg\":\"RS256\",\"typ\":\"JWT\",\"kid\":\"k1\"}"
+#define S(x)  x, sizeof(x) - 1
 
 
-static char *
-b64(const void *p, size_t len)
-{
-    size_t  cap = BILLING_B64URL_ENC_LEN(len) + 1;
-    char   *s = malloc(cap);
-
-    if (billing_b64url_encode(p, len, s, cap, NULL) != 0) {
-        abort();
-    }
-    return s;
-}
-
-
-/* header.payload with an RS256 signature by key (or by HMAC if hs) */
-static char *
-make_token_raw(EVP_PKEY *key, const char *hdr, const char *payload, int hs)
-{
-    char           *h, *p, *si, *sig64, *tok;
-    unsigned char   sig[1024];
-    size_t          siglen = sizeof(sig);
-    unsigned int    hlen;
-    EVP_MD_CTX     *md;
-
-    h = b64(hdr, strlen(hdr));
-    p = b64(payload, strlen(payload));
-    si = malloc(strlen(h) + strlen(p) + 2);
-    sprintf(si, "%s.%s", h, p);
-
-    if (hs) {
-        HMAC(EVP_sha256(), "secret", 6, (unsigned char *) si, strlen(si), sig,
-             &hlen);
-        siglen = hlen;
-
-    } else {
-        md = EVP_MD_CTX_new();
-        if (EVP_DigestSignInit_ex(md, NULL, "SHA256", NULL, NULL, key, NULL)
-            != 1
-            || EVP_DigestSign(md, sig, &siglen, (unsigned char *) si,
-                              strlen(si)) != 1)
-        {
-            abort();
-        }
-        EVP_MD_CTX_free(md);
-    }
-
-    sig64 = b64(sig, siglen);
-    tok = malloc(strlen(si) + strlen(sig64) + 2);
-    sprintf(tok, "%s.%s", si, sig64);
-
-    free(h);
-    free(p);
-    free(si);
-    free(sig64);
-
-    return tok;
-}
-
-
-static char *
-make_token(EVP_PKEY *key, const char *payload)
-{
-    return make_token_raw(key, HDR, payload, 0);
-}
-
-
-/* parse + verify + claims, like the glue does */
 static int
-check(const char *tok, EVP_PKEY *key, billing_jwt_claims_t *c)
+has_scope(const billing_jwt_claims_t *c, const char *scope)
 {
-    billing_jwt_t  jwt;
-    char           err[256];
-    int            rc;
-
-    rc = billing_jwt_parse(tok, strlen(tok), &jwt, err, sizeof(err));
-    if (rc != BILLING_JWT_OK) {
-        return rc;
-    }
-
-    rc = billing_jwt_verify_signature(&jwt, key);
-    if (rc == BILLING_JWT_OK) {
-        rc = billing_jwt_check_claims(&jwt, ISS, AUD, NOW, LEEWAY, c, err,
-                                      sizeof(err));
-    }
-
-    billing_jwt_free(&jwt);
-
-    return rc;
-}
-
-
-static char *
-payload(const char *extra)
-{
-    static char  buf[4096];
-
-    snprintf(buf, sizeof(buf), "{\"iss\":\"" ISS "\",\"aud\":\"" AUD "\","
-             "\"sub\":\"user_42\",\"exp\":%lld,\"iat\":%lld,"
-             "\"scope\":\"billing:read billing:usage\"%s%s}",
-             NOW + 600, NOW - 10, extra[0] ? "," : "", extra);
-    return buf;
+    return billing_jwt_has_scope(c->scope, strlen(c->scope), scope);
 }
 
 
@@ -142,11 +41,18 @@ test_tokens(EVP_PKEY *key, EVP_PKEY *other)
     rc = check(tok, key, &c);
     is_int(rc, BILLING_JWT_OK, "good token verifies");
     is_str(c.sub, "user_42", "sub extracted");
-    ok(billing_jwt_has_scope(&c, "billing:usage"), "has scope billing:usage");
-    ok(billing_jwt_has_scope(&c, "billing:read"), "has scope billing:read");
-    ok(!billing_jwt_has_scope(&c, "billing"), "no substring scope match");
-    ok(!billing_jwt_has_scope(&c, "billing:usage:admin"), "no prefix match");
-    ok(!billing_jwt_has_scope(&c, ""), "empty scope never matches");
+    ok(has_scope(&c, "billing:usage"), "has scope billing:usage");
+    ok(has_scope(&c, "billing:read"), "has scope billing:read");
+    ok(!has_scope(&c, "billing"), "no substring scope match");
+    ok(!has_scope(&c, "billing:usage:admin"), "no prefix match");
+    ok(!has_scope(&c, ""), "empty scope never matches");
+    ok(billing_jwt_has_scope(S("  a   billing:usage "), "billing:usage"),
+       "runs of spaces between scopes");
+    ok(!billing_jwt_has_scope(S("billing:usage"), "billing:usag"),
+       "a shorter scope is not a match");
+    ok(!billing_jwt_has_scope("billing:usage", 7, "billing:usage"),
+       "only len bytes are read");
+    ok(!billing_jwt_has_scope(NULL, 0, "billing:usage"), "no scopes");
     ok(c.exp == NOW + 600, "exp extracted");
 
     /* kid from the header */
@@ -441,202 +347,8 @@ test_tokens(EVP_PKEY *key, EVP_PKEY *other)
 }
 
 
-static char *
-pem_of(EVP_PKEY *key, const char *structure)
-{
-    OSSL_ENCODER_CTX  *ectx;
-    unsigned char     *data = NULL;
-    size_t             len = 0;
-    char              *s;
-
-    ectx = OSSL_ENCODER_CTX_new_for_pkey(key, EVP_PKEY_PUBLIC_KEY, "PEM",
-                                         structure, NULL);
-    if (ectx == NULL || OSSL_ENCODER_to_data(ectx, &data, &len) != 1) {
-        abort();
-    }
-    OSSL_ENCODER_CTX_free(ectx);
-
-    s = malloc(len + 1);
-    memcpy(s, data, len);
-    s[len] = '\0';
-    OPENSSL_free(data);
-
-    return s;
-}
-
-
-static void
-test_pem(EVP_PKEY *key)
-{
-    EVP_PKEY  *pk, *small, *ec;
-    char      *pem, err[256];
-    char      *tok;
-
-    pem = pem_of(key, "SubjectPublicKeyInfo");
-    ok(strstr(pem, "BEGIN PUBLIC KEY") != NULL, "SPKI PEM exported");
-    pk = billing_pem_public_key(pem, strlen(pem), err, sizeof(err));
-    ok(pk != NULL, "SPKI PEM loads: %s", err);
-    tok = make_token(key, payload(""));
-    is_int(check(tok, pk, NULL), BILLING_JWT_OK, "verify with PEM key");
-    EVP_PKEY_free(pk);
-    free(pem);
-
-    pem = pem_of(key, "type-specific");
-    ok(strstr(pem, "BEGIN RSA PUBLIC KEY") != NULL, "PKCS#1 PEM exported");
-    pk = billing_pem_public_key(pem, strlen(pem), err, sizeof(err));
-    ok(pk != NULL, "RSA PUBLIC KEY PEM loads: %s", err);
-    is_int(check(tok, pk, NULL), BILLING_JWT_OK, "verify with PKCS#1 key");
-    EVP_PKEY_free(pk);
-    free(pem);
-    free(tok);
-
-    small = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t) 1024);
-    pem = pem_of(small, "SubjectPublicKeyInfo");
-    pk = billing_pem_public_key(pem, strlen(pem), err, sizeof(err));
-    ok(pk == NULL && strstr(err, "2048"), "1024-bit key refused: %s", err);
-    tok = make_token(small, payload(""));
-    is_int(check(tok, small, NULL), BILLING_JWT_BAD_SIGNATURE,
-           "1024-bit key never verifies");
-    free(tok);
-    free(pem);
-    EVP_PKEY_free(small);
-
-    ec = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
-    pem = pem_of(ec, "SubjectPublicKeyInfo");
-    pk = billing_pem_public_key(pem, strlen(pem), err, sizeof(err));
-    ok(pk == NULL && strstr(err, "RSA"), "EC key refused: %s", err);
-    free(pem);
-    EVP_PKEY_free(ec);
-
-    pk = billing_pem_public_key("garbage", 7, err, sizeof(err));
-    ok(pk == NULL, "garbage PEM refused");
-
-    {
-        BIO   *b = BIO_new(BIO_s_mem());
-        char  *data;
-        long   n;
-
-        PEM_write_bio_PrivateKey(b, key, NULL, NULL, 0, NULL, NULL);
-        n = BIO_get_mem_data(b, &data);
-        pk = billing_pem_public_key(data, (size_t) n, err, sizeof(err));
-        ok(pk == NULL, "private key PEM refused");
-        BIO_free(b);
-    }
-
-    ok(ERR_peek_error() == 0, "OpenSSL error queue left empty");
-}
-
-
-static char *
-bn_b64(EVP_PKEY *key, const char *name)
-{
-    BIGNUM         *bn = NULL;
-    unsigned char   buf[1024];
-    int             n;
-
-    if (EVP_PKEY_get_bn_param(key, name, &bn) != 1) {
-        abort();
-    }
-    n = BN_bn2bin(bn, buf);
-    BN_free(bn);
-
-    return b64(buf, (size_t) n);
-}
-
-
-static void
-test_jwks(EVP_PKEY *key, EVP_PKEY *other)
-{
-    billing_jwk_t  *keys;
-    size_t          nkeys;
-    char           *n, *e, *n2, *e2, *json, err[256], *tok;
-    EVP_PKEY       *pk;
-    int             rc;
-
-    n = bn_b64(key, OSSL_PKEY_PARAM_RSA_N);
-    e = bn_b64(key, OSSL_PKEY_PARAM_RSA_E);
-    n2 = bn_b64(other, OSSL_PKEY_PARAM_RSA_N);
-    e2 = bn_b64(other, OSSL_PKEY_PARAM_RSA_E);
-    json = malloc(16384);
-
-    snprintf(json, 16384,
-             "{\"keys\":["
-             "{\"kty\":\"EC\",\"crv\":\"P-256\",\"x\":\"a\",\"y\":\"b\"},"
-             "{\"kty\":\"RSA\",\"use\":\"enc\",\"kid\":\"enc\",\"n\":\"%s\","
-             "\"e\":\"%s\"},"
-             "{\"kty\":\"RSA\",\"alg\":\"RS512\",\"kid\":\"rs512\","
-             "\"n\":\"%s\",\"e\":\"%s\"},"
-             "{\"kty\":\"RSA\",\"kid\":\"short\",\"n\":\"AQAB\",\"e\":\"AQAB\"},"
-             "{\"kty\":\"RSA\",\"kid\":\"e1\",\"n\":\"%s\",\"e\":\"AQ\"},"
-             "{\"kty\":\"RSA\",\"kid\":\"pad\",\"n\":\"%s=\",\"e\":\"AQAB\"},"
-             "{\"kty\":\"RSA\",\"use\":\"sig\",\"alg\":\"RS256\",\"kid\":\"k1\","
-             "\"n\":\"%s\",\"e\":\"%s\"},"
-             "{\"kty\":\"RSA\",\"kid\":\"k2\",\"n\":\"%s\",\"e\":\"%s\"}"
-             "]}", n, e, n, e, n, n, n, e, n2, e2);
-
-    rc = billing_jwks_parse(json, strlen(json), &keys, &nkeys, err,
-                            sizeof(err));
-    ok(rc == 0 && nkeys == 2, "JWKS keeps only usable RS256 keys (%zu)",
-       nkeys);
-    ok(rc == 0 && strcmp(keys[0].kid, "k1") == 0 && keys[0].has_kid
-       && strcmp(keys[1].kid, "k2") == 0, "JWKS kids");
-
-    pk = billing_jwk_to_pkey(&keys[0]);
-    ok(pk != NULL, "JWK -> EVP_PKEY");
-    tok = make_token(key, payload(""));
-    is_int(check(tok, pk, NULL), BILLING_JWT_OK,
-           "token verifies with the JWK-built key");
-    EVP_PKEY_free(pk);
-
-    pk = billing_jwk_to_pkey(&keys[1]);
-    is_int(check(tok, pk, NULL), BILLING_JWT_BAD_SIGNATURE,
-           "other JWK does not verify");
-    EVP_PKEY_free(pk);
-
-    /* a corrupted struct (as if from shared memory) is refused */
-    keys[0].e[0] = '!';
-    ok(billing_jwk_to_pkey(&keys[0]) == NULL, "corrupted JWK refused");
-    memset(keys[0].n, 'A', sizeof(keys[0].n));
-    ok(billing_jwk_to_pkey(&keys[0]) == NULL, "unterminated JWK refused");
-
-    billing_jwks_free(keys);
-    free(tok);
-
-    rc = billing_jwks_parse("{\"keys\":[]}", 11, &keys, &nkeys, err,
-                            sizeof(err));
-    ok(rc == -1 && keys == NULL, "empty JWKS is an error: %s", err);
-    rc = billing_jwks_parse("{\"keys\":{}}", 11, &keys, &nkeys, err,
-                            sizeof(err));
-    ok(rc == -1, "keys not an array");
-    rc = billing_jwks_parse("[]", 2, &keys, &nkeys, err, sizeof(err));
-    ok(rc == -1, "JWKS not an object");
-    rc = billing_jwks_parse("{\"keys\":[", 9, &keys, &nkeys, err,
-                            sizeof(err));
-    ok(rc == -1, "truncated JWKS");
-
-    free(n);
-    free(e);
-    free(n2);
-    free(e2);
-    free(json);
-}
-
-
 int
 main(void)
 {
-    EVP_PKEY  *key, *other;
-
-    key = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t) 2048);
-    other = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t) 2048);
-    ok(key != NULL && other != NULL, "RSA-2048 key pairs generated");
-
-    test_tokens(key, other);
-    test_pem(key);
-    test_jwks(key, other);
-
-    EVP_PKEY_free(key);
-    EVP_PKEY_free(other);
-
-    return tap_done();
+    return with_keys(test_tokens);
 }

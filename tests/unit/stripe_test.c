@@ -168,7 +168,18 @@ test_verify(void)
                                  1, NOW, 300), BILLING_STRIPE_OK,
            "empty body");
 
-    ok(billing_stripe_strerror(BILLING_STRIPE_NO_MATCH) != NULL, "strerror");
+    is_str(billing_stripe_strerror(BILLING_STRIPE_MALFORMED),
+           "the Stripe-Signature header is malformed", "strerror: malformed");
+    is_str(billing_stripe_strerror(BILLING_STRIPE_TIMESTAMP),
+           "the signature timestamp is outside the tolerance",
+           "strerror: timestamp");
+    is_str(billing_stripe_strerror(BILLING_STRIPE_NO_MATCH),
+           "no signature matches a configured webhook secret",
+           "strerror: no match");
+    is_str(billing_stripe_strerror(BILLING_STRIPE_ERROR), "internal error",
+           "strerror: internal");
+    is_str(billing_stripe_strerror(999), "internal error",
+           "strerror: unknown code");
 }
 
 

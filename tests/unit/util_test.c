@@ -1,5 +1,6 @@
 /*
- * Unit tests: base64url, hex, escapers, cursors, form encoding.
+ * Unit tests: base64url, hex, UTF-8, the JSON pre-scan, the escaper,
+ * small helpers, cursors, form encoding.
  */
 
 #include <stdlib.h>
@@ -58,6 +59,103 @@ test_b64(void)
 
 
 static void
+test_hex(void)
+{
+    unsigned char  raw[4] = { 0x00, 0x7f, 0xab, 0xff }, dec[8];
+    char           hex[9];
+
+    billing_hex_encode(raw, sizeof(raw), hex);
+    is_str(hex, "007fabff", "hex encode (lower case)");
+
+    ok(billing_hex_decode(S("007FabfF"), dec, sizeof(dec)) == 0
+       && memcmp(dec, raw, 4) == 0, "hex decode, either case");
+    ok(billing_hex_decode(S("007"), dec, sizeof(dec)) == -1,
+       "odd length refused");
+    ok(billing_hex_decode(S("0g"), dec, sizeof(dec)) == -1,
+       "non-hex digit refused");
+    ok(billing_hex_decode(S("007fabff"), dec, 3) == -1,
+       "small buffer refused");
+    ok(billing_hex_decode(S(""), dec, sizeof(dec)) == 0, "empty is empty");
+}
+
+
+static void
+test_utf8(void)
+{
+    static const struct {
+        const char  *bytes;
+        size_t       len;
+    } seq[] = {
+        { "a", 1 }, { "\xc3\xa9", 2 }, { "\xe2\x82\xac", 3 },
+        { "\xf0\x9f\x98\x80", 4 }, { "\xf4\x8f\xbf\xbf", 4 },
+        { "\xc0\xaf", 0 }, { "\xe0\x80\xaf", 0 }, { "\xed\xa0\x80", 0 },
+        { "\xf4\x90\x80\x80", 0 }, { "\x80", 0 }, { "\xff", 0 },
+    };
+
+    size_t  i;
+
+    for (i = 0; i < sizeof(seq) / sizeof(seq[0]); i++) {
+        is_int(billing_utf8_seq_len((const unsigned char *) seq[i].bytes,
+                                    strlen(seq[i].bytes)),
+               seq[i].len, "UTF-8 sequence %zu", i);
+    }
+
+    is_int(billing_utf8_seq_len((const unsigned char *) "\xc3\xa9", 1), 0,
+           "a sequence cut by len is not one");
+
+    ok(billing_is_printable_utf8(S("user 42 caf\xc3\xa9")), "printable");
+    ok(billing_is_printable_utf8(S("")), "empty is printable");
+    ok(!billing_is_printable_utf8(S("a\tb")), "C0 control refused");
+    ok(!billing_is_printable_utf8(S("a\x7f")), "DEL refused");
+    ok(!billing_is_printable_utf8(S("a\xc2\x85")), "C1 control refused");
+    ok(billing_is_printable_utf8(S("\xc2\xa0")), "U+00A0 is printable");
+    ok(!billing_is_printable_utf8(S("\xc3")), "truncated UTF-8 refused");
+}
+
+
+static void
+test_prescan(void)
+{
+    ok(billing_json_prescan(S("{\"a\": \"b\\u0041\"}\r\n\t")) == 0,
+       "prescan: ordinary JSON with whitespace");
+    ok(billing_json_prescan(S("{\"a\": \"b\\\\u0000\"}")) == 0,
+       "prescan: an escaped backslash before u0000 is text");
+    ok(billing_json_prescan(S("{\"a\": \"b\\u0000\"}")) == -1,
+       "prescan: \\u0000 refused");
+    ok(billing_json_prescan(S("{\"a\": \"b\tc\"}")) == -1,
+       "prescan: raw tab inside a string refused");
+    ok(billing_json_prescan(S("{\"a\":\x01 1}")) == -1,
+       "prescan: control character outside strings refused");
+    ok(billing_json_prescan(S("{\"a\":\x00 1}")) == -1,
+       "prescan: NUL refused");
+}
+
+
+static void
+test_small_helpers(void)
+{
+    char  err[16];
+
+    ok(billing_bytes_in(S("k-1~"), 0x21, 0x7e), "bytes in range");
+    ok(!billing_bytes_in(S("k 1"), 0x21, 0x7e), "a byte below the range");
+    ok(!billing_bytes_in(S("k\x80"), 0x21, 0x7e), "a byte above the range");
+    ok(billing_bytes_in(S(""), 0x21, 0x7e), "no bytes: true");
+
+    ok(billing_contains(S("-----BEGIN PUBLIC KEY-----"), "PUBLIC KEY"),
+       "contains");
+    ok(!billing_contains("PUBLIC KEY", 6, "PUBLIC KEY"),
+       "contains reads only len bytes");
+    ok(billing_contains(S("abc"), ""), "the empty needle is everywhere");
+    ok(!billing_contains(S(""), "a"), "nothing contains a");
+
+    is_int(billing_fail(7, err, sizeof(err), "%s %d", "too long a text", 42),
+           7, "billing_fail returns its code");
+    is_str(err, "too long a text", "and truncates the message to err");
+    is_int(billing_fail(-1, NULL, 0, "x"), -1, "billing_fail without err");
+}
+
+
+static void
 test_escape(void)
 {
     char    buf[64];
@@ -76,10 +174,6 @@ test_escape(void)
 
     n = billing_json_escape(NULL, 0, S("abc"));
     ok(n == 3, "json escape: size query");
-
-    n = billing_prom_escape(buf, sizeof(buf), S("a\"b\\c\nd\re\xc0"));
-    is_str(buf, "a\\\"b\\\\c\\nd\xef\xbf\xbd" "e\xef\xbf\xbd", "prom escape");
-    ok(n == strlen(buf), "prom escape length");
 }
 
 
@@ -150,6 +244,11 @@ test_form(void)
        "overflow leaves the buffer unchanged");
     ok(billing_form_append(&f, "c", "") == -1, "overflow is sticky");
 
+    is_int(billing_form_encoded_len(S("az09-._~")), 8,
+           "form: unreserved bytes stay");
+    is_int(billing_form_encoded_len(S("a b&\xc3\xa9")), 14,
+           "form: every other byte is three");
+
     billing_form_init(&f, small, sizeof(small));
     ok(billing_form_append(&f, "a", "012345678901234567890") == 0
        && strlen(small) == 23, "exact fit (23 + NUL)");
@@ -163,6 +262,10 @@ int
 main(void)
 {
     test_b64();
+    test_hex();
+    test_utf8();
+    test_prescan();
+    test_small_helpers();
     test_escape();
     test_cursor();
     test_form();

@@ -1,5 +1,5 @@
 /*
- * Unit tests: billing_value (resolve, dburl connection_limit, durations).
+ * Unit tests: billing_value (resolve, dburl connection_limit).
  */
 
 #define _POSIX_C_SOURCE 200809L
@@ -225,56 +225,11 @@ test_dburl(void)
 }
 
 
-typedef struct {
-    const char  *in;
-    int          rc;
-    long         ms;
-} dur_case_t;
-
-
-static void
-test_duration(void)
-{
-    static const dur_case_t  cases[] = {
-        { "250ms", 0, 250 }, { "5s", 0, 5000 }, { "2m", 0, 120000 },
-        { "5", 0, 5000 }, { "0", 0, 0 }, { "1h", 0, 3600000 },
-        { "1m30s", 0, 90000 }, { "1m 30s", 0, 90000 },
-        { "1s500ms", 0, 1500 }, { "1d", 0, 86400000 },
-        { "7d", 0, 604800000 }, { "8d", -1, 0 }, { "", -1, 0 },
-        { "s", -1, 0 }, { "5x", -1, 0 }, { "-5s", -1, 0 },
-        { "5s1m", -1, 0 }, { "5s5s", -1, 0 }, { "1m 30", -1, 0 },
-        { "5 ", -1, 0 }, { " 5", -1, 0 }, { "5  s", -1, 0 },
-        { "99999999999999999999999", -1, 0 }, { "604800001ms", -1, 0 },
-        { "604800000ms", 0, 604800000 }, { "1.5s", -1, 0 },
-    };
-
-    size_t  i;
-    long    ms;
-    int     rc;
-
-    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        ms = -1;
-        rc = billing_parse_duration_ms(cases[i].in, strlen(cases[i].in),
-                                       &ms);
-        if (cases[i].rc == 0) {
-            ok(rc == 0 && ms == cases[i].ms, "duration \"%s\" = %ld",
-               cases[i].in, ms);
-        } else {
-            ok(rc == -1, "duration \"%s\" rejected", cases[i].in);
-        }
-    }
-
-    ok(billing_parse_duration_ms("5s9", 2, &ms) == 0 && ms == 5000,
-       "duration honours len");
-}
-
-
 int
 main(void)
 {
     test_resolve();
     test_dburl();
-    test_duration();
 
     return tap_done();
 }

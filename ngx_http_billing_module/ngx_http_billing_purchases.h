@@ -1,0 +1,20 @@
+
+/*
+ * ScholarLink Billing: purchases through Stripe Checkout.
+ */
+
+
+#ifndef _NGX_HTTP_BILLING_PURCHASES_H_INCLUDED_
+#define _NGX_HTTP_BILLING_PURCHASES_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+
+ngx_int_t ngx_http_billing_purchase_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_billing_purchase_get_handler(ngx_http_request_t *r);
+
+
+#endif /* _NGX_HTTP_BILLING_PURCHASES_H_INCLUDED_ */
