@@ -3,7 +3,6 @@
 use Test::Nginx::Socket 'no_plan';
 
 repeat_each(2);
-no_shuffle();
 no_long_string();
 run_tests();
 
@@ -191,3 +190,33 @@ Transfer-Encoding: chunked
 ["got /multi/a", "got /multi/b"]
 --- error_code eval
 [200, 200]
+
+
+
+=== TEST 13: must_die with an exit code, and error_log / no_error_log on startup errors
+--- config
+    location = /t {
+        return 200 "s3cret-value";
+        no_such_directive on;
+    }
+--- must_die: 1
+--- error_log
+[emerg]
+unknown directive "no_such_directive"
+--- no_error_log
+s3cret-value
+
+
+
+=== TEST 14: servroot holds only what upstream Test::Nginx removes before a run
+--- config
+    location = /t {
+        return 200 "ok";
+    }
+--- init
+opendir my $dh, $ENV{TEST_NGINX_SERVER_ROOT} or die "servroot: $!";
+my @odd = grep { !/^(?:\.\.?|conf|html|logs|cache|\w+_temp|\w+_cache)$/ } readdir $dh;
+Test::More::is("@odd", '', 'nothing else at the top of servroot');
+--- request
+GET /t
+--- response_body: ok
