@@ -7,14 +7,14 @@ use Test::More;
 use File::Temp qw(tempdir);
 
 my $nginx = $ENV{TEST_NGINX_BINARY} || 'nginx';
-my $module = $ENV{TEST_NGINX_MODULE} or plan skip_all => 'TEST_NGINX_MODULE not set';
+my $modules = $ENV{TEST_NGINX_LOAD_MODULES} or plan skip_all => 'TEST_NGINX_LOAD_MODULES not set';
 my $dir = tempdir(CLEANUP => 1);
 
 sub nginx_t {
     my ($http, $location) = @_;
     $location //= 'location = /health { billing health; }';
     open my $f, '>', "$dir/nginx.conf" or die;
-    print $f "load_module $module;\nerror_log $dir/error.log;\npid $dir/nginx.pid;\n"
+    print $f join('', map { "load_module $_;\n" } split ' ', $modules) . "error_log $dir/error.log;\npid $dir/nginx.pid;\n"
            . "events {}\nhttp {\n$http\nserver { listen 127.0.0.1:1; $location }\n}\n";
     close $f;
     my $out = `$nginx -t -p $dir -c $dir/nginx.conf 2>&1`;

@@ -46,8 +46,6 @@ invariants_ok('invariants hold after the reconcile tests');
 __DATA__
 
 === TEST 1: first charge: 201 with the docs/spec.md example price (gpt-4o 1000/500 = 7500)
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers eval: $::Svc
@@ -64,8 +62,6 @@ Content-Type: application/json
 
 
 === TEST 2: the same request again is a replay of the original
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers eval: $::Svc
@@ -79,8 +75,6 @@ Idempotent-Replayed: true
 
 
 === TEST 3: the same key with another body is 409 and writes nothing
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers eval: $::Svc
@@ -94,8 +88,6 @@ Content-Type: application/problem+json
 
 
 === TEST 4: the key may come as the Idempotency-Key header
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers eval: $::Svc . "\nIdempotency-Key: k-header"
@@ -108,8 +100,6 @@ load_module $TEST_NGINX_MODULE;
 
 
 === TEST 5: header and body keys that differ are 400
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers eval: $::Svc . "\nIdempotency-Key: k-other"
@@ -121,8 +111,6 @@ load_module $TEST_NGINX_MODULE;
 
 
 === TEST 6: a charge above the balance is 402 and writes nothing
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers eval: $::Svc
@@ -134,8 +122,6 @@ load_module $TEST_NGINX_MODULE;
 
 
 === TEST 7: an unknown model is 422
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers eval: $::Svc
@@ -147,8 +133,6 @@ load_module $TEST_NGINX_MODULE;
 
 
 === TEST 8: 10^9 tokens each way with the most expensive model
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers eval: $::Svc
@@ -160,8 +144,6 @@ load_module $TEST_NGINX_MODULE;
 
 
 === TEST 9: zero tokens cost nothing
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers eval: $::Svc
@@ -173,8 +155,6 @@ load_module $TEST_NGINX_MODULE;
 
 
 === TEST 10: more than 10^9 tokens is 400
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers eval: $::Svc
@@ -186,8 +166,6 @@ load_module $TEST_NGINX_MODULE;
 
 
 === TEST 11: a fractional token count is 400
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers eval: $::Svc
@@ -198,8 +176,6 @@ load_module $TEST_NGINX_MODULE;
 
 
 === TEST 12: a token count given as a string is 400
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers eval: $::Svc
@@ -210,8 +186,6 @@ load_module $TEST_NGINX_MODULE;
 
 
 === TEST 13: a missing field is 400 and names it
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers eval: $::Svc
@@ -224,8 +198,6 @@ model
 
 
 === TEST 14: a key with a space is 400
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers eval: $::Svc
@@ -235,8 +207,6 @@ load_module $TEST_NGINX_MODULE;
 
 
 === TEST 15: invalid UTF-8 is 400
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers eval: $::Svc
@@ -247,8 +217,6 @@ load_module $TEST_NGINX_MODULE;
 
 
 === TEST 16: not JSON at all is 400
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers eval: $::Svc
@@ -260,8 +228,6 @@ POST /api/usage/reconcile
 
 
 === TEST 17: a non-JSON content type is 415
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers eval
@@ -274,8 +240,6 @@ load_module $TEST_NGINX_MODULE;
 
 
 === TEST 18: a body over client_max_body_size is 413 problem+json
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers eval: $::Svc
@@ -289,8 +253,6 @@ Content-Type: application/problem+json
 
 
 === TEST 19: GET is 405
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers eval: $::Svc
@@ -303,8 +265,6 @@ Allow: POST
 
 
 === TEST 20: unknown fields are ignored
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers eval: $::Svc

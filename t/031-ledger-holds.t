@@ -53,8 +53,6 @@ invariants_ok('invariants hold after the ledger tests');
 __DATA__
 
 === TEST 1: packages are public and seeded as docs/spec.md §2 says
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- request
@@ -65,8 +63,6 @@ GET /api/packages
 
 
 === TEST 2: balance of a funded user
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers eval: main::user('b')
@@ -78,8 +74,6 @@ GET /api/balance
 
 
 === TEST 3: ledger: newest first, a page of one, and a cursor
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers eval: main::user('a')
@@ -91,8 +85,6 @@ GET /api/ledger?limit=1
 
 
 === TEST 6: another user sees none of a's entries
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers eval: main::user('b')
@@ -104,8 +96,6 @@ GET /api/ledger
 
 
 === TEST 7: a bad limit or cursor is 400
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers eval: main::user('a')
@@ -116,8 +106,6 @@ GET /api/ledger?limit=201
 
 
 === TEST 8: a forged cursor is 400
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers eval: main::user('a')
@@ -130,8 +118,6 @@ GET /api/ledger?cursor=not-a-cursor
 
 
 === TEST 9: a hold larger than the available balance is 402
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers eval: $::Svc
@@ -144,8 +130,6 @@ load_module $TEST_NGINX_MODULE;
 
 
 === TEST 10: a hold is created and lowers the available balance
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers eval: $::Svc
@@ -158,8 +142,6 @@ load_module $TEST_NGINX_MODULE;
 
 
 === TEST 11: while held, a charge above what is left is 402
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers eval: $::Svc
@@ -170,8 +152,6 @@ load_module $TEST_NGINX_MODULE;
 
 
 === TEST 12: a reconcile against a hold may use the held amount and captures it
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers eval: $::Svc
@@ -184,8 +164,6 @@ load_module $TEST_NGINX_MODULE;
 
 
 === TEST 13: a captured hold cannot be released
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers eval: $::Svc
@@ -198,8 +176,6 @@ load_module $TEST_NGINX_MODULE;
 
 
 === TEST 14: an active hold is released by DELETE
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers eval: $::Svc
@@ -211,8 +187,6 @@ load_module $TEST_NGINX_MODULE;
 
 
 === TEST 15: an expired hold no longer counts and cannot be captured
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers eval: $::Svc
@@ -225,8 +199,6 @@ load_module $TEST_NGINX_MODULE;
 
 
 === TEST 16: the balance shows only the hold still active
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers eval: main::user('h')
@@ -238,8 +210,6 @@ GET /api/balance
 
 
 === TEST 17: an unknown hold id is 404
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers eval: $::Svc
@@ -250,8 +220,6 @@ DELETE /api/usage/holds/00000000-0000-4000-8000-000000000000
 
 
 === TEST 18: a malformed hold id is 404
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers eval: $::Svc

@@ -29,8 +29,6 @@ run_tests();
 __DATA__
 
 === TEST 1: past the per-user burst the answer is 429 problem+json
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- init
@@ -55,8 +53,6 @@ limiting requests
 
 
 === TEST 2: another user is not limited by the first user's requests
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- init
@@ -73,8 +69,6 @@ GET /api/balance
 
 
 === TEST 3: an allowed origin gets Access-Control-Allow-Origin and Vary
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers eval
@@ -89,8 +83,6 @@ Access-Control-Expose-Headers: Idempotent-Replayed
 
 
 === TEST 4: an origin not in the list gets no Access-Control-Allow-Origin
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers eval
@@ -104,8 +96,6 @@ Vary: Origin
 
 
 === TEST 5: a preflight from an allowed origin is answered 204
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers
@@ -123,8 +113,6 @@ Access-Control-Allow-Headers: Authorization, Content-Type, Idempotency-Key
 
 
 === TEST 6: a preflight from another origin gets no CORS grant
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers

@@ -244,8 +244,7 @@ is(pstatus($P{H}{id}), 'paid', 'and marks it paid');
     BillingTest::psql_admin("UPDATE billing.outbox SET delivered_at = now() WHERE delivered_at IS NULL");
     $recv->control(fail => 1, fail_status => 500);
 
-    BillingTest::start_nginx('notify040', $conf,
-                             main_config => "load_module $ENV{TEST_NGINX_MODULE};", workers => 2);
+    BillingTest::start_nginx('notify040', $conf, workers => 2);
 
     my ($req, $hdr) = signed(n1 => event('checkout.session.completed', session('N1')));
     my ($st) = BillingTest::http_request($port, { method => 'POST', path => '/webhooks/stripe',
@@ -303,8 +302,6 @@ BillingTest::invariants_ok('ledger invariants hold after the Stripe tests');
 __DATA__
 
 === TEST 1: a purchase creates a Checkout Session and answers 201
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config
 location /api/purchases { billing purchases; }
@@ -325,8 +322,6 @@ sk_test_51StandInKey000
 
 
 === TEST 2: an unknown package is 422 and Stripe is not asked
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config
 location /api/purchases { billing purchases; }
@@ -342,8 +337,6 @@ POST /api/purchases
 
 
 === TEST 3: a malformed body is 400, without a purchase
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config
 location /api/purchases { billing purchases; }
@@ -359,8 +352,6 @@ POST /api/purchases
 
 
 === TEST 4: Stripe declines (402 card_error): 502 stripe_error, purchase failed
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config
 location /api/purchases { billing purchases; }
@@ -380,8 +371,6 @@ Content-Type: application/problem+json
 
 
 === TEST 5: Stripe fails (500): 502 stripe_error
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config
 location /api/purchases { billing purchases; }
@@ -399,8 +388,6 @@ POST /api/purchases
 
 
 === TEST 6: Stripe stalls past the total timeout: 502, and /health stays fast meanwhile
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config
 location = /health { billing health; }
@@ -441,8 +428,6 @@ GET /health
 
 
 === TEST 7: the owner reads the purchase
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config
 location /api/purchases { billing purchases; }
@@ -456,8 +441,6 @@ qr/^\{.*"status": "pending".*"purchaseId": "$::P{owner}{id}".*\}$/
 
 
 === TEST 8: anybody else gets 404
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config
 location /api/purchases { billing purchases; }
@@ -472,8 +455,6 @@ main::auth($::U{other})
 
 
 === TEST 9: a malformed purchase id is 404
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config
 location /api/purchases { billing purchases; }
@@ -488,8 +469,6 @@ main::auth($::U{owner})
 
 
 === TEST 10: purchases need a token
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config
 location /api/purchases { billing purchases; }
@@ -503,8 +482,6 @@ Content-Type: application/json
 
 
 === TEST 11: webhook checkout.session.completed (paid) credits
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config
 location = /webhooks/stripe { client_max_body_size 1m; billing webhook; }
@@ -520,8 +497,6 @@ Content-Type: application/json
 
 
 === TEST 12: the same event again is 200 and a no-op
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config
 location = /webhooks/stripe { client_max_body_size 1m; billing webhook; }
@@ -533,8 +508,6 @@ location = /webhooks/stripe { client_max_body_size 1m; billing webhook; }
 
 
 === TEST 13: payment_intent.succeeded for the same purchase changes nothing
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config
 location = /webhooks/stripe { client_max_body_size 1m; billing webhook; }
@@ -546,8 +519,6 @@ location = /webhooks/stripe { client_max_body_size 1m; billing webhook; }
 
 
 === TEST 14: reversed order: payment_intent.succeeded first, then completed
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config
 location = /webhooks/stripe { client_max_body_size 1m; billing webhook; }
@@ -565,8 +536,6 @@ Test::More::is(main::balance($main::U{b}), 5000000, 'credits');
 
 
 === TEST 15: completed but unpaid, then async_payment_succeeded
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config
 location = /webhooks/stripe { client_max_body_size 1m; billing webhook; }
@@ -585,8 +554,6 @@ Test::More::is(main::balance($main::U{c}), 0, 'completed but unpaid credits noth
 
 
 === TEST 16: wrong secret: 400 invalid_signature
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config
 location = /webhooks/stripe { client_max_body_size 1m; billing webhook; }
@@ -603,8 +570,6 @@ whsec_test_primary
 
 
 === TEST 17: stale timestamp: 400
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config
 location = /webhooks/stripe { client_max_body_size 1m; billing webhook; }
@@ -617,8 +582,6 @@ location = /webhooks/stripe { client_max_body_size 1m; billing webhook; }
 
 
 === TEST 18: future timestamp: 400
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config
 location = /webhooks/stripe { client_max_body_size 1m; billing webhook; }
@@ -631,8 +594,6 @@ location = /webhooks/stripe { client_max_body_size 1m; billing webhook; }
 
 
 === TEST 19: altered body: 400
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config
 location = /webhooks/stripe { client_max_body_size 1m; billing webhook; }
@@ -645,8 +606,6 @@ location = /webhooks/stripe { client_max_body_size 1m; billing webhook; }
 
 
 === TEST 20: missing Stripe-Signature: 400
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config
 location = /webhooks/stripe { client_max_body_size 1m; billing webhook; }
@@ -659,8 +618,6 @@ location = /webhooks/stripe { client_max_body_size 1m; billing webhook; }
 
 
 === TEST 21: malformed Stripe-Signature: 400
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config
 location = /webhooks/stripe { client_max_body_size 1m; billing webhook; }
@@ -673,8 +630,6 @@ location = /webhooks/stripe { client_max_body_size 1m; billing webhook; }
 
 
 === TEST 22: rotation: two secrets configured, the event signed with the second
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig2
 --- config
 location = /webhooks/stripe { client_max_body_size 1m; billing webhook; }
@@ -686,8 +641,6 @@ location = /webhooks/stripe { client_max_body_size 1m; billing webhook; }
 
 
 === TEST 23: the event signed with the second secret is refused when only the first is configured
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config
 location = /webhooks/stripe { client_max_body_size 1m; billing webhook; }
@@ -700,8 +653,6 @@ location = /webhooks/stripe { client_max_body_size 1m; billing webhook; }
 
 
 === TEST 24: several v1 signatures, one wrong and one right
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config
 location = /webhooks/stripe { client_max_body_size 1m; billing webhook; }
@@ -713,8 +664,6 @@ location = /webhooks/stripe { client_max_body_size 1m; billing webhook; }
 
 
 === TEST 25: refunds: credit, partial refund, full refund
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config
 location = /webhooks/stripe { client_max_body_size 1m; billing webhook; }
@@ -735,8 +684,6 @@ Test::More::is(main::pstatus($main::P{G}{id}), 'partially_refunded', 'purchase p
 
 
 === TEST 26: a payment for a purchase marked failed still credits it
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config
 location = /webhooks/stripe { client_max_body_size 1m; billing webhook; }
@@ -748,8 +695,6 @@ location = /webhooks/stripe { client_max_body_size 1m; billing webhook; }
 
 
 === TEST 27: other event types are 200 and ignored
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config
 location = /webhooks/stripe { client_max_body_size 1m; billing webhook; }
@@ -767,8 +712,6 @@ billing_stripe_webhooks_total\{type="other",outcome="ignored"\} 1
 
 
 === TEST 28: a signed body that is not JSON is 400 invalid_request
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config
 location = /webhooks/stripe { client_max_body_size 1m; billing webhook; }
@@ -781,8 +724,6 @@ location = /webhooks/stripe { client_max_body_size 1m; billing webhook; }
 
 
 === TEST 29: a signed event without an id is 400 invalid_request
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config
 location = /webhooks/stripe { client_max_body_size 1m; billing webhook; }
@@ -795,8 +736,6 @@ location = /webhooks/stripe { client_max_body_size 1m; billing webhook; }
 
 
 === TEST 30: GET on the webhook is 405
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config
 location = /webhooks/stripe { client_max_body_size 1m; billing webhook; }
@@ -807,8 +746,6 @@ GET /webhooks/stripe
 
 
 === TEST 31: the purchase metrics count Stripe outcomes
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config
 location /api/purchases { billing purchases; }
@@ -828,8 +765,6 @@ billing_stripe_api_requests_total\{outcome="ok"\} 1
 
 
 === TEST 31b: a crediting webhook counts the purchased credits
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config
 location = /webhooks/stripe { client_max_body_size 1m; billing webhook; }
@@ -849,8 +784,6 @@ billing_credits_purchased_micros_total 21000000
 
 
 === TEST 32: Stripe unreachable: 502 stripe_error, purchase failed
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfigNoStripe
 --- config
 location /api/purchases { billing purchases; }
@@ -866,8 +799,6 @@ POST /api/purchases
 
 
 === TEST 33: database unavailable: a valid webhook is 503, so Stripe retries
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfigDown
 --- config
 location = /webhooks/stripe { client_max_body_size 1m; billing webhook; }

@@ -14,6 +14,7 @@ package BillingTest;
 #   http_request($port, $req)    -> (status, \%headers, body)
 #   parallel_requests($port, \@requests, $concurrency) -> list of [status, \%headers, body]
 #   start_nginx($name, $conf, %opts) / stop_nginx($name [, $signal])
+#                                (loads TEST_NGINX_LOAD_MODULES, as the runner does)
 #   nginx_pids($name)            -> (master, workers...)
 #   free_port(), wait_port($port [, $timeout])
 #
@@ -449,7 +450,9 @@ sub _pid_of {
 #   contains "http {"). Missing top-level essentials are added: daemon on,
 #   master_process on, worker_processes 2, pid logs/nginx.pid,
 #   error_log logs/error.log debug, events {}, and `user root` when root.
-#   %opts: main_config => text added at top level (e.g. load_module),
+#   Every module of $TEST_NGINX_LOAD_MODULES (space-separated paths) is
+#   loaded first, as Test::Nginx does for its blocks: never load_module here.
+#   %opts: main_config => text added at top level,
 #          env => [names for `env` directives], workers => N,
 #          wait_ports => [ports] (default: every `listen N` / `listen a:N`).
 #   $TEST_NGINX_* variables are expanded from %ENV.
@@ -478,6 +481,8 @@ sub start_nginx {
     $top .= "error_log logs/error.log debug;\n" unless $has{error_log};
     $top .= "user root;\n" if !$has{user} && $> == 0;
     $top .= "env $_;\n" for @{ $opts{env} || [] };
+    $top = join('', map { "load_module $_;\n" } split ' ', $ENV{TEST_NGINX_LOAD_MODULES} // '')
+         . $top;
     my $events = $has{events} ? '' : "events {\n    worker_connections 1024;\n}\n";
 
     my $file = "$prefix/conf/nginx.conf";
@@ -641,8 +646,7 @@ CONF
 
 sub start_billing_nginx {
     my ($name, %o) = @_;
-    my %start = (main_config => "load_module $ENV{TEST_NGINX_MODULE};",
-                 workers => $o{workers} // 2);
+    my %start = (workers => $o{workers} // 2);
     my $want_wh = $o{webhook};
     my $prefix = eval { start_nginx($name, billing_http_conf(%o), %start) };
     if (!$prefix && $want_wh
