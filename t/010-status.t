@@ -11,7 +11,6 @@ our $HttpConfig = qq{
     billing_db_timeouts connect=2s query=3s;
 };
 
-no_shuffle();
 run_tests();
 
 __DATA__

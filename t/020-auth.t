@@ -21,7 +21,6 @@ our $Config = q{
 
 sub bearer { "Authorization: Bearer " . shift }
 
-no_shuffle();
 run_tests();
 
 __DATA__

@@ -20,10 +20,21 @@ our $Config = q{
     location = /api/balance { limit_req zone=billing_user burst=2 nodelay; billing balance; }
 };
 
-our $Tok = mint_token(sub => "limited-" . time() . "-$$");
-our $Other = mint_token(sub => "other-" . time() . "-$$");
+# Blocks run shuffled; each uses its own users, user('tN'), and nginx
+# starts afresh for every block, so no block inherits another's limit.
+our $U = "lim-" . time() . "-$$";
+sub bearer { "Bearer " . mint_token(sub => "$U-$_[0]") }
 
-no_shuffle();
+# spends the burst of a user: three requests that are all let through
+sub exhaust {
+    my ($id) = @_;
+    for (1 .. 3) {
+        my ($s) = http_request($ENV{TEST_NGINX_SERVER_PORT},
+            { method => 'GET', path => '/api/balance', headers => { Authorization => bearer($id) } });
+        die "request $_ for $id answered $s" unless $s == 200;
+    }
+}
+
 run_tests();
 
 __DATA__
@@ -32,13 +43,9 @@ __DATA__
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- init
-for (1 .. 3) {
-    my ($s) = BillingTest::http_request($ENV{TEST_NGINX_SERVER_PORT},
-        { method => 'GET', path => '/api/balance', headers => { Authorization => "Bearer $main::Tok" } });
-    die "request $_ answered $s" unless $s == 200;
-}
+main::exhaust('t1');
 --- more_headers eval
-"Authorization: Bearer $::Tok\nOrigin: https://student-pilot.replit.app"
+"Authorization: " . main::bearer('t1') . "\nOrigin: https://student-pilot.replit.app"
 --- request
 GET /api/balance
 --- error_code: 429
@@ -56,12 +63,9 @@ limiting requests
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- init
-for (1 .. 3) {
-    BillingTest::http_request($ENV{TEST_NGINX_SERVER_PORT},
-        { method => 'GET', path => '/api/balance', headers => { Authorization => "Bearer $main::Tok" } });
-}
+main::exhaust('t2-first');
 --- more_headers eval
-"Authorization: Bearer $::Other"
+"Authorization: " . main::bearer('t2-second')
 --- request
 GET /api/balance
 --- error_code: 200
@@ -72,7 +76,7 @@ GET /api/balance
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers eval
-"Authorization: Bearer $::Other\nOrigin: https://student-pilot.replit.app"
+"Authorization: " . main::bearer('t3') . "\nOrigin: https://student-pilot.replit.app"
 --- request
 GET /api/balance
 --- response_headers
@@ -86,7 +90,7 @@ Access-Control-Expose-Headers: Idempotent-Replayed
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers eval
-"Authorization: Bearer $::Other\nOrigin: https://student-pilot.replit.app.evil.example"
+"Authorization: " . main::bearer('t4') . "\nOrigin: https://student-pilot.replit.app.evil.example"
 --- request
 GET /api/balance
 --- response_headers
