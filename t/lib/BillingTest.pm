@@ -11,7 +11,9 @@ package BillingTest;
 #     block (t/test-env.sh exports it; the ASan suite points it at the
 #     -asan build). start_nginx below does the same for scripts.
 #   * Blocks run shuffled. Each block works on its own user (a per-block id
-#     such as "$U-t3") and creates what it needs itself: money and earlier
+#     such as "$U-t3", $U holding the time and pid, so a second run against
+#     the same database, as the ASan suite's, starts clean) and creates
+#     what it needs itself: money and earlier
 #     charges in --- init (run after nginx started, before the first
 #     request; evaluated in package Test::Nginx::Util, so write main::...),
 #     or as an earlier request of the same block (--- request eval with an
@@ -25,6 +27,8 @@ package BillingTest;
 #     in an --- after_requests section; see after_requests_check below.
 #   * Configuration errors are --- must_die blocks with --- error_log for
 #     the [emerg] message and --- no_error_log for any secret.
+#   * TEST_NGINX_NO_SHUFFLE=1 runs a file's blocks in file order (both
+#     runners), for debugging only.
 #
 #   psql_admin($sql)             -> output (tuples only, unaligned), dies on error
 #   psql_url($url, $sql)         -> same, as any role
