@@ -195,7 +195,8 @@ BEGIN {
             qw(t16 t17 t18 t19 t20 t21);
     $Req{t16} = [signed(t16 => $d{t16}, secret => 'whsec_not_ours')];
     $Req{t17} = [signed(t17 => $d{t17}, t => $now - 301)];
-    $Req{t18} = [signed(t18 => $d{t18}, t => $now + 400)];
+    # an hour ahead: still beyond the 300 s tolerance when this block runs last
+    $Req{t18} = [signed(t18 => $d{t18}, t => $now + 3600)];
     (my $altered = $d{t19}) =~ s/"amount_total":500/"amount_total":50/;
     $Req{t19} = [signed(t19 => $altered, signed_body => $d{t19})];
     $Req{t20} = [signed(t20 => $d{t20}, no_header => 1)];

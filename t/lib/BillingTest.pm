@@ -23,6 +23,10 @@ package BillingTest;
 #   * Test::Base evaluates every `eval` section of every block when the
 #     blocks are read, before the first block runs: a value the request
 #     must contain (a hold id, say) is made there, for that block alone.
+#     Tokens and signatures are made then too, so a time-relative value
+#     (exp, nbf, a signature timestamp) needs a margin far beyond the run
+#     time of the file: shuffled, its block may run last, minutes later
+#     under upstream Test::Nginx with ASan.
 #   * What the response cannot show (what the ledger holds afterwards) goes
 #     in an --- after_requests section; see after_requests_check below.
 #   * Configuration errors are --- must_die blocks with --- error_log for
