@@ -1,9 +1,10 @@
-# Self-test of the Test::Nginx runner (upstream or t/lib fallback) against
-# stock nginx features only: no billing module is loaded here.
+# Self-test of the Test::Nginx runner (upstream or t/lib fallback). The
+# blocks use stock nginx features only; the modules named in
+# TEST_NGINX_LOAD_MODULES are loaded into every block by the runner, here as
+# in every other file (TEST 13 checks that, and that it happens once).
 use Test::Nginx::Socket 'no_plan';
 
 repeat_each(2);
-no_shuffle();
 no_long_string();
 run_tests();
 
@@ -191,3 +192,45 @@ Transfer-Encoding: chunked
 ["got /multi/a", "got /multi/b"]
 --- error_code eval
 [200, 200]
+
+
+
+=== TEST 13: the runner loads every module of TEST_NGINX_LOAD_MODULES, once
+Loading them again in main_config must be refused by nginx.
+--- main_config eval
+CORE::join '', map { "load_module $_;\n" } split ' ', $ENV{TEST_NGINX_LOAD_MODULES} // ''
+--- config
+--- must_die
+--- error_log
+[emerg]
+is already loaded
+
+
+
+=== TEST 14: must_die with an exit code, and error_log / no_error_log on startup errors
+--- config
+    location = /t {
+        return 200 "s3cret-value";
+        no_such_directive on;
+    }
+--- must_die: 1
+--- error_log
+[emerg]
+unknown directive "no_such_directive"
+--- no_error_log
+s3cret-value
+
+
+
+=== TEST 15: servroot holds only what upstream Test::Nginx removes before a run
+--- config
+    location = /t {
+        return 200 "ok";
+    }
+--- init
+opendir my $dh, $ENV{TEST_NGINX_SERVER_ROOT} or die "servroot: $!";
+my @odd = grep { !/^(?:\.\.?|conf|html|logs|cache|\w+_temp|\w+_cache)$/ } readdir $dh;
+Test::More::is("@odd", '', 'nothing else at the top of servroot');
+--- request
+GET /t
+--- response_body: ok

@@ -11,14 +11,11 @@ our $HttpConfig = qq{
     billing_db_timeouts connect=2s query=3s;
 };
 
-no_shuffle();
 run_tests();
 
 __DATA__
 
 === TEST 1: health answers without a database
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- config
 location = /health { billing health; }
 --- request
@@ -33,8 +30,6 @@ Content-Type: application/json
 
 
 === TEST 2: health refuses POST with 405 and a problem body
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- config
 location = /health { billing health; }
 --- request
@@ -50,8 +45,6 @@ Content-Type: application/problem+json
 
 
 === TEST 3: readyz is ready with a migrated database
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config
 location = /readyz { billing readyz; }
@@ -65,8 +58,6 @@ GET /readyz
 
 
 === TEST 4: readyz is not ready when the database cannot be reached
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config
 billing_database_url postgresql://nobody:secret-pw-1@127.0.0.1:9/billing;
 billing_db_timeouts connect=1s query=1s;
@@ -85,8 +76,6 @@ secret-pw-1
 
 
 === TEST 5: readyz names the migrations when the schema is missing
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval
 my $url = $ENV{TEST_NGINX_DATABASE_URL};
 $url =~ s{/billing(\?|$)}{/postgres$1};
@@ -102,8 +91,6 @@ GET /readyz
 
 
 === TEST 6: metrics are Prometheus text and count requests across the scrape
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config
 location = /health { billing health; }

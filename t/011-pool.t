@@ -32,7 +32,7 @@ start_nginx('pool', qq{
         location = /api/balance { billing balance; }
         location = /api/usage/reconcile { billing reconcile; }
     }
-}, main_config => "load_module $ENV{TEST_NGINX_MODULE};", workers => 1);
+}, workers => 1);
 
 my $token = mint_token(sub => $user);
 my $svc = mint_token(sub => 'ai-backend', scope => 'billing:usage');

@@ -19,7 +19,7 @@ my $prefix = start_nginx('audit', qq{
         listen 127.0.0.1:$port;
         location = /metrics { billing metrics; }
     }
-}, main_config => "load_module $ENV{TEST_NGINX_MODULE};", workers => 2);
+}, workers => 2);
 
 sub violations {
     my (undef, undef, $b) = http_request($port, { method => 'GET', path => '/metrics' });

@@ -70,7 +70,7 @@ start_nginx('jwks', qq{
         location = /api/balance { billing balance; }
         location = /metrics { billing metrics; }
     }
-}, main_config => "load_module $ENV{TEST_NGINX_MODULE};", workers => 2);
+}, workers => 2);
 
 sub balance_status {
     my ($tok) = @_;

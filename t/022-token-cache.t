@@ -17,7 +17,7 @@ start_nginx('tokcache', qq{
         listen 127.0.0.1:$port;
         location = /api/balance { billing balance; }
     }
-}, main_config => "load_module $ENV{TEST_NGINX_MODULE};", workers => 1);
+}, workers => 1);
 
 sub balance {
     my ($tok) = @_;

@@ -20,27 +20,32 @@ our $Config = q{
     location = /api/balance { limit_req zone=billing_user burst=2 nodelay; billing balance; }
 };
 
-our $Tok = mint_token(sub => "limited-" . time() . "-$$");
-our $Other = mint_token(sub => "other-" . time() . "-$$");
+# Blocks run shuffled; each uses its own users, user('tN'), and nginx
+# starts afresh for every block, so no block inherits another's limit.
+our $U = "lim-" . time() . "-$$";
+sub bearer { "Bearer " . mint_token(sub => "$U-$_[0]") }
 
-no_shuffle();
+# spends the burst of a user: three requests that are all let through
+sub exhaust {
+    my ($id) = @_;
+    for (1 .. 3) {
+        my ($s) = http_request($ENV{TEST_NGINX_SERVER_PORT},
+            { method => 'GET', path => '/api/balance', headers => { Authorization => bearer($id) } });
+        die "request $_ for $id answered $s" unless $s == 200;
+    }
+}
+
 run_tests();
 
 __DATA__
 
 === TEST 1: past the per-user burst the answer is 429 problem+json
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- init
-for (1 .. 3) {
-    my ($s) = BillingTest::http_request($ENV{TEST_NGINX_SERVER_PORT},
-        { method => 'GET', path => '/api/balance', headers => { Authorization => "Bearer $main::Tok" } });
-    die "request $_ answered $s" unless $s == 200;
-}
+main::exhaust('t1');
 --- more_headers eval
-"Authorization: Bearer $::Tok\nOrigin: https://student-pilot.replit.app"
+"Authorization: " . main::bearer('t1') . "\nOrigin: https://student-pilot.replit.app"
 --- request
 GET /api/balance
 --- error_code: 429
@@ -55,17 +60,12 @@ limiting requests
 
 
 === TEST 2: another user is not limited by the first user's requests
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- init
-for (1 .. 3) {
-    BillingTest::http_request($ENV{TEST_NGINX_SERVER_PORT},
-        { method => 'GET', path => '/api/balance', headers => { Authorization => "Bearer $main::Tok" } });
-}
+main::exhaust('t2-first');
 --- more_headers eval
-"Authorization: Bearer $::Other"
+"Authorization: " . main::bearer('t2-second')
 --- request
 GET /api/balance
 --- error_code: 200
@@ -73,12 +73,10 @@ GET /api/balance
 
 
 === TEST 3: an allowed origin gets Access-Control-Allow-Origin and Vary
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers eval
-"Authorization: Bearer $::Other\nOrigin: https://student-pilot.replit.app"
+"Authorization: " . main::bearer('t3') . "\nOrigin: https://student-pilot.replit.app"
 --- request
 GET /api/balance
 --- response_headers
@@ -89,12 +87,10 @@ Access-Control-Expose-Headers: Idempotent-Replayed
 
 
 === TEST 4: an origin not in the list gets no Access-Control-Allow-Origin
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers eval
-"Authorization: Bearer $::Other\nOrigin: https://student-pilot.replit.app.evil.example"
+"Authorization: " . main::bearer('t4') . "\nOrigin: https://student-pilot.replit.app.evil.example"
 --- request
 GET /api/balance
 --- response_headers
@@ -104,8 +100,6 @@ Vary: Origin
 
 
 === TEST 5: a preflight from an allowed origin is answered 204
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers
@@ -123,8 +117,6 @@ Access-Control-Allow-Headers: Authorization, Content-Type, Idempotency-Key
 
 
 === TEST 6: a preflight from another origin gets no CORS grant
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers

@@ -44,7 +44,7 @@ start_nginx('verify', qq{
         location = /webhooks/stripe { client_max_body_size 1m; billing webhook; }
         location / { return 404; }
     }
-}, main_config => "load_module $ENV{TEST_NGINX_MODULE};", workers => 1);
+}, workers => 1);
 
 $ENV{BASE_URL} = "http://127.0.0.1:$port";
 $ENV{USER_TOKEN} = mint_token(sub => $user);

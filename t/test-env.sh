@@ -33,7 +33,9 @@ test_setup() {
     export BILLING_TEST_JWT_PRIVATE_KEY_FILE="$TEST_TMP/jwt-private.pem"
     export BILLING_TEST_OTHER_PRIVATE_KEY_FILE="$TEST_TMP/other-private.pem"
     export TEST_NGINX_JWT_PUBLIC_KEY_FILE="$TEST_TMP/jwt-public.pem"
-    export TEST_NGINX_MODULE="${TEST_NGINX_MODULE:-$BUILD_DIR/$MODULE_NAME.so}"
+    # the module, loaded once for every block by Test::Nginx (upstream and
+    # the fallback alike) and by BillingTest::start_nginx: no .t file names it
+    export TEST_NGINX_LOAD_MODULES="${TEST_NGINX_LOAD_MODULES:-$BUILD_DIR/$MODULE_NAME.so}"
     export TEST_NGINX_BINARY="$NGINX_BIN"
     export TEST_NGINX_SERVER_PORT="${TEST_NGINX_SERVER_PORT:-$(test_free_port)}"
     export BILLING_ROOT="$ROOT"
@@ -67,7 +69,7 @@ test_asan_suite() {
     local wrapper
     wrapper=$(test_asan_wrapper)
     TEST_NGINX_BINARY="$wrapper" TEST_NGINX_TIMEOUT=10 \
-    TEST_NGINX_MODULE="$BUILD_DIR/$MODULE_NAME-asan.so" \
+    TEST_NGINX_LOAD_MODULES="$BUILD_DIR/$MODULE_NAME-asan.so" \
         prove -I"$ROOT/t/lib" -j1 "$ROOT"/t/0[1-9]*.t || return 1
     if compgen -G "$TEST_TMP/asan/*" >/dev/null; then
         echo "sanitizer reports:" >&2
@@ -88,6 +90,7 @@ exec valgrind -q --trace-children=yes --leak-check=full \\
     --suppressions=$ROOT/t/valgrind.supp --log-file=$vg/vg.%p $NGINX_BIN "\$@"
 WRAPPER
     chmod +x "$wrapper"
+    # the release module, as exported in TEST_NGINX_LOAD_MODULES;
     # memcheck runs nginx some 20 times slower: give each request time
     TEST_NGINX_BINARY="$wrapper" TEST_NGINX_TIMEOUT=30 \
         prove -I"$ROOT/t/lib" "$ROOT/t/010-status.t" "$ROOT/t/030-reconcile.t" || return 1

@@ -2,7 +2,37 @@ package BillingTest;
 
 # Helpers for the ScholarLink Billing .t files. They work under upstream
 # Test::Nginx as well as under the t/lib fallback: nothing here touches the
-# runner's internals (only Test::More, which both use).
+# runner's internals (only Test::More, and add_response_body_check(), which
+# both provide).
+#
+# How a Test::Nginx block is written here (upstream's format, the subset
+# the fallback runner implements too):
+#   * No load_module: the runner loads $TEST_NGINX_LOAD_MODULES into every
+#     block (t/test-env.sh exports it; the ASan suite points it at the
+#     -asan build). start_nginx below does the same for scripts.
+#   * Blocks run shuffled. Each block works on its own user (a per-block id
+#     such as "$U-t3", $U holding the time and pid, so a second run against
+#     the same database, as the ASan suite's, starts clean) and creates
+#     what it needs itself: money and earlier
+#     charges in --- init (run after nginx started, before the first
+#     request; evaluated in package Test::Nginx::Util, so write main::...),
+#     or as an earlier request of the same block (--- request eval with an
+#     array, and arrays for --- error_code / response_* / more_headers).
+#     Only when the order of the blocks IS the test may a file call
+#     no_shuffle(), with a comment saying why.
+#   * Test::Base evaluates every `eval` section of every block when the
+#     blocks are read, before the first block runs: a value the request
+#     must contain (a hold id, say) is made there, for that block alone.
+#     Tokens and signatures are made then too, so a time-relative value
+#     (exp, nbf, a signature timestamp) needs a margin far beyond the run
+#     time of the file: shuffled, its block may run last, minutes later
+#     under upstream Test::Nginx with ASan.
+#   * What the response cannot show (what the ledger holds afterwards) goes
+#     in an --- after_requests section; see after_requests_check below.
+#   * Configuration errors are --- must_die blocks with --- error_log for
+#     the [emerg] message and --- no_error_log for any secret.
+#   * TEST_NGINX_NO_SHUFFLE=1 runs a file's blocks in file order (both
+#     runners), for debugging only.
 #
 #   psql_admin($sql)             -> output (tuples only, unaligned), dies on error
 #   psql_url($url, $sql)         -> same, as any role
@@ -14,8 +44,12 @@ package BillingTest;
 #   http_request($port, $req)    -> (status, \%headers, body)
 #   parallel_requests($port, \@requests, $concurrency) -> list of [status, \%headers, body]
 #   start_nginx($name, $conf, %opts) / stop_nginx($name [, $signal])
+#                                (loads TEST_NGINX_LOAD_MODULES, as the runner does)
 #   nginx_pids($name)            -> (master, workers...)
 #   free_port(), wait_port($port [, $timeout])
+#   after_requests_check         -> the add_response_body_check() hook that
+#                                   runs --- after_requests sections
+#   ledger_is($user, $entries, $balance [, $name]) -> two is() on the ledger
 #
 # A request ($req) is either a hashref
 #   { method => 'POST', path => '/api/usage/reconcile',
@@ -46,7 +80,7 @@ use Test::More ();
 
 our @EXPORT = qw(
     psql_admin psql_url invariants_clean invariants_ok
-    fund_user balance_of entries_of sql_quote
+    fund_user balance_of entries_of sql_quote ledger_is after_requests_check
     mint_token mint_token_hs256_with_pubkey mint_token_none
     stripe_signature
     http_request parallel_requests
@@ -228,6 +262,46 @@ sub entries_of {
     my $v = psql_admin("SELECT count(*) FROM billing.ledger_entries WHERE user_id = $u");
     chomp $v;
     return $v + 0;
+}
+
+# what the ledger holds for $user afterwards: the number of entries and the
+# balance (0 when the user has no account)
+our $BlockName;   # the block whose --- after_requests runs, for test names
+
+sub ledger_is {
+    my ($user, $entries, $balance, $name) = @_;
+    $name //= ($BlockName ? "$BlockName - " : '') . "ledger of $user";
+    Test::More::is(entries_of($user), $entries, "$name: entries");
+    Test::More::is(balance_of($user), $balance, "$name: balance");
+}
+
+# ---------------------------------------------------------------- --- after_requests
+
+# A section of this project's blocks, run through add_response_body_check(),
+# which upstream Test::Nginx and the fallback call the same way after every
+# response (block, body, request index, repetition, dry run). A file that
+# uses the section registers the hook once:
+#
+#     add_response_body_check(\&BillingTest::after_requests_check);
+#
+# and a block then says, for instance:
+#
+#     --- after_requests
+#     main::ledger('t3', 2, 992_500);
+#
+# The code is evaluated in package main after the block's last response
+# (once per repetition); Test::More assertions in it belong to the block,
+# and an exception fails it.
+sub after_requests_check {
+    my ($block, $body, $req_idx, $rep, $dry_run) = @_;
+    return if $dry_run || !$block->can('after_requests');
+    my $code = $block->after_requests;
+    return unless defined $code;
+    my $req = $block->request;
+    return unless $req_idx == (ref $req eq 'ARRAY' ? $#$req : 0);
+    local $BlockName = $block->name;
+    my $ok = eval "package main;\n$code;\n1";
+    Test::More::fail($block->name . " - after_requests died: $@") unless $ok;
 }
 
 # ---------------------------------------------------------------- Stripe
@@ -449,7 +523,9 @@ sub _pid_of {
 #   contains "http {"). Missing top-level essentials are added: daemon on,
 #   master_process on, worker_processes 2, pid logs/nginx.pid,
 #   error_log logs/error.log debug, events {}, and `user root` when root.
-#   %opts: main_config => text added at top level (e.g. load_module),
+#   Every module of $TEST_NGINX_LOAD_MODULES (space-separated paths) is
+#   loaded first, as Test::Nginx does for its blocks: never load_module here.
+#   %opts: main_config => text added at top level,
 #          env => [names for `env` directives], workers => N,
 #          wait_ports => [ports] (default: every `listen N` / `listen a:N`).
 #   $TEST_NGINX_* variables are expanded from %ENV.
@@ -478,6 +554,8 @@ sub start_nginx {
     $top .= "error_log logs/error.log debug;\n" unless $has{error_log};
     $top .= "user root;\n" if !$has{user} && $> == 0;
     $top .= "env $_;\n" for @{ $opts{env} || [] };
+    $top = join('', map { "load_module $_;\n" } split ' ', $ENV{TEST_NGINX_LOAD_MODULES} // '')
+         . $top;
     my $events = $has{events} ? '' : "events {\n    worker_connections 1024;\n}\n";
 
     my $file = "$prefix/conf/nginx.conf";
@@ -641,8 +719,7 @@ CONF
 
 sub start_billing_nginx {
     my ($name, %o) = @_;
-    my %start = (main_config => "load_module $ENV{TEST_NGINX_MODULE};",
-                 workers => $o{workers} // 2);
+    my %start = (workers => $o{workers} // 2);
     my $want_wh = $o{webhook};
     my $prefix = eval { start_nginx($name, billing_http_conf(%o), %start) };
     if (!$prefix && $want_wh

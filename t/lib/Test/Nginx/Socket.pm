@@ -28,9 +28,15 @@ package Test::Nginx::Socket;
 #   `request eval`), more_headers, error_code, error_code_like,
 #   response_body, response_body_like, response_body_unlike,
 #   response_headers, response_headers_like, error_log, no_error_log,
-#   timeout, init, log_level, wait, user_files, SKIP (ONLY is not supported).
+#   timeout, init, log_level, wait, user_files, must_die, SKIP (ONLY is not
+#   supported).
 # Variables: $TEST_NGINX_* from %ENV, $TEST_NGINX_RAND_PORT_N (a free port,
 #   fresh per block), $TEST_NGINX_SERVER_PORT (default 1984).
+# Environment read when this file is loaded, as upstream reads it:
+#   TEST_NGINX_LOAD_MODULES (space-separated .so paths; each becomes
+#   `load_module PATH;` in front of the block's --- main_config),
+#   TEST_NGINX_BINARY, TEST_NGINX_SERVER_PORT, TEST_NGINX_SERVROOT,
+#   TEST_NGINX_NO_SHUFFLE, TEST_NGINX_TIMEOUT, TEST_NGINX_LOG_LEVEL, ...
 #
 # Like upstream:
 #   * blocks are shuffled unless no_shuffle() or TEST_NGINX_NO_SHUFFLE=1;
@@ -40,6 +46,16 @@ package Test::Nginx::Socket;
 #     restarts only when the expanded --- config changed) and servroot
 #     (t/servroot, or $TEST_NGINX_SERVROOT) is recreated at every restart, so
 #     error.log starts empty for each block;
+#   * servroot holds only conf/, html/, logs/ and nginx's *_temp/*_cache:
+#     upstream removes exactly those and then rmdir()s servroot, refusing
+#     ("Can't remove ... (not empty?)") if anything else is there; this file
+#     does the same, so neither runner leaves the other a surprise;
+#   * nginx starts as `nginx -e servroot/logs/error.log -p servroot/ -c ...`,
+#     so errors found while reading the configuration land in error.log;
+#   * --- must_die: nginx must fail to start (exit code not 0, or the exit
+#     code given as the section's value); --- error_log / --- no_error_log
+#     are then checked against error.log; no request is sent and --- init
+#     is not run;
 #   * --- init is eval'ed (string eval, in package Test::Nginx::Util, so use
 #     fully qualified names) once per block, after nginx started and before
 #     the first request; a failure bails out;
@@ -87,6 +103,7 @@ use IO::Select ();
 use HTTP::Response ();
 use File::Path qw(make_path remove_tree);
 use File::Spec ();
+use File::Temp ();
 use List::Util qw(shuffle);
 use POSIX qw(SIGQUIT SIGTERM SIGKILL WNOHANG);
 use Time::HiRes qw(sleep time);
@@ -116,6 +133,7 @@ our $NoShuffle       = $ENV{TEST_NGINX_NO_SHUFFLE} || 0;
 our $NoLongString    = 0;
 our $Timeout         = $ENV{TEST_NGINX_TIMEOUT} || 3;
 our $NginxBinary     = $ENV{TEST_NGINX_BINARY} || 'nginx';
+our $LoadModules     = $ENV{TEST_NGINX_LOAD_MODULES};
 our $Workers         = 1;
 our $WorkerConns     = 64;
 our $LogLevel        = $ENV{TEST_NGINX_LOG_LEVEL} || 'debug';
@@ -339,10 +357,17 @@ sub expand_env_in_text {
     return $text;
 }
 
+our $CacheDir = "$ServRoot/cache";
+
 sub setup_server_root {
     if (-d $ServRoot) {
-        remove_tree($ConfDir, $HtmlDir, $LogDir, glob("$ServRoot/*_temp"),
-                    glob("$ServRoot/*_cache"));
+        # exactly what upstream removes; whatever else is there makes rmdir
+        # fail here as it would make upstream fail
+        remove_tree($ConfDir, glob("$ServRoot/*_cache"), glob("$ServRoot/*_temp"),
+                    $CacheDir, $HtmlDir, $LogDir);
+        # earlier versions of this file left their nginx stderr here
+        unlink "$ServRoot/nginx-start.stderr";
+        rmdir $ServRoot or bail_out("Can't remove $ServRoot (not empty?): $!");
     }
     for my $d ($ServRoot, $LogDir, $HtmlDir, $ConfDir) {
         next if -d $d;
@@ -389,7 +414,14 @@ sub write_config_file {
     my ($block, $config) = @_;
     my $name = $block->name;
     my $http_config = expand_env_in_text(scalar($block->http_config), $name) // '';
-    my $main_config = expand_env_in_text(scalar($block->main_config), $name) // '';
+    my $main_config = scalar($block->main_config) // '';
+    # upstream: one `load_module PATH;` per TEST_NGINX_LOAD_MODULES entry,
+    # joined by spaces in front of the block's main_config, then expanded
+    if ($LoadModules) {
+        my @modules = map { "load_module $_;" } grep { $_ } split /\s+/, $LoadModules;
+        $main_config = join ' ', @modules, $main_config if @modules;
+    }
+    $main_config = expand_env_in_text($main_config, $name);
     my $post_main   = expand_env_in_text(scalar($block->post_main_config), $name) // '';
     my $level = $block->log_level;
     $level = $LogLevel unless defined $level && $level ne '';
@@ -460,7 +492,29 @@ sub _can_run {
     return undef;
 }
 
-sub start_nginx_server {
+# Runs the nginx command line; returns ($status, $stderr). The stderr goes
+# to a temporary file outside servroot (upstream refuses strangers there);
+# not to a pipe, which a daemonized nginx could hold open.
+our $StderrFile;
+
+sub _run_nginx {
+    my ($cmd) = @_;
+    if (!defined $StderrFile) {
+        (undef, $StderrFile) = File::Temp::tempfile('nginx-stderr-XXXXXX',
+                                                    TMPDIR => 1, UNLINK => 1);
+    }
+    system("$cmd >/dev/null 2>$StderrFile");
+    my $status = $?;
+    my $err = '';
+    if (open my $in, '<', $StderrFile) { local $/; $err = <$in> // ''; close $in }
+    return ($status, $err);
+}
+
+sub _nginx_cmd {
+    return "$NginxBinary -e $ErrLogFile -p $ServRoot/ -c $ConfFile";
+}
+
+sub _prepare_server {
     my ($block, $config) = @_;
     my $name = $block->name;
 
@@ -471,15 +525,19 @@ sub start_nginx_server {
 
     _can_run($NginxBinary)
         or bail_out("$name - Cannot find the nginx executable ($NginxBinary)");
+}
 
-    my $errf = "$ServRoot/nginx-start.stderr";
-    my $cmd = "$NginxBinary -p $ServRoot/ -c $ConfFile >/dev/null 2>$errf";
+sub start_nginx_server {
+    my ($block, $config) = @_;
+    my $name = $block->name;
+
+    _prepare_server($block, $config);
+
+    my $cmd = _nginx_cmd();
     my $waited = 0;
     while (1) {
-        system($cmd);
-        last if $? == 0;
-        my $err = '';
-        if (open my $in, '<', $errf) { local $/; $err = <$in> // ''; close $in }
+        my ($status, $err) = _run_nginx($cmd);
+        last if $status == 0;
         # a port still held by a previous instance: retry a little
         if ($err =~ /Address already in use/ && $waited < 10) {
             sleep 0.2;
@@ -487,7 +545,7 @@ sub start_nginx_server {
             next;
         }
         bail_out("$name - Cannot start nginx using command \"$cmd\" "
-                 . "(status $?): $err");
+                 . "(status $status): $err");
     }
     $ErrLogPos = 0;
 
@@ -501,6 +559,48 @@ sub start_nginx_server {
     bail_out("$name - nginx did not write $PidFile") unless $pid;
     $NginxPid = $pid;
     sleep $Sleep;
+}
+
+# --- must_die, as upstream: nginx must not start. An exit code as the
+# section's value must match; otherwise any failure will do. A core dump or
+# a command that cannot run is a failure. The error log is checked after
+# every attempt; an nginx that started anyway is stopped again.
+sub run_must_die {
+    my ($block, $config) = @_;
+    my $name = $block->name;
+    my $must_die = $block->must_die;
+    chomp $must_die;
+
+    _prepare_server($block, $config);
+    $PrevConfig = $config;
+
+    my $cmd = _nginx_cmd();
+    for my $rep (0 .. $RepeatEach - 1) {
+        $ErrLogPos = 0;
+        my ($status) = _run_nginx($cmd);
+        if ($status == -1) {
+            Test::More::fail("$name - failed to execute the nginx command line");
+        } elsif ($status & 128) {
+            Test::More::fail("$name - nginx core dumped");
+        } elsif ($must_die =~ /^\s*\d+\s*$/) {
+            Test::More::is($must_die, $status >> 8, "$name - die with the expected exit code");
+        } else {
+            Test::More::isnt($status, 0, "$name - die as expected");
+        }
+
+        check_error_log($block, $rep);
+
+        if ($status == 0) {
+            warn "WARNING: $name - nginx must die but it does not; killing it (req $rep)\n";
+            my $pid;
+            for (1 .. 15) {
+                last if $pid = _read_pidfile();
+                sleep $Sleep;
+            }
+            $NginxPid = $pid;
+            stop_nginx_server($name);
+        }
+    }
 }
 
 # ---------------------------------------------------------------- error log
@@ -586,13 +686,15 @@ sub check_error_log {
         }
     }
 
+    # as upstream: an [alert], [crit] or [emerg] line is reported unless a
+    # pattern of the block names that level
+    my $pats = join ' ', map { "$_" } map { @{ _pat_list($_) } }
+        grep { defined } $block->error_log, $block->no_error_log;
+    my %quiet = map { $_ => scalar($pats =~ /\[\Q$_\E/) } qw(alert crit emerg);
     $lines ||= error_log_data();
     for my $line (@$lines) {
-        if ($line =~ /\[(?:alert|crit|emerg)\]/) {
-            my $pats = join ' ', grep { !ref } map { @{ _pat_list($_) } }
-                grep { defined } $block->error_log, $block->no_error_log;
-            warn "WARNING: $name - " . _fmt($line) . "\n"
-                unless $pats =~ /\[(?:alert|crit|emerg)/;
+        if ($line =~ /\[(alert|crit|emerg)\]/ && !$quiet{$1}) {
+            warn "WARNING: $name - " . _fmt($line) . "\n";
         }
     }
 }
@@ -916,6 +1018,11 @@ sub run_test ($) {
         bail_out("$name - No '--- config' section specified and could not get previous one.")
             unless defined $PrevConfig;
         $config = $PrevConfig;
+    }
+
+    if (defined $block->must_die) {
+        run_must_die($block, $config);
+        return;
     }
 
     my $running = $NginxPid && _pid_alive($NginxPid);
