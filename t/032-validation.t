@@ -88,8 +88,6 @@ invariants_ok('invariants hold after the validation tests');
 __DATA__
 
 === TEST 1: model: a trailing space makes another name, unknown to the price list (422)
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers eval: $::Svc
@@ -101,8 +99,6 @@ load_module $TEST_NGINX_MODULE;
 
 
 === TEST 2: model: any characters are a name; the database says it is unknown (422)
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers eval: $::Svc
@@ -114,8 +110,6 @@ load_module $TEST_NGINX_MODULE;
 
 
 === TEST 3: model: 129 characters is longer than any model can be (400, the database's detail)
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers eval: $::Svc
@@ -126,8 +120,6 @@ load_module $TEST_NGINX_MODULE;
 
 
 === TEST 4: model: 128 characters of 4 bytes still reach the database (422)
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers eval: $::Svc
@@ -139,8 +131,6 @@ load_module $TEST_NGINX_MODULE;
 
 
 === TEST 5: model: empty is 400 with the database's detail
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers eval: $::Svc
@@ -151,8 +141,6 @@ load_module $TEST_NGINX_MODULE;
 
 
 === TEST 6: userId: a control character is 400 with the database's detail
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers eval: $::Svc
@@ -163,8 +151,6 @@ load_module $TEST_NGINX_MODULE;
 
 
 === TEST 7: userId: 256 bytes is 400 even when it is fewer characters (bytes count, as in the database)
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers eval: $::Svc
@@ -176,8 +162,6 @@ load_module $TEST_NGINX_MODULE;
 
 
 === TEST 8: userId: 255 bytes of UTF-8 is a user
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers eval: $::Svc
@@ -190,8 +174,6 @@ load_module $TEST_NGINX_MODULE;
 
 
 === TEST 9: inputTokens above 10^9 is 400 with the database's detail
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers eval: $::Svc
@@ -202,8 +184,6 @@ load_module $TEST_NGINX_MODULE;
 
 
 === TEST 10: outputTokens as a string is 400 (the JSON form is the module's to check)
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers eval: $::Svc
@@ -214,8 +194,6 @@ load_module $TEST_NGINX_MODULE;
 
 
 === TEST 11: idempotencyKey with a space is 400 with the database's detail
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers eval: $::Svc
@@ -226,8 +204,6 @@ load_module $TEST_NGINX_MODULE;
 
 
 === TEST 12: an Idempotency-Key header of 256 characters is 400
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers eval: $::Svc . "\nIdempotency-Key: " . ('k' x 256)
@@ -239,8 +215,6 @@ load_module $TEST_NGINX_MODULE;
 
 
 === TEST 13: holdId that is not a UUID is 400
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers eval: $::Svc
@@ -251,8 +225,6 @@ load_module $TEST_NGINX_MODULE;
 
 
 === TEST 14: holdId of no hold of this user is the database's 404 hold_not_found
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers eval: $::Svc
@@ -264,8 +236,6 @@ load_module $TEST_NGINX_MODULE;
 
 
 === TEST 15: amountMicros of 0 is 400 with the database's detail
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers eval: $::Svc
@@ -276,8 +246,6 @@ load_module $TEST_NGINX_MODULE;
 
 
 === TEST 16: ttlSeconds of 3601 is 400 with the database's detail
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers eval: $::Svc
@@ -288,8 +256,6 @@ load_module $TEST_NGINX_MODULE;
 
 
 === TEST 17: ttlSeconds null means the default
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers eval: $::Svc
@@ -301,8 +267,6 @@ load_module $TEST_NGINX_MODULE;
 
 
 === TEST 18: a hold id in the path that is not a UUID names no hold (404, as an unknown id)
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers eval: $::Svc
@@ -315,8 +279,6 @@ DELETE /api/usage/holds/not-a-uuid
 
 
 === TEST 19: packageCode outside a-z 0-9 _ - is 400 with the database's detail, and Stripe is not asked
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers eval: main::user_auth("$::U-pkg")
@@ -329,8 +291,6 @@ POST /api/purchases
 
 
 === TEST 20: a well-formed packageCode of no package is the database's 422
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers eval: main::user_auth("$::U-pkg2")
@@ -344,8 +304,6 @@ POST /api/purchases
 
 
 === TEST 21: a purchase id in the path that is not a UUID names no purchase (404)
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers eval: main::user_auth("$::U-pkg3")
@@ -358,8 +316,6 @@ GET /api/purchases/not-a-uuid
 
 
 === TEST 22: ledger limit 0 is 400 with the database's detail
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers eval: main::user_auth("$::U-ledger")
@@ -371,8 +327,6 @@ GET /api/ledger?limit=0
 
 
 === TEST 23: ledger limit 200 is the largest page
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers eval: main::user_auth("$::U-ledger2")
@@ -385,8 +339,6 @@ GET /api/ledger?limit=200
 
 
 === TEST 24: a cursor this API did not give is 400 with the database's detail
---- main_config
-load_module $TEST_NGINX_MODULE;
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- more_headers eval: main::user_auth("$::U-ledger3")
