@@ -40,7 +40,7 @@ struct ngx_http_billing_pg_conn_s {
     ngx_connection_t             *c;
     ngx_http_billing_pg_state_e   state;
     ngx_http_billing_pg_op_t     *op;           /* NULL when idle or detached */
-    PGresult                     *res;          /* first result of the query */
+    PGresult                     *res;          /* the result that decides */
     unsigned                      fatal:1;      /* the server said goodbye */
 };
 
@@ -86,6 +86,8 @@ static void ngx_http_billing_pg_connect_poll(ngx_http_billing_pg_conn_t *pc);
 static ngx_int_t ngx_http_billing_pg_send(ngx_http_billing_pg_conn_t *pc,
     ngx_http_billing_pg_op_t *op);
 static void ngx_http_billing_pg_flush(ngx_http_billing_pg_conn_t *pc);
+static ngx_int_t ngx_http_billing_pg_collect(ngx_http_billing_pg_conn_t *pc);
+static ngx_uint_t ngx_http_billing_pg_failed(PGresult *res);
 static void ngx_http_billing_pg_read(ngx_http_billing_pg_conn_t *pc);
 static void ngx_http_billing_pg_idle_read(ngx_http_billing_pg_conn_t *pc);
 static ngx_int_t ngx_http_billing_pg_alive(ngx_http_billing_pg_conn_t *pc);
@@ -738,33 +740,78 @@ ngx_http_billing_pg_flush(ngx_http_billing_pg_conn_t *pc)
 }
 
 
-static void
-ngx_http_billing_pg_read(ngx_http_billing_pg_conn_t *pc)
+/*
+ * Reads what the server sent for the statement out.  NGX_OK: every result
+ * is in, and pc->res is the one that decides: the first error if any came
+ * (an error after the rows, at commit time, rolled the transaction back),
+ * the first result otherwise.  NGX_AGAIN: more is to come.  NGX_ERROR:
+ * the connection is lost.
+ */
+static ngx_int_t
+ngx_http_billing_pg_collect(ngx_http_billing_pg_conn_t *pc)
 {
     PGresult  *res;
 
     if (!PQconsumeInput(pc->pg)) {
-        ngx_http_billing_pg_log_error(pc, "database connection lost");
-        ngx_http_billing_metrics_inc(NGX_HTTP_BILLING_M_DB_QUERY_ERROR, 1);
-        ngx_http_billing_pg_close(pc);
-        return;
+        return NGX_ERROR;
     }
 
     while (!PQisBusy(pc->pg)) {
         res = PQgetResult(pc->pg);
 
         if (res == NULL) {
-            ngx_http_billing_pg_complete(pc, NGX_HTTP_BILLING_PG_OK);
-            return;
+            return NGX_OK;
         }
 
-        /* one statement per query: keep the first result, drop the rest */
-        if (pc->res == NULL) {
+        if (pc->res == NULL
+            || (ngx_http_billing_pg_failed(res)
+                && !ngx_http_billing_pg_failed(pc->res)))
+        {
+            if (pc->res) {
+                PQclear(pc->res);
+            }
+
             pc->res = res;
 
         } else {
             PQclear(res);
         }
+    }
+
+    return NGX_AGAIN;
+}
+
+
+static ngx_uint_t
+ngx_http_billing_pg_failed(PGresult *res)
+{
+    switch (PQresultStatus(res)) {
+    case PGRES_TUPLES_OK:
+    case PGRES_COMMAND_OK:
+        return 0;
+
+    default:
+        return 1;
+    }
+}
+
+
+static void
+ngx_http_billing_pg_read(ngx_http_billing_pg_conn_t *pc)
+{
+    switch (ngx_http_billing_pg_collect(pc)) {
+
+    case NGX_AGAIN:
+        return;
+
+    case NGX_ERROR:
+        ngx_http_billing_pg_log_error(pc, "database connection lost");
+        ngx_http_billing_metrics_inc(NGX_HTTP_BILLING_M_DB_QUERY_ERROR, 1);
+        ngx_http_billing_pg_close(pc);
+        return;
+
+    default: /* NGX_OK */
+        ngx_http_billing_pg_complete(pc, NGX_HTTP_BILLING_PG_OK);
     }
 }
 
