@@ -266,7 +266,8 @@ ngx_http_billing_pg_query(ngx_http_billing_pg_pool_t *pool,
         ngx_log_debug1(NGX_LOG_DEBUG_HTTP, op->log, 0,
                        "billing pg: wait queue full (%ui)", pool->nwaiters);
         ngx_http_billing_metrics_inc(NGX_HTTP_BILLING_M_DB_QUEUE_FULL, 1);
-        return NGX_BUSY;
+        op->status = NGX_HTTP_BILLING_PG_BUSY;
+        return NGX_DECLINED;
     }
 
     /* a connection being made will take the first waiter */
@@ -276,6 +277,7 @@ ngx_http_billing_pg_query(ngx_http_billing_pg_pool_t *pool,
         {
             ngx_log_debug0(NGX_LOG_DEBUG_HTTP, op->log, 0,
                            "billing pg: no connection can be made");
+            op->status = NGX_HTTP_BILLING_PG_UNAVAILABLE;
             return NGX_DECLINED;
         }
     }

@@ -1,0 +1,72 @@
+# /readyz answers exactly once, with the contract's body (docs/spec.md
+# §4), when the pool refuses at once: no database URL, a full wait
+# queue. A second answer after the first ends in "header already sent" and
+# a dropped connection.
+use strict;
+use warnings;
+use lib 't/lib';
+use Test::Nginx::Socket 'no_plan';
+use BillingTest;
+
+no_shuffle();
+run_tests();
+
+__DATA__
+
+=== TEST 1: readyz without a database URL answers not_ready once
+--- main_config
+load_module $TEST_NGINX_MODULE;
+--- config
+location = /readyz { billing readyz; }
+--- request
+GET /readyz
+--- error_code: 503
+--- response_headers
+Content-Type: application/json
+--- response_body chomp
+{"status":"not_ready","checks":{"database":"unavailable","migrations":"unknown"}}
+--- no_error_log
+[alert]
+header already sent
+
+
+
+=== TEST 2: readyz with a full wait queue answers not_ready once
+--- main_config
+load_module $TEST_NGINX_MODULE;
+--- http_config
+billing_database_url $TEST_NGINX_DATABASE_URL;
+billing_pool min=0 max=1 queue=0;
+--- config
+location = /readyz { billing readyz; }
+--- request
+GET /readyz
+--- error_code: 503
+--- response_headers
+Content-Type: application/json
+--- response_body chomp
+{"status":"not_ready","checks":{"database":"unavailable","migrations":"unknown"}}
+--- no_error_log
+[alert]
+header already sent
+
+
+
+=== TEST 3: an API call refused at once gets one problem answer
+--- main_config
+load_module $TEST_NGINX_MODULE;
+--- http_config
+billing_database_url $TEST_NGINX_DATABASE_URL;
+billing_pool min=0 max=1 queue=0;
+--- config
+location = /api/packages { billing packages; }
+--- request
+GET /api/packages
+--- error_code: 503
+--- response_headers
+Content-Type: application/problem+json
+--- response_body_like chomp
+"code":"database_busy"
+--- no_error_log
+[alert]
+header already sent
