@@ -3,16 +3,25 @@
  * ScholarLink Billing: non-blocking PostgreSQL connection pool.
  *
  * Every libpq call here is one of the asynchronous ones: PQconnectStartParams
- * and PQconnectPoll to connect, PQsendQueryParams + PQflush to send,
+ * and PQconnectPoll to connect, PQsendQuery(Params) + PQflush to send,
  * PQconsumeInput / PQisBusy / PQgetResult to read.  libpq's socket is wrapped
  * in an nginx connection (ngx_http_billing_socket.c: level-triggered events,
  * libpq keeps the descriptor).  The write event is registered only while
  * libpq has something to write.
  *
+ * A connection opens in steps, one state each:
+ *
+ *     CONNECTING -> SETUP (statement after statement) -> ready
+ *
+ * CONNECTING drives PQconnectPoll, SETUP runs the session's first
+ * statements (ngx_http_billing_pg_setup_steps[]).  A ready connection goes
+ * to the first waiter or idles; a query takes it IDLE -> SENDING ->
+ * READING and back.
+ *
  * A connection is given back to the pool only when it is idle and healthy;
  * an idle connection keeps its read event armed, so a server that goes away
  * is noticed at once and the connection is dropped, and the pool reconnects
- * by itself (bounded by a back-off timer).
+ * by itself, paced by a back-off timer.
  */
 
 
@@ -26,22 +35,35 @@
 
 
 typedef enum {
-    NGX_HTTP_BILLING_PG_CONNECTING = 0,
+    NGX_HTTP_BILLING_PG_CONNECTING = 0, /* PQconnectPoll */
+    NGX_HTTP_BILLING_PG_SETUP,          /* the session's first statements */
     NGX_HTTP_BILLING_PG_IDLE,
     NGX_HTTP_BILLING_PG_SENDING,
     NGX_HTTP_BILLING_PG_READING
 } ngx_http_billing_pg_state_e;
 
+/* not usable yet: counted as "connecting" */
+#define ngx_http_billing_pg_opening(pc)                                       \
+    ((pc)->state <= NGX_HTTP_BILLING_PG_SETUP)
+
+
+/* a statement every new session runs, and what to do when it fails */
+typedef struct {
+    const char                   *sql;
+    const char                   *hint;
+} ngx_http_billing_pg_step_t;
+
 
 struct ngx_http_billing_pg_conn_s {
-    ngx_queue_t                   queue;        /* pool->idle or pool->active */
+    ngx_queue_t                   queue;     /* pool->idle or active */
     ngx_http_billing_pg_pool_t   *pool;
     PGconn                       *pg;
     ngx_connection_t             *c;
     ngx_http_billing_pg_state_e   state;
-    ngx_http_billing_pg_op_t     *op;           /* NULL when idle or detached */
-    PGresult                     *res;          /* the result that decides */
-    unsigned                      fatal:1;      /* the server said goodbye */
+    ngx_uint_t                    step;      /* SETUP: the statement out */
+    ngx_http_billing_pg_op_t     *op;        /* NULL when idle or detached */
+    PGresult                     *res;       /* the result that decides */
+    unsigned                      fatal:1;   /* the server said goodbye */
 };
 
 
@@ -57,7 +79,7 @@ struct ngx_http_billing_pg_pool_s {
     ngx_msec_t                    query_timeout;
 
     ngx_queue_t                   idle;
-    ngx_queue_t                   active;       /* connecting or busy */
+    ngx_queue_t                   active;    /* connecting or busy */
     ngx_queue_t                   waiters;
 
     ngx_uint_t                    nconns;
@@ -65,8 +87,9 @@ struct ngx_http_billing_pg_pool_s {
     ngx_uint_t                    nconnecting;
     ngx_uint_t                    nwaiters;
 
-    ngx_event_t                   refill;       /* keeps "min" connections */
+    ngx_event_t                   refill;    /* keeps "min" connections */
     ngx_msec_t                    backoff;
+    unsigned                      closing:1;
 };
 
 
@@ -74,7 +97,27 @@ struct ngx_http_billing_pg_pool_s {
 #define NGX_HTTP_BILLING_PG_BACKOFF_MAX  5000
 
 
+/*
+ * What every session runs once connected, in order, before its first
+ * query.  The server's sessions run as billing_app whatever their login
+ * may do (docs/security.md): a login that owns the schema could otherwise
+ * change the ledger or disable its triggers.
+ */
+static ngx_http_billing_pg_step_t  ngx_http_billing_pg_setup_steps[] = {
+    { "SET ROLE billing_app",
+      "the login must be a member of billing_app: "
+      "sql/migrate.sh --grant-runtime grants it" },
+    { NULL, NULL }
+};
+
+
 static ngx_int_t ngx_http_billing_pg_connect(ngx_http_billing_pg_pool_t *pool);
+static ngx_int_t ngx_http_billing_pg_start(ngx_http_billing_pg_conn_t *pc);
+static void ngx_http_billing_pg_connect_poll(ngx_http_billing_pg_conn_t *pc);
+static void ngx_http_billing_pg_setup(ngx_http_billing_pg_conn_t *pc);
+static void ngx_http_billing_pg_setup_event(ngx_http_billing_pg_conn_t *pc);
+static void ngx_http_billing_pg_ready(ngx_http_billing_pg_conn_t *pc);
+static void ngx_http_billing_pg_open_failed(ngx_http_billing_pg_conn_t *pc);
 static ngx_int_t ngx_http_billing_pg_wrap(ngx_http_billing_pg_conn_t *pc);
 static void ngx_http_billing_pg_unwrap(ngx_http_billing_pg_conn_t *pc,
     ngx_uint_t fd_closed);
@@ -82,7 +125,6 @@ static void ngx_http_billing_pg_close(ngx_http_billing_pg_conn_t *pc);
 static void ngx_http_billing_pg_want_write(ngx_http_billing_pg_conn_t *pc,
     ngx_uint_t want);
 static void ngx_http_billing_pg_event(ngx_event_t *ev);
-static void ngx_http_billing_pg_connect_poll(ngx_http_billing_pg_conn_t *pc);
 static ngx_int_t ngx_http_billing_pg_send(ngx_http_billing_pg_conn_t *pc,
     ngx_http_billing_pg_op_t *op);
 static void ngx_http_billing_pg_flush(ngx_http_billing_pg_conn_t *pc);
@@ -106,6 +148,7 @@ static void ngx_http_billing_pg_schedule_refill(
 static void ngx_http_billing_pg_update_gauges(ngx_http_billing_pg_pool_t *pool);
 static void ngx_http_billing_pg_log_error(ngx_http_billing_pg_conn_t *pc,
     const char *what);
+static size_t ngx_http_billing_pg_trim(const char *msg);
 
 
 ngx_http_billing_pg_pool_t *
@@ -189,6 +232,8 @@ ngx_http_billing_pg_pool_destroy(ngx_http_billing_pg_pool_t *pool)
                    "billing pg: pool destroyed, %ui connections",
                    pool->nconns);
 
+    pool->closing = 1;
+
     if (pool->refill.timer_set) {
         ngx_del_timer(&pool->refill);
     }
@@ -270,7 +315,7 @@ ngx_http_billing_pg_query(ngx_http_billing_pg_pool_t *pool,
         return NGX_DECLINED;
     }
 
-    /* a connection being made will take the first waiter */
+    /* a connection being opened will take the first waiter */
     if (pool->nconns < pool->max && pool->nconnecting <= pool->nwaiters) {
         if (ngx_http_billing_pg_connect(pool) != NGX_OK
             && pool->nconns == 0)
@@ -347,11 +392,48 @@ ngx_http_billing_pg_stats(ngx_http_billing_pg_pool_t *pool,
 }
 
 
+/* opens one more connection; NGX_ERROR: it failed at once */
 static ngx_int_t
 ngx_http_billing_pg_connect(ngx_http_billing_pg_pool_t *pool)
 {
-    PGconn                      *pg;
+    ngx_int_t                    rc;
     ngx_http_billing_pg_conn_t  *pc;
+
+    pc = ngx_calloc(sizeof(ngx_http_billing_pg_conn_t), pool->log);
+    if (pc == NULL) {
+        ngx_http_billing_pg_schedule_refill(pool);
+        return NGX_ERROR;
+    }
+
+    pc->pool = pool;
+    pc->state = NGX_HTTP_BILLING_PG_CONNECTING;
+
+    ngx_queue_insert_tail(&pool->active, &pc->queue);
+    pool->nconns++;
+    pool->nconnecting++;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, pool->log, 0,
+                   "billing pg: opening connection %ui of %ui",
+                   pool->nconns, pool->max);
+
+    rc = ngx_http_billing_pg_start(pc);
+
+    ngx_http_billing_pg_update_gauges(pool);
+
+    return rc;
+}
+
+
+static ngx_int_t
+ngx_http_billing_pg_start(ngx_http_billing_pg_conn_t *pc)
+{
+    PGconn                      *pg;
+    const char                  *msg;
+    ngx_http_billing_pg_pool_t  *pool;
+
+    pool = pc->pool;
+
+    pc->state = NGX_HTTP_BILLING_PG_CONNECTING;
 
     /*
      * PQconnectStartParams does not wait for the server; note that a host
@@ -361,56 +443,235 @@ ngx_http_billing_pg_connect(ngx_http_billing_pg_pool_t *pool)
     pg = PQconnectStartParams(pool->keywords, pool->values, 1);
 
     if (pg == NULL || PQstatus(pg) == CONNECTION_BAD) {
+        msg = pg ? PQerrorMessage(pg) : "out of memory";
+
         ngx_log_error(NGX_LOG_ERR, pool->log, 0,
-                      "billing: cannot start a database connection: %s",
-                      pg ? PQerrorMessage(pg) : "out of memory");
+                      "billing: cannot start a database connection: %*s",
+                      ngx_http_billing_pg_trim(msg), msg);
         if (pg) {
             PQfinish(pg);
         }
 
-        ngx_http_billing_metrics_inc(NGX_HTTP_BILLING_M_DB_CONNECT_ERROR, 1);
-        ngx_http_billing_pg_schedule_refill(pool);
+        ngx_http_billing_pg_open_failed(pc);
         return NGX_ERROR;
     }
+
+    pc->pg = pg;
 
     if (PQsetnonblocking(pg, 1) != 0) {
-        PQfinish(pg);
+        ngx_http_billing_pg_log_error(pc, "cannot start a database connection");
+        ngx_http_billing_pg_open_failed(pc);
         return NGX_ERROR;
     }
-
-    pc = ngx_calloc(sizeof(ngx_http_billing_pg_conn_t), pool->log);
-    if (pc == NULL) {
-        PQfinish(pg);
-        return NGX_ERROR;
-    }
-
-    pc->pool = pool;
-    pc->pg = pg;
-    pc->state = NGX_HTTP_BILLING_PG_CONNECTING;
 
     /* libpq's default prints notices to stderr */
     PQsetNoticeReceiver(pg, ngx_http_billing_pg_notice, pc);
 
-    ngx_queue_insert_tail(&pool->active, &pc->queue);
-    pool->nconns++;
-    pool->nconnecting++;
-
-    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, pool->log, 0,
-                   "billing pg: connecting, connection %ui of %ui",
-                   pool->nconns, pool->max);
-
     if (ngx_http_billing_pg_wrap(pc) != NGX_OK) {
-        ngx_http_billing_pg_close(pc);
+        ngx_http_billing_pg_open_failed(pc);
         return NGX_ERROR;
     }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, pool->log, 0,
+                   "billing pg: connection %d: connecting", pc->c->fd);
 
     ngx_add_timer(pc->c->read, pool->connect_timeout);
 
     /* libpq starts in "writing": wait for the TCP connect to complete */
     ngx_http_billing_pg_want_write(pc, 1);
-    ngx_http_billing_pg_update_gauges(pool);
 
     return NGX_OK;
+}
+
+
+static void
+ngx_http_billing_pg_connect_poll(ngx_http_billing_pg_conn_t *pc)
+{
+    ngx_msec_t                   timer;
+    PostgresPollingStatusType    rc;
+    ngx_http_billing_pg_pool_t  *pool;
+
+    pool = pc->pool;
+
+    rc = PQconnectPoll(pc->pg);
+
+    /* SSL fallback or a second address may replace the socket */
+    if (pc->c == NULL || PQsocket(pc->pg) != pc->c->fd) {
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, pool->log, 0,
+                       "billing pg: connecting on a new socket %d",
+                       PQsocket(pc->pg));
+
+        timer = pool->connect_timeout;
+        ngx_http_billing_pg_unwrap(pc, 1);
+
+        if (rc != PGRES_POLLING_FAILED) {
+            if (ngx_http_billing_pg_wrap(pc) != NGX_OK) {
+                rc = PGRES_POLLING_FAILED;
+
+            } else {
+                ngx_add_timer(pc->c->read, timer);
+            }
+        }
+    }
+
+    switch (rc) {
+
+    case PGRES_POLLING_WRITING:
+    case PGRES_POLLING_READING:
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, pool->log, 0,
+                       "billing pg: connection %d: connecting, %s",
+                       pc->c->fd, rc == PGRES_POLLING_WRITING
+                                  ? "writing" : "reading");
+        ngx_http_billing_pg_want_write(pc, rc == PGRES_POLLING_WRITING);
+        return;
+
+    case PGRES_POLLING_OK:
+        ngx_http_billing_pg_want_write(pc, 0);
+        ngx_http_billing_pg_setup(pc);
+        return;
+
+    default: /* PGRES_POLLING_FAILED */
+        ngx_http_billing_pg_log_error(pc, "database connection failed");
+        ngx_http_billing_pg_open_failed(pc);
+        return;
+    }
+}
+
+
+/* sends the next statement of the session's setup, or hands it over */
+static void
+ngx_http_billing_pg_setup(ngx_http_billing_pg_conn_t *pc)
+{
+    ngx_http_billing_pg_step_t  *step;
+
+    step = &ngx_http_billing_pg_setup_steps[pc->step];
+
+    if (step->sql == NULL) {
+        ngx_http_billing_pg_ready(pc);
+        return;
+    }
+
+    pc->state = NGX_HTTP_BILLING_PG_SETUP;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, pc->pool->log, 0,
+                   "billing pg: connection %d: setup \"%s\"", pc->c->fd,
+                   step->sql);
+
+    if (!PQsendQuery(pc->pg, step->sql)) {
+        ngx_http_billing_pg_log_error(pc, "cannot set up the database session");
+        ngx_http_billing_pg_open_failed(pc);
+        return;
+    }
+
+    ngx_http_billing_pg_setup_event(pc);
+}
+
+
+static void
+ngx_http_billing_pg_setup_event(ngx_http_billing_pg_conn_t *pc)
+{
+    ngx_int_t                    rc;
+    PGresult                    *res;
+    const char                  *msg;
+    ngx_http_billing_pg_step_t  *step;
+
+    step = &ngx_http_billing_pg_setup_steps[pc->step];
+
+    switch (PQflush(pc->pg)) {
+
+    case 0:
+        ngx_http_billing_pg_want_write(pc, 0);
+        break;
+
+    case 1:
+        ngx_http_billing_pg_want_write(pc, 1);
+        return;
+
+    default:
+        ngx_http_billing_pg_log_error(pc, "cannot set up the database session");
+        ngx_http_billing_pg_open_failed(pc);
+        return;
+    }
+
+    rc = ngx_http_billing_pg_collect(pc);
+
+    if (rc == NGX_AGAIN) {
+        return;
+    }
+
+    if (rc == NGX_ERROR) {
+        ngx_http_billing_pg_log_error(pc, "database connection lost during "
+                                          "setup");
+        ngx_http_billing_pg_open_failed(pc);
+        return;
+    }
+
+    res = pc->res;
+    pc->res = NULL;
+
+    if (res == NULL || ngx_http_billing_pg_failed(res)) {
+        /* refused: this session cannot serve, nor can the next one */
+        msg = res ? PQresultErrorMessage(res) : "no result";
+
+        ngx_log_error(NGX_LOG_ERR, pc->pool->log, 0,
+                      "billing: database session setup failed: \"%s\": %*s "
+                      "(%s)", step->sql, ngx_http_billing_pg_trim(msg), msg,
+                      step->hint);
+
+        if (res) {
+            PQclear(res);
+        }
+
+        ngx_http_billing_pg_open_failed(pc);
+        return;
+    }
+
+    PQclear(res);
+
+    pc->step++;
+    ngx_http_billing_pg_setup(pc);
+}
+
+
+static void
+ngx_http_billing_pg_ready(ngx_http_billing_pg_conn_t *pc)
+{
+    ngx_http_billing_pg_pool_t  *pool;
+
+    pool = pc->pool;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, pool->log, 0,
+                   "billing pg: connection %d ready", pc->c->fd);
+
+    if (pc->c->read->timer_set) {
+        ngx_del_timer(pc->c->read);
+    }
+
+    pool->nconnecting--;
+    pool->backoff = NGX_HTTP_BILLING_PG_BACKOFF_MIN;
+    pc->state = NGX_HTTP_BILLING_PG_READING;     /* "busy" until released */
+
+    ngx_http_billing_pg_release(pc);
+}
+
+
+/*
+ * A connection could not be opened: it is closed, the next attempt waits
+ * for the back-off timer, and the waiters that no connection under way
+ * will serve are told at once.
+ */
+static void
+ngx_http_billing_pg_open_failed(ngx_http_billing_pg_conn_t *pc)
+{
+    ngx_http_billing_pg_pool_t  *pool;
+
+    pool = pc->pool;
+
+    ngx_http_billing_metrics_inc(NGX_HTTP_BILLING_M_DB_CONNECT_ERROR, 1);
+
+    ngx_http_billing_pg_close(pc);
+    ngx_http_billing_pg_schedule_refill(pool);
+    ngx_http_billing_pg_fail_waiters(pool);
 }
 
 
@@ -476,7 +737,7 @@ ngx_http_billing_pg_close(ngx_http_billing_pg_conn_t *pc)
     if (pc->state == NGX_HTTP_BILLING_PG_IDLE) {
         pool->nidle--;
 
-    } else if (pc->state == NGX_HTTP_BILLING_PG_CONNECTING) {
+    } else if (ngx_http_billing_pg_opening(pc)) {
         pool->nconnecting--;
     }
 
@@ -537,7 +798,6 @@ ngx_http_billing_pg_event(ngx_event_t *ev)
     ngx_connection_t            *c;
     ngx_http_billing_pg_op_t    *op;
     ngx_http_billing_pg_conn_t  *pc;
-    ngx_http_billing_pg_pool_t  *pool;
 
     c = ev->data;
     pc = c->data;
@@ -545,14 +805,10 @@ ngx_http_billing_pg_event(ngx_event_t *ev)
     if (ev->timedout) {
         ev->timedout = 0;
 
-        if (pc->state == NGX_HTTP_BILLING_PG_CONNECTING) {
+        if (ngx_http_billing_pg_opening(pc)) {
             ngx_log_error(NGX_LOG_ERR, pc->pool->log, 0,
                           "billing: database connect timed out");
-            ngx_http_billing_metrics_inc(NGX_HTTP_BILLING_M_DB_CONNECT_ERROR,
-                                         1);
-            pool = pc->pool;
-            ngx_http_billing_pg_close(pc);
-            ngx_http_billing_pg_fail_waiters(pool);
+            ngx_http_billing_pg_open_failed(pc);
             return;
         }
 
@@ -580,6 +836,10 @@ ngx_http_billing_pg_event(ngx_event_t *ev)
         ngx_http_billing_pg_connect_poll(pc);
         break;
 
+    case NGX_HTTP_BILLING_PG_SETUP:
+        ngx_http_billing_pg_setup_event(pc);
+        break;
+
     case NGX_HTTP_BILLING_PG_SENDING:
         ngx_http_billing_pg_flush(pc);
         break;
@@ -591,76 +851,8 @@ ngx_http_billing_pg_event(ngx_event_t *ev)
     case NGX_HTTP_BILLING_PG_IDLE:
         ngx_http_billing_pg_idle_read(pc);
         break;
+
     }
-}
-
-
-static void
-ngx_http_billing_pg_connect_poll(ngx_http_billing_pg_conn_t *pc)
-{
-    ngx_msec_t                   timer;
-    PostgresPollingStatusType    rc;
-    ngx_http_billing_pg_pool_t  *pool;
-
-    pool = pc->pool;
-
-    rc = PQconnectPoll(pc->pg);
-
-    /* SSL fallback or a second address may replace the socket */
-    if (pc->c == NULL || PQsocket(pc->pg) != pc->c->fd) {
-        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, pool->log, 0,
-                       "billing pg: connecting on a new socket %d",
-                       PQsocket(pc->pg));
-
-        timer = pool->connect_timeout;
-        ngx_http_billing_pg_unwrap(pc, 1);
-
-        if (rc != PGRES_POLLING_FAILED) {
-            if (ngx_http_billing_pg_wrap(pc) != NGX_OK) {
-                rc = PGRES_POLLING_FAILED;
-
-            } else {
-                ngx_add_timer(pc->c->read, timer);
-            }
-        }
-    }
-
-    switch (rc) {
-
-    case PGRES_POLLING_WRITING:
-    case PGRES_POLLING_READING:
-        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, pool->log, 0,
-                       "billing pg: connection %d: connecting, %s",
-                       pc->c->fd, rc == PGRES_POLLING_WRITING
-                                  ? "writing" : "reading");
-        ngx_http_billing_pg_want_write(pc, rc == PGRES_POLLING_WRITING);
-        return;
-
-    case PGRES_POLLING_OK:
-        break;
-
-    default: /* PGRES_POLLING_FAILED */
-        ngx_http_billing_pg_log_error(pc, "database connection failed");
-        ngx_http_billing_metrics_inc(NGX_HTTP_BILLING_M_DB_CONNECT_ERROR, 1);
-        ngx_http_billing_pg_close(pc);
-        ngx_http_billing_pg_fail_waiters(pool);
-        return;
-    }
-
-    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, pool->log, 0,
-                   "billing pg: connection %d ready", pc->c->fd);
-
-    if (pc->c->read->timer_set) {
-        ngx_del_timer(pc->c->read);
-    }
-
-    ngx_http_billing_pg_want_write(pc, 0);
-
-    pool->nconnecting--;
-    pool->backoff = NGX_HTTP_BILLING_PG_BACKOFF_MIN;
-    pc->state = NGX_HTTP_BILLING_PG_READING;     /* "busy" until released */
-
-    ngx_http_billing_pg_release(pc);
 }
 
 
@@ -1085,7 +1277,9 @@ ngx_http_billing_pg_wait_timeout(ngx_event_t *ev)
 static void
 ngx_http_billing_pg_schedule_refill(ngx_http_billing_pg_pool_t *pool)
 {
-    if (pool->refill.timer_set || ngx_exiting || ngx_terminate) {
+    if (pool->refill.timer_set || pool->closing || ngx_exiting
+        || ngx_terminate)
+    {
         return;
     }
 
@@ -1117,7 +1311,7 @@ ngx_http_billing_pg_refill_handler(ngx_event_t *ev)
 
     while (pool->nconns < want) {
         if (ngx_http_billing_pg_connect(pool) != NGX_OK) {
-            break;      /* connect() re-armed the timer with back-off */
+            break;      /* the failure re-armed the timer with back-off */
         }
     }
 
@@ -1143,17 +1337,27 @@ ngx_http_billing_pg_update_gauges(ngx_http_billing_pg_pool_t *pool)
 static void
 ngx_http_billing_pg_log_error(ngx_http_billing_pg_conn_t *pc, const char *what)
 {
-    char    *msg;
-    size_t   len;
+    char  *msg;
 
     /* libpq's messages name host and user, never the password */
     msg = PQerrorMessage(pc->pg);
+
+    ngx_log_error(NGX_LOG_ERR, pc->pool->log, 0, "billing: %s: %*s",
+                  what, ngx_http_billing_pg_trim(msg), msg);
+}
+
+
+/* libpq's messages end in a newline: their length without it */
+static size_t
+ngx_http_billing_pg_trim(const char *msg)
+{
+    size_t  len;
+
     len = ngx_strlen(msg);
 
     while (len && (msg[len - 1] == '\n' || msg[len - 1] == ' ')) {
         len--;
     }
 
-    ngx_log_error(NGX_LOG_ERR, pc->pool->log, 0, "billing: %s: %*s",
-                  what, len, msg);
+    return len;
 }
