@@ -59,6 +59,7 @@ struct ngx_http_billing_pg_conn_s {
     ngx_http_billing_pg_pool_t   *pool;
     PGconn                       *pg;
     ngx_connection_t             *c;
+    ino_t                         ino;       /* of the socket c watches */
     ngx_http_billing_pg_state_e   state;
     ngx_uint_t                    step;      /* SETUP: the statement out */
     ngx_http_billing_pg_op_t     *op;        /* NULL when idle or detached */
@@ -119,6 +120,8 @@ static void ngx_http_billing_pg_setup_event(ngx_http_billing_pg_conn_t *pc);
 static void ngx_http_billing_pg_ready(ngx_http_billing_pg_conn_t *pc);
 static void ngx_http_billing_pg_open_failed(ngx_http_billing_pg_conn_t *pc);
 static ngx_int_t ngx_http_billing_pg_wrap(ngx_http_billing_pg_conn_t *pc);
+static ngx_uint_t ngx_http_billing_pg_same_socket(
+    ngx_http_billing_pg_conn_t *pc);
 static void ngx_http_billing_pg_unwrap(ngx_http_billing_pg_conn_t *pc,
     ngx_uint_t fd_closed);
 static void ngx_http_billing_pg_close(ngx_http_billing_pg_conn_t *pc);
@@ -180,7 +183,7 @@ ngx_http_billing_pg_pool_create(ngx_cycle_t *cycle, ngx_str_t *url,
 
     /*
      * Keywords after "dbname" override what the URL says.  GSS encryption
-     * is pinned off because its fallback replaces the socket under us.
+     * is pinned off: nothing here uses it.
      */
     i = 0;
     pool->keywords[i] = "dbname";
@@ -487,7 +490,7 @@ ngx_http_billing_pg_start(ngx_http_billing_pg_conn_t *pc)
 static void
 ngx_http_billing_pg_connect_poll(ngx_http_billing_pg_conn_t *pc)
 {
-    ngx_msec_t                   timer;
+    ngx_msec_int_t               left;
     PostgresPollingStatusType    rc;
     ngx_http_billing_pg_pool_t  *pool;
 
@@ -495,13 +498,25 @@ ngx_http_billing_pg_connect_poll(ngx_http_billing_pg_conn_t *pc)
 
     rc = PQconnectPoll(pc->pg);
 
-    /* SSL fallback or a second address may replace the socket */
-    if (pc->c == NULL || PQsocket(pc->pg) != pc->c->fd) {
+    /*
+     * libpq may have closed its socket and opened another one: sslmode
+     * "prefer" falling back to plain, the next address or host.  The new
+     * socket often has the old one's number, but the kernel dropped the
+     * old one's epoll registration when it was closed: watched anew, with
+     * what is left of the connect timeout.
+     */
+    if (!ngx_http_billing_pg_same_socket(pc)) {
+        left = pool->connect_timeout;
+
+        if (pc->c && pc->c->read->timer_set) {
+            left = (ngx_msec_int_t) (pc->c->read->timer.key - ngx_current_msec);
+            left = ngx_max(left, 1);
+        }
+
         ngx_log_debug1(NGX_LOG_DEBUG_HTTP, pool->log, 0,
                        "billing pg: connecting on a new socket %d",
                        PQsocket(pc->pg));
 
-        timer = pool->connect_timeout;
         ngx_http_billing_pg_unwrap(pc, 1);
 
         if (rc != PGRES_POLLING_FAILED) {
@@ -509,7 +524,7 @@ ngx_http_billing_pg_connect_poll(ngx_http_billing_pg_conn_t *pc)
                 rc = PGRES_POLLING_FAILED;
 
             } else {
-                ngx_add_timer(pc->c->read, timer);
+                ngx_add_timer(pc->c->read, (ngx_msec_t) left);
             }
         }
     }
@@ -678,10 +693,11 @@ ngx_http_billing_pg_open_failed(ngx_http_billing_pg_conn_t *pc)
 static ngx_int_t
 ngx_http_billing_pg_wrap(ngx_http_billing_pg_conn_t *pc)
 {
-    int  fd;
+    int           fd;
+    struct stat   st;
 
     fd = PQsocket(pc->pg);
-    if (fd == -1) {
+    if (fd == -1 || fstat(fd, &st) == -1) {
         return NGX_ERROR;
     }
 
@@ -691,12 +707,32 @@ ngx_http_billing_pg_wrap(ngx_http_billing_pg_conn_t *pc)
         return NGX_ERROR;
     }
 
+    pc->ino = st.st_ino;
+
     if (ngx_http_billing_socket_watch(pc->c->read, 1) != NGX_OK) {
         ngx_http_billing_pg_unwrap(pc, 0);
         return NGX_ERROR;
     }
 
     return NGX_OK;
+}
+
+
+/*
+ * Whether libpq's socket is still the one watched: the same number is not
+ * enough (a closed descriptor's number is the next one given out), the
+ * socket's inode tells one socket from the next.
+ */
+static ngx_uint_t
+ngx_http_billing_pg_same_socket(ngx_http_billing_pg_conn_t *pc)
+{
+    int          fd;
+    struct stat  st;
+
+    fd = PQsocket(pc->pg);
+
+    return pc->c != NULL && fd == pc->c->fd
+           && fstat(fd, &st) == 0 && st.st_ino == pc->ino;
 }
 
 
