@@ -11,8 +11,10 @@
  *
  * A connection opens in steps, one state each:
  *
- *     CONNECTING -> SETUP (statement after statement) -> ready
+ *     LOOKUP -> CONNECTING -> SETUP (statement after statement) -> ready
  *
+ * LOOKUP waits for the addresses of the URL's host names (one lookup for
+ * the pool, ngx_http_billing_lookup.c; skipped when the URL needs none),
  * CONNECTING drives PQconnectPoll, SETUP runs the session's first
  * statements (ngx_http_billing_pg_setup_steps[]).  A ready connection goes
  * to the first waiter or idles; a query takes it IDLE -> SENDING ->
@@ -21,7 +23,9 @@
  * A connection is given back to the pool only when it is idle and healthy;
  * an idle connection keeps its read event armed, so a server that goes away
  * is noticed at once and the connection is dropped, and the pool reconnects
- * by itself, paced by a back-off timer.
+ * by itself, paced by a back-off timer.  Once a connection could not be
+ * opened, only that timer opens the next one: requests do not, until one
+ * has opened again.
  */
 
 
@@ -29,13 +33,15 @@
 #include <ngx_core.h>
 #include <ngx_event.h>
 
+#include "ngx_http_billing_lookup.h"
 #include "ngx_http_billing_metrics.h"
 #include "ngx_http_billing_pg.h"
 #include "ngx_http_billing_socket.h"
 
 
 typedef enum {
-    NGX_HTTP_BILLING_PG_CONNECTING = 0, /* PQconnectPoll */
+    NGX_HTTP_BILLING_PG_LOOKUP = 0,     /* waits for the host's addresses */
+    NGX_HTTP_BILLING_PG_CONNECTING,     /* PQconnectPoll */
     NGX_HTTP_BILLING_PG_SETUP,          /* the session's first statements */
     NGX_HTTP_BILLING_PG_IDLE,
     NGX_HTTP_BILLING_PG_SENDING,
@@ -55,9 +61,9 @@ typedef struct {
 
 
 struct ngx_http_billing_pg_conn_s {
-    ngx_queue_t                   queue;     /* pool->idle or active */
+    ngx_queue_t                   queue;     /* pool->idle, active or lookups */
     ngx_http_billing_pg_pool_t   *pool;
-    PGconn                       *pg;
+    PGconn                       *pg;        /* NULL while looking up */
     ngx_connection_t             *c;
     ino_t                         ino;       /* of the socket c watches */
     ngx_http_billing_pg_state_e   state;
@@ -81,6 +87,7 @@ struct ngx_http_billing_pg_pool_s {
 
     ngx_queue_t                   idle;
     ngx_queue_t                   active;    /* connecting or busy */
+    ngx_queue_t                   lookups;   /* waiting for the lookup */
     ngx_queue_t                   waiters;
 
     ngx_uint_t                    nconns;
@@ -88,8 +95,13 @@ struct ngx_http_billing_pg_pool_s {
     ngx_uint_t                    nconnecting;
     ngx_uint_t                    nwaiters;
 
+    ngx_http_billing_lookup_conf_t  *lookup_conf;
+    ngx_http_billing_lookup_t    *lookup;    /* in flight, or NULL */
+    ngx_event_t                   lookup_timer;
+
     ngx_event_t                   refill;    /* keeps "min" connections */
     ngx_msec_t                    backoff;
+    unsigned                      failing:1; /* the last open failed */
     unsigned                      closing:1;
 };
 
@@ -113,7 +125,12 @@ static ngx_http_billing_pg_step_t  ngx_http_billing_pg_setup_steps[] = {
 
 
 static ngx_int_t ngx_http_billing_pg_connect(ngx_http_billing_pg_pool_t *pool);
-static ngx_int_t ngx_http_billing_pg_start(ngx_http_billing_pg_conn_t *pc);
+static ngx_int_t ngx_http_billing_pg_look_up(ngx_http_billing_pg_conn_t *pc);
+static void ngx_http_billing_pg_looked_up(void *data,
+    ngx_http_billing_lookup_result_t *res, const char *error);
+static void ngx_http_billing_pg_lookup_timeout(ngx_event_t *ev);
+static ngx_int_t ngx_http_billing_pg_start(ngx_http_billing_pg_conn_t *pc,
+    ngx_http_billing_lookup_result_t *res);
 static void ngx_http_billing_pg_connect_poll(ngx_http_billing_pg_conn_t *pc);
 static void ngx_http_billing_pg_setup(ngx_http_billing_pg_conn_t *pc);
 static void ngx_http_billing_pg_setup_event(ngx_http_billing_pg_conn_t *pc);
@@ -156,8 +173,8 @@ static size_t ngx_http_billing_pg_trim(const char *msg);
 
 ngx_http_billing_pg_pool_t *
 ngx_http_billing_pg_pool_create(ngx_cycle_t *cycle, ngx_str_t *url,
-    ngx_uint_t min, ngx_uint_t max, ngx_uint_t queue,
-    ngx_msec_t connect_timeout, ngx_msec_t query_timeout)
+    ngx_http_billing_lookup_conf_t *lookup, ngx_uint_t min, ngx_uint_t max,
+    ngx_uint_t queue, ngx_msec_t connect_timeout, ngx_msec_t query_timeout)
 {
     u_char                      *dsn, *options;
     ngx_uint_t                   i;
@@ -182,8 +199,9 @@ ngx_http_billing_pg_pool_create(ngx_cycle_t *cycle, ngx_str_t *url,
     ngx_sprintf(options, "-c statement_timeout=%M%Z", query_timeout);
 
     /*
-     * Keywords after "dbname" override what the URL says.  GSS encryption
-     * is pinned off: nothing here uses it.
+     * Keywords after "dbname" override what the URL says (and so do the
+     * "host", "hostaddr" and "port" a lookup adds).  GSS encryption is
+     * pinned off: nothing here uses it.
      */
     i = 0;
     pool->keywords[i] = "dbname";
@@ -204,9 +222,11 @@ ngx_http_billing_pg_pool_create(ngx_cycle_t *cycle, ngx_str_t *url,
     pool->connect_timeout = connect_timeout;
     pool->query_timeout = query_timeout;
     pool->backoff = NGX_HTTP_BILLING_PG_BACKOFF_MIN;
+    pool->lookup_conf = lookup;
 
     ngx_queue_init(&pool->idle);
     ngx_queue_init(&pool->active);
+    ngx_queue_init(&pool->lookups);
     ngx_queue_init(&pool->waiters);
 
     pool->refill.handler = ngx_http_billing_pg_refill_handler;
@@ -214,9 +234,16 @@ ngx_http_billing_pg_pool_create(ngx_cycle_t *cycle, ngx_str_t *url,
     pool->refill.log = cycle->log;
     pool->refill.cancelable = 1;
 
-    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, cycle->log, 0,
+    pool->lookup_timer.handler = ngx_http_billing_pg_lookup_timeout;
+    pool->lookup_timer.data = pool;
+    pool->lookup_timer.log = cycle->log;
+    pool->lookup_timer.cancelable = 1;
+
+    ngx_log_debug4(NGX_LOG_DEBUG_HTTP, cycle->log, 0,
                    "billing pg: pool of %ui to %ui connections, "
-                   "%ui waiters at most", pool->min, pool->max, queue);
+                   "%ui waiters at most, %s", pool->min, pool->max, queue,
+                   lookup ? "host names looked up in threads"
+                          : "no host name to look up");
 
     /* warm up in the event loop, never in init_process itself */
     ngx_add_timer(&pool->refill, 1);
@@ -239,6 +266,22 @@ ngx_http_billing_pg_pool_destroy(ngx_http_billing_pg_pool_t *pool)
 
     if (pool->refill.timer_set) {
         ngx_del_timer(&pool->refill);
+    }
+
+    if (pool->lookup_timer.timer_set) {
+        ngx_del_timer(&pool->lookup_timer);
+    }
+
+    /* a lookup still in a thread frees itself when it ends */
+    if (pool->lookup) {
+        ngx_http_billing_lookup_cancel(pool->lookup);
+        pool->lookup = NULL;
+    }
+
+    while (!ngx_queue_empty(&pool->lookups)) {
+        q = ngx_queue_head(&pool->lookups);
+        pc = ngx_queue_data(q, ngx_http_billing_pg_conn_t, queue);
+        ngx_http_billing_pg_close(pc);
     }
 
     while (!ngx_queue_empty(&pool->idle)) {
@@ -318,8 +361,25 @@ ngx_http_billing_pg_query(ngx_http_billing_pg_pool_t *pool,
         return NGX_DECLINED;
     }
 
-    /* a connection being opened will take the first waiter */
-    if (pool->nconns < pool->max && pool->nconnecting <= pool->nwaiters) {
+    if (pool->failing) {
+        /*
+         * The last connection could not be opened: the back-off timer
+         * opens the next one, not requests (a host that does not resolve,
+         * a server that is down: each request would try again at once).
+         * With nothing on its way, the request is refused at once.
+         */
+        if (pool->nconns == 0) {
+            ngx_log_debug0(NGX_LOG_DEBUG_HTTP, op->log, 0,
+                           "billing pg: no connection, backing off");
+            ngx_http_billing_pg_schedule_refill(pool);
+            op->status = NGX_HTTP_BILLING_PG_UNAVAILABLE;
+            return NGX_DECLINED;
+        }
+
+    } else if (pool->nconns < pool->max
+               && pool->nconnecting <= pool->nwaiters)
+    {
+        /* a connection being opened will take the first waiter */
         if (ngx_http_billing_pg_connect(pool) != NGX_OK
             && pool->nconns == 0)
         {
@@ -419,7 +479,9 @@ ngx_http_billing_pg_connect(ngx_http_billing_pg_pool_t *pool)
                    "billing pg: opening connection %ui of %ui",
                    pool->nconns, pool->max);
 
-    rc = ngx_http_billing_pg_start(pc);
+    /* every connection looks the host up again: a failover moves it */
+    rc = pool->lookup_conf ? ngx_http_billing_pg_look_up(pc)
+                           : ngx_http_billing_pg_start(pc, NULL);
 
     ngx_http_billing_pg_update_gauges(pool);
 
@@ -427,23 +489,159 @@ ngx_http_billing_pg_connect(ngx_http_billing_pg_pool_t *pool)
 }
 
 
+/*
+ * One lookup at a time for the whole pool, and every connection that
+ * opens meanwhile waits for its answer.  A lookup that outlives its timer
+ * is not asked again: the next connection waits for the same one.
+ */
 static ngx_int_t
-ngx_http_billing_pg_start(ngx_http_billing_pg_conn_t *pc)
+ngx_http_billing_pg_look_up(ngx_http_billing_pg_conn_t *pc)
 {
-    PGconn                      *pg;
-    const char                  *msg;
     ngx_http_billing_pg_pool_t  *pool;
 
     pool = pc->pool;
 
+    pc->state = NGX_HTTP_BILLING_PG_LOOKUP;
+    ngx_queue_remove(&pc->queue);
+    ngx_queue_insert_tail(&pool->lookups, &pc->queue);
+
+    if (pool->lookup == NULL) {
+        pool->lookup = ngx_http_billing_lookup_start(
+                           pool->lookup_conf, ngx_http_billing_pg_looked_up,
+                           pool, pool->log);
+        if (pool->lookup == NULL) {
+            ngx_log_error(NGX_LOG_ERR, pool->log, 0,
+                          "billing: cannot start a database host lookup");
+            ngx_http_billing_pg_open_failed(pc);
+            return NGX_ERROR;
+        }
+    }
+
+    if (!pool->lookup_timer.timer_set) {
+        ngx_add_timer(&pool->lookup_timer, pool->connect_timeout);
+    }
+
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, pool->log, 0,
+                   "billing pg: waiting for the host lookup");
+
+    return NGX_OK;
+}
+
+
+/* the lookup's completion, in the event loop: each waiting connection
+ * connects to what it found, or fails */
+static void
+ngx_http_billing_pg_looked_up(void *data,
+    ngx_http_billing_lookup_result_t *res, const char *error)
+{
+    ngx_http_billing_pg_pool_t *pool = data;
+
+    ngx_queue_t                  waiting, *q;
+    ngx_http_billing_pg_conn_t  *pc;
+
+    pool->lookup = NULL;
+
+    if (pool->lookup_timer.timer_set) {
+        ngx_del_timer(&pool->lookup_timer);
+    }
+
+    if (res == NULL) {
+        ngx_log_error(NGX_LOG_ERR, pool->log, 0,
+                      "billing: database host lookup: %s", error);
+
+    } else if (error) {
+        /* another host of the URL's list was found */
+        ngx_log_error(NGX_LOG_WARN, pool->log, 0,
+                      "billing: database host lookup: %s", error);
+    }
+
+    /* a handler called from here may open another connection: it waits
+     * for a lookup of its own, not for this list */
+    ngx_queue_init(&waiting);
+
+    if (!ngx_queue_empty(&pool->lookups)) {
+        ngx_queue_add(&waiting, &pool->lookups);
+        ngx_queue_init(&pool->lookups);
+    }
+
+    while (!ngx_queue_empty(&waiting)) {
+        q = ngx_queue_head(&waiting);
+        ngx_queue_remove(q);
+        ngx_queue_insert_tail(&pool->active, q);
+
+        pc = ngx_queue_data(q, ngx_http_billing_pg_conn_t, queue);
+        pc->state = NGX_HTTP_BILLING_PG_CONNECTING;
+
+        if (res == NULL) {
+            ngx_http_billing_pg_open_failed(pc);
+            continue;
+        }
+
+        (void) ngx_http_billing_pg_start(pc, res);
+    }
+}
+
+
+static void
+ngx_http_billing_pg_lookup_timeout(ngx_event_t *ev)
+{
+    ngx_queue_t                 *q;
+    ngx_http_billing_pg_conn_t  *pc;
+    ngx_http_billing_pg_pool_t  *pool;
+
+    pool = ev->data;
+
+    ngx_log_error(NGX_LOG_ERR, pool->log, 0,
+                  "billing: database host lookup timed out");
+
+    while (!ngx_queue_empty(&pool->lookups)) {
+        q = ngx_queue_head(&pool->lookups);
+        pc = ngx_queue_data(q, ngx_http_billing_pg_conn_t, queue);
+        ngx_http_billing_pg_open_failed(pc);
+    }
+}
+
+
+/*
+ * Starts libpq's connect.  res: the addresses a lookup found, given as
+ * "hostaddr" beside the names ("host"), so that libpq looks up nothing
+ * and still checks the server's certificate against the name.
+ */
+static ngx_int_t
+ngx_http_billing_pg_start(ngx_http_billing_pg_conn_t *pc,
+    ngx_http_billing_lookup_result_t *res)
+{
+    PGconn                      *pg;
+    ngx_uint_t                   n;
+    const char                  *keywords[12], *values[12], *msg;
+    ngx_http_billing_pg_pool_t  *pool;
+
+    pool = pc->pool;
+
+    for (n = 0; pool->keywords[n]; n++) {
+        keywords[n] = pool->keywords[n];
+        values[n] = pool->values[n];
+    }
+
+    if (res) {
+        keywords[n] = "host";
+        values[n++] = res->host;
+        keywords[n] = "hostaddr";
+        values[n++] = res->hostaddr;
+
+        if (res->port) {
+            keywords[n] = "port";
+            values[n++] = res->port;
+        }
+    }
+
+    keywords[n] = NULL;
+    values[n] = NULL;
+
     pc->state = NGX_HTTP_BILLING_PG_CONNECTING;
 
-    /*
-     * PQconnectStartParams does not wait for the server; note that a host
-     * given by name is resolved here with getaddrinfo() (see
-     * docs/architecture.md: give "hostaddr" to avoid it).
-     */
-    pg = PQconnectStartParams(pool->keywords, pool->values, 1);
+    /* does not wait for the server; with no name to look up, no DNS */
+    pg = PQconnectStartParams(keywords, values, 1);
 
     if (pg == NULL || PQstatus(pg) == CONNECTION_BAD) {
         msg = pg ? PQerrorMessage(pg) : "out of memory";
@@ -664,6 +862,7 @@ ngx_http_billing_pg_ready(ngx_http_billing_pg_conn_t *pc)
 
     pool->nconnecting--;
     pool->backoff = NGX_HTTP_BILLING_PG_BACKOFF_MIN;
+    pool->failing = 0;
     pc->state = NGX_HTTP_BILLING_PG_READING;     /* "busy" until released */
 
     ngx_http_billing_pg_release(pc);
@@ -683,6 +882,8 @@ ngx_http_billing_pg_open_failed(ngx_http_billing_pg_conn_t *pc)
     pool = pc->pool;
 
     ngx_http_billing_metrics_inc(NGX_HTTP_BILLING_M_DB_CONNECT_ERROR, 1);
+
+    pool->failing = 1;
 
     ngx_http_billing_pg_close(pc);
     ngx_http_billing_pg_schedule_refill(pool);
@@ -768,7 +969,7 @@ ngx_http_billing_pg_close(ngx_http_billing_pg_conn_t *pc)
                    op ? ", its query lost" : "");
 
     /* libpq closes the socket itself when it reads the end of the stream */
-    ngx_http_billing_pg_unwrap(pc, PQsocket(pc->pg) == -1);
+    ngx_http_billing_pg_unwrap(pc, pc->pg && PQsocket(pc->pg) == -1);
 
     if (pc->state == NGX_HTTP_BILLING_PG_IDLE) {
         pool->nidle--;
@@ -780,7 +981,10 @@ ngx_http_billing_pg_close(ngx_http_billing_pg_conn_t *pc)
     ngx_queue_remove(&pc->queue);
     pool->nconns--;
 
-    PQfinish(pc->pg);
+    if (pc->pg) {
+        PQfinish(pc->pg);
+    }
+
     ngx_free(pc);
 
     if (pool->nconns < pool->min || pool->nwaiters) {
@@ -888,6 +1092,8 @@ ngx_http_billing_pg_event(ngx_event_t *ev)
         ngx_http_billing_pg_idle_read(pc);
         break;
 
+    default: /* NGX_HTTP_BILLING_PG_LOOKUP: no socket yet */
+        break;
     }
 }
 
@@ -1340,6 +1546,11 @@ ngx_http_billing_pg_refill_handler(ngx_event_t *ev)
     }
 
     want = ngx_max(pool->min, ngx_min(pool->nwaiters, pool->max));
+
+    /* after a failure one connection tries, even if none is wanted */
+    if (pool->failing && want == 0) {
+        want = 1;
+    }
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, pool->log, 0,
                    "billing pg: refill from %ui to %ui connections",

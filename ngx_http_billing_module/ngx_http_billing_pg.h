@@ -15,6 +15,8 @@
 
 #include <libpq-fe.h>
 
+#include "ngx_http_billing_lookup.h"
+
 
 typedef struct ngx_http_billing_pg_pool_s  ngx_http_billing_pg_pool_t;
 typedef struct ngx_http_billing_pg_conn_s  ngx_http_billing_pg_conn_t;
@@ -67,9 +69,11 @@ typedef struct {
 } ngx_http_billing_pg_stats_t;
 
 
+/* lookup: how the URL's host names are looked up, NULL when none need it */
 ngx_http_billing_pg_pool_t *ngx_http_billing_pg_pool_create(ngx_cycle_t *cycle,
-    ngx_str_t *url, ngx_uint_t min, ngx_uint_t max, ngx_uint_t queue,
-    ngx_msec_t connect_timeout, ngx_msec_t query_timeout);
+    ngx_str_t *url, ngx_http_billing_lookup_conf_t *lookup, ngx_uint_t min,
+    ngx_uint_t max, ngx_uint_t queue, ngx_msec_t connect_timeout,
+    ngx_msec_t query_timeout);
 void ngx_http_billing_pg_pool_destroy(ngx_http_billing_pg_pool_t *pool);
 
 /* prepares op for ngx_http_billing_pg_query(): everything else zeroed */
