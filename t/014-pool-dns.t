@@ -135,9 +135,21 @@ is($dns->lookups($name) - $before, 1,
    "one lookup in 6 s: neither $n requests nor the refills asked again while it was out");
 ok(log_of('dns_dead') =~ /billing: database host lookup timed out/, 'the log says the lookup timed out');
 
-# the DNS answers again: the next lookup (once the one out gives up) connects
+# a reload while the lookup is still out: the old worker's pool cancels it
+# and the worker exits once the thread returns; nothing crashes
+my @old = nginx_pids('dns_dead');
+kill 'HUP', $old[0];
+my $end = time + 10;
+sleep 0.1 while time < $end && !grep { my $p = $_; !grep { $_ == $p } @old } nginx_pids('dns_dead');
+ok((grep { my $p = $_; !grep { $_ == $p } @old } nginx_pids('dns_dead')), 'reloaded during the lookup');
+
+# the DNS answers again: the next lookup connects
 $dns->control(delay => 0);
-ok(wait_http_status($port, '/readyz', 200, 20), 'ready again once the DNS answers, without reload');
+ok(wait_http_status($port, '/readyz', 200, 20), 'ready again once the DNS answers');
+$end = time + 15;
+sleep 0.1 while time < $end && kill 0, $old[1];
+ok(!kill(0, $old[1]), 'the old worker exited once its lookup returned');
+ok(log_of('dns_dead') !~ /exited on signal|\[alert\]/, 'no worker crashed, no alert');
 stop_nginx('dns_dead');
 
 # ---------------------------------------------------------------- NXDOMAIN
