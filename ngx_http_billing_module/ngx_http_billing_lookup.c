@@ -141,25 +141,35 @@ ngx_http_billing_lookup_conf(ngx_conf_t *cf, ngx_str_t *url,
         }
 
         if (ngx_strcmp(o->keyword, "host") == 0) {
-            hosts = ngx_http_billing_lookup_copy(cf, o->val,
-                                                 ngx_strlen(o->val));
+            hosts = o->val;
 
         } else if (ngx_strcmp(o->keyword, "port") == 0) {
-            ports = ngx_http_billing_lookup_copy(cf, o->val,
-                                                 ngx_strlen(o->val));
+            ports = o->val;
 
         } else if (ngx_strcmp(o->keyword, "hostaddr") == 0) {
             hostaddr = o->val;
         }
     }
 
-    /* the URL names its addresses itself: libpq does no lookup */
+    /* no host, or the URL names its addresses itself: libpq looks up
+     * nothing */
     if (hostaddr || hosts == NULL) {
         PQconninfoFree(opts);
         return NGX_CONF_OK;
     }
 
+    hosts = ngx_http_billing_lookup_copy(cf, hosts, ngx_strlen(hosts));
+
+    if (hosts && ports) {
+        ports = ngx_http_billing_lookup_copy(cf, ports, ngx_strlen(ports));
+        hosts = ports ? hosts : NULL;
+    }
+
     PQconninfoFree(opts);
+
+    if (hosts == NULL) {
+        return NGX_CONF_ERROR;
+    }
 
     lcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_billing_lookup_conf_t));
     if (lcf == NULL) {

@@ -500,14 +500,16 @@ my $svc = mint_token(sub => 'ai-backend', scope => 'billing:usage');
        15, '(d) fifteen distinct events recorded');
 }
 
-# a load of reconciles with unique keys on $port until $stop exists;
-# returns { key => [status, code] }
+# a load of reconciles with unique keys on $port until $stop exists (or
+# 2000 chunks of 8: far more than the phases need); a chunk with failures
+# is followed by a pause, so that a refusing instance is not hammered
+# into a few thousand keys to settle; returns { key => [status, code] }
 sub reconcile_load {
     my ($name, $port, $user, $stop) = @_;
     return fork_client($name, sub {
         my (%res, $chunks);
         $chunks = 0;
-        while ($chunks < 300 && !-e $stop) {
+        while ($chunks < 2000 && !-e $stop) {
             my @keys = map { sprintf '%s-%04d-%d-%s', $name, $chunks, $_, $RUN } 1 .. 8;
             my @r = parallel_requests($port,
                 [map { reconcile_req($svc, { userId => $user, %BODY, idempotencyKey => $_ }) } @keys], 8, 20);
@@ -515,6 +517,7 @@ sub reconcile_load {
                 $res{ $keys[$i] } = [$r[$i][0] + 0, (json_decode($r[$i][2]) // {})->{code} // ''];
             }
             write_file("$TMP/$name.progress", ++$chunks);
+            sleep 0.1 if grep { $_->[0] != 201 } @r;
         }
         return { res => \%res };
     });
