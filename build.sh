@@ -21,7 +21,7 @@ DEB_PACKAGES=(
     nginx nginx-dev build-essential
     libpq-dev libcjson-dev libssl-dev libcurl4-openssl-dev
     postgresql postgresql-client openssl curl ca-certificates
-    libtest-base-perl libcrypt-jwt-perl libjson-pp-perl libwww-perl
+    libtest-base-perl libcrypt-jwt-perl libjson-pp-perl libwww-perl libnet-dns-perl
     prometheus yamllint shellcheck python3-yaml
     clang libclang-rt-14-dev valgrind
 )

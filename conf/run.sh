@@ -27,7 +27,8 @@ run_database() {
     if [ -n "${DATABASE_URL:-}" ]; then
         log "using DATABASE_URL from the environment"
         admin_url=${MIGRATE_DATABASE_URL:-$DATABASE_URL}
-        "$ROOT/sql/migrate.sh" "$admin_url"
+        # the server's login (DATABASE_URL's) may SET ROLE billing_app
+        "$ROOT/sql/migrate.sh" --grant-runtime "$admin_url"
         return
     fi
 
@@ -35,10 +36,9 @@ run_database() {
     "$ROOT/t/pgserver.sh" start "$RUN_DIR/pg" >/dev/null
     # shellcheck disable=SC1091
     . "$RUN_DIR/pg/env"
-    "$ROOT/sql/migrate.sh" "$BILLING_TEST_ADMIN_URL"
-    "$ROOT/t/pgserver.sh" grant "$RUN_DIR/pg" >/dev/null
     DATABASE_URL="$TEST_NGINX_DATABASE_URL?connection_limit=10"
     export DATABASE_URL
+    "$ROOT/sql/migrate.sh" --grant-runtime "$BILLING_TEST_ADMIN_URL"
 }
 
 run_keys() {

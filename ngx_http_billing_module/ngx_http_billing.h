@@ -52,6 +52,7 @@ typedef enum {
 typedef struct {
     /* PostgreSQL */
     ngx_str_t                     database_url;
+    ngx_addr_t                   *database_resolver; /* a DNS server */
     ngx_uint_t                    url_pool_max;      /* connection_limit=N */
     ngx_uint_t                    pool_min;
     ngx_uint_t                    pool_max;
@@ -87,6 +88,9 @@ typedef struct {
     ngx_msec_t                    notify_interval;
 
     ngx_msec_t                    audit_interval;
+
+    /* how the URL's host names are looked up (ngx_http_billing_lookup.h) */
+    struct ngx_http_billing_lookup_conf_s  *lookup;
 
     /* per worker (ngx_http_billing_pg.h) */
     struct ngx_http_billing_pg_pool_s  *pool;

@@ -58,12 +58,6 @@ ngx_http_billing_run(ngx_http_request_t *r, const char *sql, int nparams,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (bmcf->pool == NULL) {
-        return ngx_http_billing_problem_s(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                          "database_unavailable",
-                                          "no database is configured");
-    }
-
     if (!ctx->cleanup) {
         cln = ngx_pool_cleanup_add(r->pool, 0);
         if (cln == NULL) {
@@ -83,19 +77,22 @@ ngx_http_billing_run(ngx_http_request_t *r, const char *sql, int nparams,
     op->read_only = read_only;
     ctx->done = done;
 
-    rc = ngx_http_billing_pg_query(bmcf->pool, op);
+    if (bmcf->pool == NULL) {
+        op->status = NGX_HTTP_BILLING_PG_UNAVAILABLE;
+        rc = NGX_DECLINED;
 
-    if (rc == NGX_BUSY) {
-        return ngx_http_billing_problem_s(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                          "database_busy",
-                                          "too many requests are waiting for "
-                                          "the database; retry later");
+    } else {
+        rc = ngx_http_billing_pg_query(bmcf->pool, op);
     }
 
-    if (rc != NGX_OK) {
-        return ngx_http_billing_problem_s(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                          "database_unavailable",
-                                          "the database cannot be reached");
+    /*
+     * Refused at once (no database configured, the wait queue full, no
+     * connection can be opened): the completion answers, as it does when
+     * the pool refuses later, so that every caller has one failure path
+     * and answers exactly once.
+     */
+    if (rc == NGX_DECLINED) {
+        return done(r, op);
     }
 
     r->main->count++;
@@ -167,6 +164,13 @@ ngx_http_billing_db_failure(ngx_http_request_t *r, ngx_http_billing_pg_op_t *op)
                                           "database_error",
                                           "the database refused the request; "
                                           "nothing was written");
+    }
+
+    if (op->status == NGX_HTTP_BILLING_PG_BUSY) {
+        return ngx_http_billing_problem_s(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                          "database_busy",
+                                          "too many requests are waiting for "
+                                          "the database; retry later");
     }
 
     if (op->sent && !op->read_only) {

@@ -15,6 +15,7 @@
 #include "ngx_http_billing_cors.h"
 #include "ngx_http_billing_curl.h"
 #include "ngx_http_billing_jwks.h"
+#include "ngx_http_billing_lookup.h"
 #include "ngx_http_billing_metrics.h"
 #include "ngx_http_billing_outbox.h"
 #include "ngx_http_billing_pg.h"
@@ -56,6 +57,8 @@ static ngx_int_t ngx_http_billing_log_handler(ngx_http_request_t *r);
 static char *ngx_http_billing(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static char *ngx_http_billing_database_url(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_billing_database_resolver(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static char *ngx_http_billing_pool(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_billing_timeouts(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -207,6 +210,13 @@ static ngx_command_t  ngx_http_billing_commands[] = {
     { ngx_string("billing_database_url"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_http_billing_database_url,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("billing_database_resolver"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_billing_database_resolver,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },
@@ -494,7 +504,10 @@ ngx_http_billing_init_main_conf(ngx_conf_t *cf, void *conf)
         bmcf->pool_min = bmcf->pool_max;
     }
 
-    return NGX_CONF_OK;
+    /* host names to look up off the event loop: a thread pool for them */
+    return ngx_http_billing_lookup_conf(cf, &bmcf->database_url,
+                                        bmcf->database_resolver,
+                                        &bmcf->lookup);
 }
 
 
@@ -611,6 +624,7 @@ ngx_http_billing_init_process(ngx_cycle_t *cycle)
     }
 
     bmcf->pool = ngx_http_billing_pg_pool_create(cycle, &bmcf->database_url,
+                                                 bmcf->lookup,
                                                  bmcf->pool_min,
                                                  bmcf->pool_max,
                                                  bmcf->pool_queue,
@@ -864,6 +878,48 @@ ngx_http_billing_database_url(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_http_billing_free_value(url, bmcf->database_url.len);
 
     bmcf->url_pool_max = (ngx_uint_t) limit;
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * "billing_database_resolver 127.0.0.1:5353": the DNS server the database
+ * host is looked up with, instead of those of /etc/resolv.conf (the C
+ * library's other rules still apply).  An IPv4 address: the C library's
+ * resolver state holds those with a port.
+ */
+static char *
+ngx_http_billing_database_resolver(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_billing_main_conf_t *bmcf = conf;
+
+    ngx_str_t  *value;
+    ngx_url_t   u;
+
+    if (bmcf->database_resolver) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    ngx_memzero(&u, sizeof(ngx_url_t));
+
+    u.url = value[1];
+    u.default_port = 53;
+    u.no_resolve = 1;
+
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs != 1
+        || u.addrs[0].sockaddr->sa_family != AF_INET)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid DNS server \"%V\": an IPv4 address "
+                           "with an optional port", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    bmcf->database_resolver = &u.addrs[0];
 
     return NGX_CONF_OK;
 }

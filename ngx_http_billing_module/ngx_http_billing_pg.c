@@ -3,16 +3,29 @@
  * ScholarLink Billing: non-blocking PostgreSQL connection pool.
  *
  * Every libpq call here is one of the asynchronous ones: PQconnectStartParams
- * and PQconnectPoll to connect, PQsendQueryParams + PQflush to send,
+ * and PQconnectPoll to connect, PQsendQuery(Params) + PQflush to send,
  * PQconsumeInput / PQisBusy / PQgetResult to read.  libpq's socket is wrapped
  * in an nginx connection (ngx_http_billing_socket.c: level-triggered events,
  * libpq keeps the descriptor).  The write event is registered only while
  * libpq has something to write.
  *
+ * A connection opens in steps, one state each:
+ *
+ *     LOOKUP -> CONNECTING -> SETUP (statement after statement) -> ready
+ *
+ * LOOKUP waits for the addresses of the URL's host names (one lookup for
+ * the pool, ngx_http_billing_lookup.c; skipped when the URL needs none),
+ * CONNECTING drives PQconnectPoll, SETUP runs the session's first
+ * statements (ngx_http_billing_pg_setup_steps[]).  A ready connection goes
+ * to the first waiter or idles; a query takes it IDLE -> SENDING ->
+ * READING and back.
+ *
  * A connection is given back to the pool only when it is idle and healthy;
  * an idle connection keeps its read event armed, so a server that goes away
  * is noticed at once and the connection is dropped, and the pool reconnects
- * by itself (bounded by a back-off timer).
+ * by itself, paced by a back-off timer.  Once a connection could not be
+ * opened, only that timer opens the next one: requests do not, until one
+ * has opened again.
  */
 
 
@@ -20,28 +33,44 @@
 #include <ngx_core.h>
 #include <ngx_event.h>
 
+#include "ngx_http_billing_lookup.h"
 #include "ngx_http_billing_metrics.h"
 #include "ngx_http_billing_pg.h"
 #include "ngx_http_billing_socket.h"
 
 
 typedef enum {
-    NGX_HTTP_BILLING_PG_CONNECTING = 0,
+    NGX_HTTP_BILLING_PG_LOOKUP = 0,     /* waits for the host's addresses */
+    NGX_HTTP_BILLING_PG_CONNECTING,     /* PQconnectPoll */
+    NGX_HTTP_BILLING_PG_SETUP,          /* the session's first statements */
     NGX_HTTP_BILLING_PG_IDLE,
     NGX_HTTP_BILLING_PG_SENDING,
     NGX_HTTP_BILLING_PG_READING
 } ngx_http_billing_pg_state_e;
 
+/* not usable yet: counted as "connecting" */
+#define ngx_http_billing_pg_opening(pc)                                       \
+    ((pc)->state <= NGX_HTTP_BILLING_PG_SETUP)
+
+
+/* a statement every new session runs, and what to do when it fails */
+typedef struct {
+    const char                   *sql;
+    const char                   *hint;
+} ngx_http_billing_pg_step_t;
+
 
 struct ngx_http_billing_pg_conn_s {
-    ngx_queue_t                   queue;        /* pool->idle or pool->active */
+    ngx_queue_t                   queue;     /* pool->idle, active or lookups */
     ngx_http_billing_pg_pool_t   *pool;
-    PGconn                       *pg;
+    PGconn                       *pg;        /* NULL while looking up */
     ngx_connection_t             *c;
+    ino_t                         ino;       /* of the socket c watches */
     ngx_http_billing_pg_state_e   state;
-    ngx_http_billing_pg_op_t     *op;           /* NULL when idle or detached */
-    PGresult                     *res;          /* first result of the query */
-    unsigned                      fatal:1;      /* the server said goodbye */
+    ngx_uint_t                    step;      /* SETUP: the statement out */
+    ngx_http_billing_pg_op_t     *op;        /* NULL when idle or detached */
+    PGresult                     *res;       /* the result that decides */
+    unsigned                      fatal:1;   /* the server said goodbye */
 };
 
 
@@ -57,7 +86,8 @@ struct ngx_http_billing_pg_pool_s {
     ngx_msec_t                    query_timeout;
 
     ngx_queue_t                   idle;
-    ngx_queue_t                   active;       /* connecting or busy */
+    ngx_queue_t                   active;    /* connecting or busy */
+    ngx_queue_t                   lookups;   /* waiting for the lookup */
     ngx_queue_t                   waiters;
 
     ngx_uint_t                    nconns;
@@ -65,8 +95,14 @@ struct ngx_http_billing_pg_pool_s {
     ngx_uint_t                    nconnecting;
     ngx_uint_t                    nwaiters;
 
-    ngx_event_t                   refill;       /* keeps "min" connections */
+    ngx_http_billing_lookup_conf_t  *lookup_conf;
+    ngx_http_billing_lookup_t    *lookup;    /* in flight, or NULL */
+    ngx_event_t                   lookup_timer;
+
+    ngx_event_t                   refill;    /* keeps "min" connections */
     ngx_msec_t                    backoff;
+    unsigned                      failing:1; /* the last open failed */
+    unsigned                      closing:1;
 };
 
 
@@ -74,18 +110,46 @@ struct ngx_http_billing_pg_pool_s {
 #define NGX_HTTP_BILLING_PG_BACKOFF_MAX  5000
 
 
+/*
+ * What every session runs once connected, in order, before its first
+ * query.  The server's sessions run as billing_app whatever their login
+ * may do (docs/security.md): a login that owns the schema could otherwise
+ * change the ledger or disable its triggers.
+ */
+static ngx_http_billing_pg_step_t  ngx_http_billing_pg_setup_steps[] = {
+    { "SET ROLE billing_app",
+      "the login must be a member of billing_app: "
+      "sql/migrate.sh --grant-runtime grants it" },
+    { NULL, NULL }
+};
+
+
 static ngx_int_t ngx_http_billing_pg_connect(ngx_http_billing_pg_pool_t *pool);
+static ngx_int_t ngx_http_billing_pg_look_up(ngx_http_billing_pg_conn_t *pc);
+static void ngx_http_billing_pg_looked_up(void *data,
+    ngx_http_billing_lookup_result_t *res, const char *error);
+static void ngx_http_billing_pg_lookup_timeout(ngx_event_t *ev);
+static ngx_int_t ngx_http_billing_pg_start(ngx_http_billing_pg_conn_t *pc,
+    ngx_http_billing_lookup_result_t *res);
+static void ngx_http_billing_pg_connect_poll(ngx_http_billing_pg_conn_t *pc);
+static void ngx_http_billing_pg_setup(ngx_http_billing_pg_conn_t *pc);
+static void ngx_http_billing_pg_setup_event(ngx_http_billing_pg_conn_t *pc);
+static void ngx_http_billing_pg_ready(ngx_http_billing_pg_conn_t *pc);
+static void ngx_http_billing_pg_open_failed(ngx_http_billing_pg_conn_t *pc);
 static ngx_int_t ngx_http_billing_pg_wrap(ngx_http_billing_pg_conn_t *pc);
+static ngx_uint_t ngx_http_billing_pg_same_socket(
+    ngx_http_billing_pg_conn_t *pc);
 static void ngx_http_billing_pg_unwrap(ngx_http_billing_pg_conn_t *pc,
     ngx_uint_t fd_closed);
 static void ngx_http_billing_pg_close(ngx_http_billing_pg_conn_t *pc);
 static void ngx_http_billing_pg_want_write(ngx_http_billing_pg_conn_t *pc,
     ngx_uint_t want);
 static void ngx_http_billing_pg_event(ngx_event_t *ev);
-static void ngx_http_billing_pg_connect_poll(ngx_http_billing_pg_conn_t *pc);
 static ngx_int_t ngx_http_billing_pg_send(ngx_http_billing_pg_conn_t *pc,
     ngx_http_billing_pg_op_t *op);
 static void ngx_http_billing_pg_flush(ngx_http_billing_pg_conn_t *pc);
+static ngx_int_t ngx_http_billing_pg_collect(ngx_http_billing_pg_conn_t *pc);
+static ngx_uint_t ngx_http_billing_pg_failed(PGresult *res);
 static void ngx_http_billing_pg_read(ngx_http_billing_pg_conn_t *pc);
 static void ngx_http_billing_pg_idle_read(ngx_http_billing_pg_conn_t *pc);
 static ngx_int_t ngx_http_billing_pg_alive(ngx_http_billing_pg_conn_t *pc);
@@ -104,12 +168,13 @@ static void ngx_http_billing_pg_schedule_refill(
 static void ngx_http_billing_pg_update_gauges(ngx_http_billing_pg_pool_t *pool);
 static void ngx_http_billing_pg_log_error(ngx_http_billing_pg_conn_t *pc,
     const char *what);
+static size_t ngx_http_billing_pg_trim(const char *msg);
 
 
 ngx_http_billing_pg_pool_t *
 ngx_http_billing_pg_pool_create(ngx_cycle_t *cycle, ngx_str_t *url,
-    ngx_uint_t min, ngx_uint_t max, ngx_uint_t queue,
-    ngx_msec_t connect_timeout, ngx_msec_t query_timeout)
+    ngx_http_billing_lookup_conf_t *lookup, ngx_uint_t min, ngx_uint_t max,
+    ngx_uint_t queue, ngx_msec_t connect_timeout, ngx_msec_t query_timeout)
 {
     u_char                      *dsn, *options;
     ngx_uint_t                   i;
@@ -134,8 +199,9 @@ ngx_http_billing_pg_pool_create(ngx_cycle_t *cycle, ngx_str_t *url,
     ngx_sprintf(options, "-c statement_timeout=%M%Z", query_timeout);
 
     /*
-     * Keywords after "dbname" override what the URL says.  GSS encryption
-     * is pinned off because its fallback replaces the socket under us.
+     * Keywords after "dbname" override what the URL says (and so do the
+     * "host", "hostaddr" and "port" a lookup adds).  GSS encryption is
+     * pinned off: nothing here uses it.
      */
     i = 0;
     pool->keywords[i] = "dbname";
@@ -156,9 +222,11 @@ ngx_http_billing_pg_pool_create(ngx_cycle_t *cycle, ngx_str_t *url,
     pool->connect_timeout = connect_timeout;
     pool->query_timeout = query_timeout;
     pool->backoff = NGX_HTTP_BILLING_PG_BACKOFF_MIN;
+    pool->lookup_conf = lookup;
 
     ngx_queue_init(&pool->idle);
     ngx_queue_init(&pool->active);
+    ngx_queue_init(&pool->lookups);
     ngx_queue_init(&pool->waiters);
 
     pool->refill.handler = ngx_http_billing_pg_refill_handler;
@@ -166,9 +234,16 @@ ngx_http_billing_pg_pool_create(ngx_cycle_t *cycle, ngx_str_t *url,
     pool->refill.log = cycle->log;
     pool->refill.cancelable = 1;
 
-    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, cycle->log, 0,
+    pool->lookup_timer.handler = ngx_http_billing_pg_lookup_timeout;
+    pool->lookup_timer.data = pool;
+    pool->lookup_timer.log = cycle->log;
+    pool->lookup_timer.cancelable = 1;
+
+    ngx_log_debug4(NGX_LOG_DEBUG_HTTP, cycle->log, 0,
                    "billing pg: pool of %ui to %ui connections, "
-                   "%ui waiters at most", pool->min, pool->max, queue);
+                   "%ui waiters at most, %s", pool->min, pool->max, queue,
+                   lookup ? "host names looked up in threads"
+                          : "no host name to look up");
 
     /* warm up in the event loop, never in init_process itself */
     ngx_add_timer(&pool->refill, 1);
@@ -187,8 +262,26 @@ ngx_http_billing_pg_pool_destroy(ngx_http_billing_pg_pool_t *pool)
                    "billing pg: pool destroyed, %ui connections",
                    pool->nconns);
 
+    pool->closing = 1;
+
     if (pool->refill.timer_set) {
         ngx_del_timer(&pool->refill);
+    }
+
+    if (pool->lookup_timer.timer_set) {
+        ngx_del_timer(&pool->lookup_timer);
+    }
+
+    /* a lookup still in a thread frees itself when it ends */
+    if (pool->lookup) {
+        ngx_http_billing_lookup_cancel(pool->lookup);
+        pool->lookup = NULL;
+    }
+
+    while (!ngx_queue_empty(&pool->lookups)) {
+        q = ngx_queue_head(&pool->lookups);
+        pc = ngx_queue_data(q, ngx_http_billing_pg_conn_t, queue);
+        ngx_http_billing_pg_close(pc);
     }
 
     while (!ngx_queue_empty(&pool->idle)) {
@@ -264,16 +357,35 @@ ngx_http_billing_pg_query(ngx_http_billing_pg_pool_t *pool,
         ngx_log_debug1(NGX_LOG_DEBUG_HTTP, op->log, 0,
                        "billing pg: wait queue full (%ui)", pool->nwaiters);
         ngx_http_billing_metrics_inc(NGX_HTTP_BILLING_M_DB_QUEUE_FULL, 1);
-        return NGX_BUSY;
+        op->status = NGX_HTTP_BILLING_PG_BUSY;
+        return NGX_DECLINED;
     }
 
-    /* a connection being made will take the first waiter */
-    if (pool->nconns < pool->max && pool->nconnecting <= pool->nwaiters) {
+    if (pool->failing) {
+        /*
+         * The last connection could not be opened: the back-off timer
+         * opens the next one, not requests (a host that does not resolve,
+         * a server that is down: each request would try again at once).
+         * With nothing on its way, the request is refused at once.
+         */
+        if (pool->nconns == 0) {
+            ngx_log_debug0(NGX_LOG_DEBUG_HTTP, op->log, 0,
+                           "billing pg: no connection, backing off");
+            ngx_http_billing_pg_schedule_refill(pool);
+            op->status = NGX_HTTP_BILLING_PG_UNAVAILABLE;
+            return NGX_DECLINED;
+        }
+
+    } else if (pool->nconns < pool->max
+               && pool->nconnecting <= pool->nwaiters)
+    {
+        /* a connection being opened will take the first waiter */
         if (ngx_http_billing_pg_connect(pool) != NGX_OK
             && pool->nconns == 0)
         {
             ngx_log_debug0(NGX_LOG_DEBUG_HTTP, op->log, 0,
                            "billing pg: no connection can be made");
+            op->status = NGX_HTTP_BILLING_PG_UNAVAILABLE;
             return NGX_DECLINED;
         }
     }
@@ -343,80 +455,450 @@ ngx_http_billing_pg_stats(ngx_http_billing_pg_pool_t *pool,
 }
 
 
+/* opens one more connection; NGX_ERROR: it failed at once */
 static ngx_int_t
 ngx_http_billing_pg_connect(ngx_http_billing_pg_pool_t *pool)
 {
-    PGconn                      *pg;
+    ngx_int_t                    rc;
     ngx_http_billing_pg_conn_t  *pc;
 
-    /*
-     * PQconnectStartParams does not wait for the server; note that a host
-     * given by name is resolved here with getaddrinfo() (see
-     * docs/architecture.md: give "hostaddr" to avoid it).
-     */
-    pg = PQconnectStartParams(pool->keywords, pool->values, 1);
-
-    if (pg == NULL || PQstatus(pg) == CONNECTION_BAD) {
-        ngx_log_error(NGX_LOG_ERR, pool->log, 0,
-                      "billing: cannot start a database connection: %s",
-                      pg ? PQerrorMessage(pg) : "out of memory");
-        if (pg) {
-            PQfinish(pg);
-        }
-
-        ngx_http_billing_metrics_inc(NGX_HTTP_BILLING_M_DB_CONNECT_ERROR, 1);
+    pc = ngx_calloc(sizeof(ngx_http_billing_pg_conn_t), pool->log);
+    if (pc == NULL) {
         ngx_http_billing_pg_schedule_refill(pool);
         return NGX_ERROR;
     }
 
-    if (PQsetnonblocking(pg, 1) != 0) {
-        PQfinish(pg);
-        return NGX_ERROR;
-    }
-
-    pc = ngx_calloc(sizeof(ngx_http_billing_pg_conn_t), pool->log);
-    if (pc == NULL) {
-        PQfinish(pg);
-        return NGX_ERROR;
-    }
-
     pc->pool = pool;
-    pc->pg = pg;
     pc->state = NGX_HTTP_BILLING_PG_CONNECTING;
-
-    /* libpq's default prints notices to stderr */
-    PQsetNoticeReceiver(pg, ngx_http_billing_pg_notice, pc);
 
     ngx_queue_insert_tail(&pool->active, &pc->queue);
     pool->nconns++;
     pool->nconnecting++;
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, pool->log, 0,
-                   "billing pg: connecting, connection %ui of %ui",
+                   "billing pg: opening connection %ui of %ui",
                    pool->nconns, pool->max);
 
-    if (ngx_http_billing_pg_wrap(pc) != NGX_OK) {
-        ngx_http_billing_pg_close(pc);
+    /* every connection looks the host up again: a failover moves it */
+    rc = pool->lookup_conf ? ngx_http_billing_pg_look_up(pc)
+                           : ngx_http_billing_pg_start(pc, NULL);
+
+    ngx_http_billing_pg_update_gauges(pool);
+
+    return rc;
+}
+
+
+/*
+ * One lookup at a time for the whole pool, and every connection that
+ * opens meanwhile waits for its answer.  A lookup that outlives its timer
+ * is not asked again: the next connection waits for the same one.
+ */
+static ngx_int_t
+ngx_http_billing_pg_look_up(ngx_http_billing_pg_conn_t *pc)
+{
+    ngx_http_billing_pg_pool_t  *pool;
+
+    pool = pc->pool;
+
+    pc->state = NGX_HTTP_BILLING_PG_LOOKUP;
+    ngx_queue_remove(&pc->queue);
+    ngx_queue_insert_tail(&pool->lookups, &pc->queue);
+
+    if (pool->lookup == NULL) {
+        pool->lookup = ngx_http_billing_lookup_start(
+                           pool->lookup_conf, ngx_http_billing_pg_looked_up,
+                           pool, pool->log);
+        if (pool->lookup == NULL) {
+            ngx_log_error(NGX_LOG_ERR, pool->log, 0,
+                          "billing: cannot start a database host lookup");
+            ngx_http_billing_pg_open_failed(pc);
+            return NGX_ERROR;
+        }
+    }
+
+    if (!pool->lookup_timer.timer_set) {
+        ngx_add_timer(&pool->lookup_timer, pool->connect_timeout);
+    }
+
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, pool->log, 0,
+                   "billing pg: waiting for the host lookup");
+
+    return NGX_OK;
+}
+
+
+/* the lookup's completion, in the event loop: each waiting connection
+ * connects to what it found, or fails */
+static void
+ngx_http_billing_pg_looked_up(void *data,
+    ngx_http_billing_lookup_result_t *res, const char *error)
+{
+    ngx_http_billing_pg_pool_t *pool = data;
+
+    ngx_queue_t                  waiting, *q;
+    ngx_http_billing_pg_conn_t  *pc;
+
+    pool->lookup = NULL;
+
+    if (pool->lookup_timer.timer_set) {
+        ngx_del_timer(&pool->lookup_timer);
+    }
+
+    if (res == NULL) {
+        ngx_log_error(NGX_LOG_ERR, pool->log, 0,
+                      "billing: database host lookup: %s", error);
+
+    } else if (error) {
+        /* another host of the URL's list was found */
+        ngx_log_error(NGX_LOG_WARN, pool->log, 0,
+                      "billing: database host lookup: %s", error);
+    }
+
+    /* a handler called from here may open another connection: it waits
+     * for a lookup of its own, not for this list */
+    ngx_queue_init(&waiting);
+
+    if (!ngx_queue_empty(&pool->lookups)) {
+        ngx_queue_add(&waiting, &pool->lookups);
+        ngx_queue_init(&pool->lookups);
+    }
+
+    while (!ngx_queue_empty(&waiting)) {
+        q = ngx_queue_head(&waiting);
+        ngx_queue_remove(q);
+        ngx_queue_insert_tail(&pool->active, q);
+
+        pc = ngx_queue_data(q, ngx_http_billing_pg_conn_t, queue);
+        pc->state = NGX_HTTP_BILLING_PG_CONNECTING;
+
+        if (res == NULL) {
+            ngx_http_billing_pg_open_failed(pc);
+            continue;
+        }
+
+        (void) ngx_http_billing_pg_start(pc, res);
+    }
+}
+
+
+static void
+ngx_http_billing_pg_lookup_timeout(ngx_event_t *ev)
+{
+    ngx_queue_t                 *q;
+    ngx_http_billing_pg_conn_t  *pc;
+    ngx_http_billing_pg_pool_t  *pool;
+
+    pool = ev->data;
+
+    ngx_log_error(NGX_LOG_ERR, pool->log, 0,
+                  "billing: database host lookup timed out");
+
+    while (!ngx_queue_empty(&pool->lookups)) {
+        q = ngx_queue_head(&pool->lookups);
+        pc = ngx_queue_data(q, ngx_http_billing_pg_conn_t, queue);
+        ngx_http_billing_pg_open_failed(pc);
+    }
+}
+
+
+/*
+ * Starts libpq's connect.  res: the addresses a lookup found, given as
+ * "hostaddr" beside the names ("host"), so that libpq looks up nothing
+ * and still checks the server's certificate against the name.
+ */
+static ngx_int_t
+ngx_http_billing_pg_start(ngx_http_billing_pg_conn_t *pc,
+    ngx_http_billing_lookup_result_t *res)
+{
+    PGconn                      *pg;
+    ngx_uint_t                   n;
+    const char                  *keywords[12], *values[12], *msg;
+    ngx_http_billing_pg_pool_t  *pool;
+
+    pool = pc->pool;
+
+    for (n = 0; pool->keywords[n]; n++) {
+        keywords[n] = pool->keywords[n];
+        values[n] = pool->values[n];
+    }
+
+    if (res) {
+        keywords[n] = "host";
+        values[n++] = res->host;
+        keywords[n] = "hostaddr";
+        values[n++] = res->hostaddr;
+
+        if (res->port) {
+            keywords[n] = "port";
+            values[n++] = res->port;
+        }
+    }
+
+    keywords[n] = NULL;
+    values[n] = NULL;
+
+    pc->state = NGX_HTTP_BILLING_PG_CONNECTING;
+
+    /* does not wait for the server; with no name to look up, no DNS */
+    pg = PQconnectStartParams(keywords, values, 1);
+
+    if (pg == NULL || PQstatus(pg) == CONNECTION_BAD) {
+        msg = pg ? PQerrorMessage(pg) : "out of memory";
+
+        ngx_log_error(NGX_LOG_ERR, pool->log, 0,
+                      "billing: cannot start a database connection: %*s",
+                      ngx_http_billing_pg_trim(msg), msg);
+        if (pg) {
+            PQfinish(pg);
+        }
+
+        ngx_http_billing_pg_open_failed(pc);
         return NGX_ERROR;
     }
+
+    pc->pg = pg;
+
+    if (PQsetnonblocking(pg, 1) != 0) {
+        ngx_http_billing_pg_log_error(pc, "cannot start a database connection");
+        ngx_http_billing_pg_open_failed(pc);
+        return NGX_ERROR;
+    }
+
+    /* libpq's default prints notices to stderr */
+    PQsetNoticeReceiver(pg, ngx_http_billing_pg_notice, pc);
+
+    if (ngx_http_billing_pg_wrap(pc) != NGX_OK) {
+        ngx_http_billing_pg_open_failed(pc);
+        return NGX_ERROR;
+    }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, pool->log, 0,
+                   "billing pg: connection %d: connecting", pc->c->fd);
 
     ngx_add_timer(pc->c->read, pool->connect_timeout);
 
     /* libpq starts in "writing": wait for the TCP connect to complete */
     ngx_http_billing_pg_want_write(pc, 1);
-    ngx_http_billing_pg_update_gauges(pool);
 
     return NGX_OK;
+}
+
+
+static void
+ngx_http_billing_pg_connect_poll(ngx_http_billing_pg_conn_t *pc)
+{
+    ngx_msec_int_t               left;
+    PostgresPollingStatusType    rc;
+    ngx_http_billing_pg_pool_t  *pool;
+
+    pool = pc->pool;
+
+    rc = PQconnectPoll(pc->pg);
+
+    /*
+     * libpq may have closed its socket and opened another one: sslmode
+     * "prefer" falling back to plain, the next address or host.  The new
+     * socket often has the old one's number, but the kernel dropped the
+     * old one's epoll registration when it was closed: watched anew, with
+     * what is left of the connect timeout.
+     */
+    if (!ngx_http_billing_pg_same_socket(pc)) {
+        left = pool->connect_timeout;
+
+        if (pc->c && pc->c->read->timer_set) {
+            left = (ngx_msec_int_t) (pc->c->read->timer.key - ngx_current_msec);
+            left = ngx_max(left, 1);
+        }
+
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, pool->log, 0,
+                       "billing pg: connecting on a new socket %d",
+                       PQsocket(pc->pg));
+
+        ngx_http_billing_pg_unwrap(pc, 1);
+
+        if (rc != PGRES_POLLING_FAILED) {
+            if (ngx_http_billing_pg_wrap(pc) != NGX_OK) {
+                rc = PGRES_POLLING_FAILED;
+
+            } else {
+                ngx_add_timer(pc->c->read, (ngx_msec_t) left);
+            }
+        }
+    }
+
+    switch (rc) {
+
+    case PGRES_POLLING_WRITING:
+    case PGRES_POLLING_READING:
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, pool->log, 0,
+                       "billing pg: connection %d: connecting, %s",
+                       pc->c->fd, rc == PGRES_POLLING_WRITING
+                                  ? "writing" : "reading");
+        ngx_http_billing_pg_want_write(pc, rc == PGRES_POLLING_WRITING);
+        return;
+
+    case PGRES_POLLING_OK:
+        ngx_http_billing_pg_want_write(pc, 0);
+        ngx_http_billing_pg_setup(pc);
+        return;
+
+    default: /* PGRES_POLLING_FAILED */
+        ngx_http_billing_pg_log_error(pc, "database connection failed");
+        ngx_http_billing_pg_open_failed(pc);
+        return;
+    }
+}
+
+
+/* sends the next statement of the session's setup, or hands it over */
+static void
+ngx_http_billing_pg_setup(ngx_http_billing_pg_conn_t *pc)
+{
+    ngx_http_billing_pg_step_t  *step;
+
+    step = &ngx_http_billing_pg_setup_steps[pc->step];
+
+    if (step->sql == NULL) {
+        ngx_http_billing_pg_ready(pc);
+        return;
+    }
+
+    pc->state = NGX_HTTP_BILLING_PG_SETUP;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, pc->pool->log, 0,
+                   "billing pg: connection %d: setup \"%s\"", pc->c->fd,
+                   step->sql);
+
+    if (!PQsendQuery(pc->pg, step->sql)) {
+        ngx_http_billing_pg_log_error(pc, "cannot set up the database session");
+        ngx_http_billing_pg_open_failed(pc);
+        return;
+    }
+
+    ngx_http_billing_pg_setup_event(pc);
+}
+
+
+static void
+ngx_http_billing_pg_setup_event(ngx_http_billing_pg_conn_t *pc)
+{
+    ngx_int_t                    rc;
+    PGresult                    *res;
+    const char                  *msg;
+    ngx_http_billing_pg_step_t  *step;
+
+    step = &ngx_http_billing_pg_setup_steps[pc->step];
+
+    switch (PQflush(pc->pg)) {
+
+    case 0:
+        ngx_http_billing_pg_want_write(pc, 0);
+        break;
+
+    case 1:
+        ngx_http_billing_pg_want_write(pc, 1);
+        return;
+
+    default:
+        ngx_http_billing_pg_log_error(pc, "cannot set up the database session");
+        ngx_http_billing_pg_open_failed(pc);
+        return;
+    }
+
+    rc = ngx_http_billing_pg_collect(pc);
+
+    if (rc == NGX_AGAIN) {
+        return;
+    }
+
+    if (rc == NGX_ERROR) {
+        ngx_http_billing_pg_log_error(pc, "database connection lost during "
+                                          "setup");
+        ngx_http_billing_pg_open_failed(pc);
+        return;
+    }
+
+    res = pc->res;
+    pc->res = NULL;
+
+    if (res == NULL || ngx_http_billing_pg_failed(res)) {
+        /* refused: this session cannot serve, nor can the next one */
+        msg = res ? PQresultErrorMessage(res) : "no result";
+
+        ngx_log_error(NGX_LOG_ERR, pc->pool->log, 0,
+                      "billing: database session setup failed: \"%s\": %*s "
+                      "(%s)", step->sql, ngx_http_billing_pg_trim(msg), msg,
+                      step->hint);
+
+        if (res) {
+            PQclear(res);
+        }
+
+        ngx_http_billing_pg_open_failed(pc);
+        return;
+    }
+
+    PQclear(res);
+
+    pc->step++;
+    ngx_http_billing_pg_setup(pc);
+}
+
+
+static void
+ngx_http_billing_pg_ready(ngx_http_billing_pg_conn_t *pc)
+{
+    ngx_http_billing_pg_pool_t  *pool;
+
+    pool = pc->pool;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, pool->log, 0,
+                   "billing pg: connection %d ready", pc->c->fd);
+
+    if (pc->c->read->timer_set) {
+        ngx_del_timer(pc->c->read);
+    }
+
+    pool->nconnecting--;
+    pool->backoff = NGX_HTTP_BILLING_PG_BACKOFF_MIN;
+    pool->failing = 0;
+    pc->state = NGX_HTTP_BILLING_PG_READING;     /* "busy" until released */
+
+    ngx_http_billing_pg_release(pc);
+}
+
+
+/*
+ * A connection could not be opened: it is closed, the next attempt waits
+ * for the back-off timer, and the waiters that no connection under way
+ * will serve are told at once.
+ */
+static void
+ngx_http_billing_pg_open_failed(ngx_http_billing_pg_conn_t *pc)
+{
+    ngx_http_billing_pg_pool_t  *pool;
+
+    pool = pc->pool;
+
+    ngx_http_billing_metrics_inc(NGX_HTTP_BILLING_M_DB_CONNECT_ERROR, 1);
+
+    pool->failing = 1;
+
+    ngx_http_billing_pg_close(pc);
+    ngx_http_billing_pg_schedule_refill(pool);
+    ngx_http_billing_pg_fail_waiters(pool);
 }
 
 
 static ngx_int_t
 ngx_http_billing_pg_wrap(ngx_http_billing_pg_conn_t *pc)
 {
-    int  fd;
+    int           fd;
+    struct stat   st;
 
     fd = PQsocket(pc->pg);
-    if (fd == -1) {
+    if (fd == -1 || fstat(fd, &st) == -1) {
         return NGX_ERROR;
     }
 
@@ -426,12 +908,32 @@ ngx_http_billing_pg_wrap(ngx_http_billing_pg_conn_t *pc)
         return NGX_ERROR;
     }
 
+    pc->ino = st.st_ino;
+
     if (ngx_http_billing_socket_watch(pc->c->read, 1) != NGX_OK) {
         ngx_http_billing_pg_unwrap(pc, 0);
         return NGX_ERROR;
     }
 
     return NGX_OK;
+}
+
+
+/*
+ * Whether libpq's socket is still the one watched: the same number is not
+ * enough (a closed descriptor's number is the next one given out), the
+ * socket's inode tells one socket from the next.
+ */
+static ngx_uint_t
+ngx_http_billing_pg_same_socket(ngx_http_billing_pg_conn_t *pc)
+{
+    int          fd;
+    struct stat  st;
+
+    fd = PQsocket(pc->pg);
+
+    return pc->c != NULL && fd == pc->c->fd
+           && fstat(fd, &st) == 0 && st.st_ino == pc->ino;
 }
 
 
@@ -467,19 +969,22 @@ ngx_http_billing_pg_close(ngx_http_billing_pg_conn_t *pc)
                    op ? ", its query lost" : "");
 
     /* libpq closes the socket itself when it reads the end of the stream */
-    ngx_http_billing_pg_unwrap(pc, PQsocket(pc->pg) == -1);
+    ngx_http_billing_pg_unwrap(pc, pc->pg && PQsocket(pc->pg) == -1);
 
     if (pc->state == NGX_HTTP_BILLING_PG_IDLE) {
         pool->nidle--;
 
-    } else if (pc->state == NGX_HTTP_BILLING_PG_CONNECTING) {
+    } else if (ngx_http_billing_pg_opening(pc)) {
         pool->nconnecting--;
     }
 
     ngx_queue_remove(&pc->queue);
     pool->nconns--;
 
-    PQfinish(pc->pg);
+    if (pc->pg) {
+        PQfinish(pc->pg);
+    }
+
     ngx_free(pc);
 
     if (pool->nconns < pool->min || pool->nwaiters) {
@@ -533,7 +1038,6 @@ ngx_http_billing_pg_event(ngx_event_t *ev)
     ngx_connection_t            *c;
     ngx_http_billing_pg_op_t    *op;
     ngx_http_billing_pg_conn_t  *pc;
-    ngx_http_billing_pg_pool_t  *pool;
 
     c = ev->data;
     pc = c->data;
@@ -541,14 +1045,10 @@ ngx_http_billing_pg_event(ngx_event_t *ev)
     if (ev->timedout) {
         ev->timedout = 0;
 
-        if (pc->state == NGX_HTTP_BILLING_PG_CONNECTING) {
+        if (ngx_http_billing_pg_opening(pc)) {
             ngx_log_error(NGX_LOG_ERR, pc->pool->log, 0,
                           "billing: database connect timed out");
-            ngx_http_billing_metrics_inc(NGX_HTTP_BILLING_M_DB_CONNECT_ERROR,
-                                         1);
-            pool = pc->pool;
-            ngx_http_billing_pg_close(pc);
-            ngx_http_billing_pg_fail_waiters(pool);
+            ngx_http_billing_pg_open_failed(pc);
             return;
         }
 
@@ -576,6 +1076,10 @@ ngx_http_billing_pg_event(ngx_event_t *ev)
         ngx_http_billing_pg_connect_poll(pc);
         break;
 
+    case NGX_HTTP_BILLING_PG_SETUP:
+        ngx_http_billing_pg_setup_event(pc);
+        break;
+
     case NGX_HTTP_BILLING_PG_SENDING:
         ngx_http_billing_pg_flush(pc);
         break;
@@ -587,76 +1091,10 @@ ngx_http_billing_pg_event(ngx_event_t *ev)
     case NGX_HTTP_BILLING_PG_IDLE:
         ngx_http_billing_pg_idle_read(pc);
         break;
-    }
-}
 
-
-static void
-ngx_http_billing_pg_connect_poll(ngx_http_billing_pg_conn_t *pc)
-{
-    ngx_msec_t                   timer;
-    PostgresPollingStatusType    rc;
-    ngx_http_billing_pg_pool_t  *pool;
-
-    pool = pc->pool;
-
-    rc = PQconnectPoll(pc->pg);
-
-    /* SSL fallback or a second address may replace the socket */
-    if (pc->c == NULL || PQsocket(pc->pg) != pc->c->fd) {
-        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, pool->log, 0,
-                       "billing pg: connecting on a new socket %d",
-                       PQsocket(pc->pg));
-
-        timer = pool->connect_timeout;
-        ngx_http_billing_pg_unwrap(pc, 1);
-
-        if (rc != PGRES_POLLING_FAILED) {
-            if (ngx_http_billing_pg_wrap(pc) != NGX_OK) {
-                rc = PGRES_POLLING_FAILED;
-
-            } else {
-                ngx_add_timer(pc->c->read, timer);
-            }
-        }
-    }
-
-    switch (rc) {
-
-    case PGRES_POLLING_WRITING:
-    case PGRES_POLLING_READING:
-        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, pool->log, 0,
-                       "billing pg: connection %d: connecting, %s",
-                       pc->c->fd, rc == PGRES_POLLING_WRITING
-                                  ? "writing" : "reading");
-        ngx_http_billing_pg_want_write(pc, rc == PGRES_POLLING_WRITING);
-        return;
-
-    case PGRES_POLLING_OK:
+    default: /* NGX_HTTP_BILLING_PG_LOOKUP: no socket yet */
         break;
-
-    default: /* PGRES_POLLING_FAILED */
-        ngx_http_billing_pg_log_error(pc, "database connection failed");
-        ngx_http_billing_metrics_inc(NGX_HTTP_BILLING_M_DB_CONNECT_ERROR, 1);
-        ngx_http_billing_pg_close(pc);
-        ngx_http_billing_pg_fail_waiters(pool);
-        return;
     }
-
-    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, pool->log, 0,
-                   "billing pg: connection %d ready", pc->c->fd);
-
-    if (pc->c->read->timer_set) {
-        ngx_del_timer(pc->c->read);
-    }
-
-    ngx_http_billing_pg_want_write(pc, 0);
-
-    pool->nconnecting--;
-    pool->backoff = NGX_HTTP_BILLING_PG_BACKOFF_MIN;
-    pc->state = NGX_HTTP_BILLING_PG_READING;     /* "busy" until released */
-
-    ngx_http_billing_pg_release(pc);
 }
 
 
@@ -738,33 +1176,78 @@ ngx_http_billing_pg_flush(ngx_http_billing_pg_conn_t *pc)
 }
 
 
-static void
-ngx_http_billing_pg_read(ngx_http_billing_pg_conn_t *pc)
+/*
+ * Reads what the server sent for the statement out.  NGX_OK: every result
+ * is in, and pc->res is the one that decides: the first error if any came
+ * (an error after the rows, at commit time, rolled the transaction back),
+ * the first result otherwise.  NGX_AGAIN: more is to come.  NGX_ERROR:
+ * the connection is lost.
+ */
+static ngx_int_t
+ngx_http_billing_pg_collect(ngx_http_billing_pg_conn_t *pc)
 {
     PGresult  *res;
 
     if (!PQconsumeInput(pc->pg)) {
-        ngx_http_billing_pg_log_error(pc, "database connection lost");
-        ngx_http_billing_metrics_inc(NGX_HTTP_BILLING_M_DB_QUERY_ERROR, 1);
-        ngx_http_billing_pg_close(pc);
-        return;
+        return NGX_ERROR;
     }
 
     while (!PQisBusy(pc->pg)) {
         res = PQgetResult(pc->pg);
 
         if (res == NULL) {
-            ngx_http_billing_pg_complete(pc, NGX_HTTP_BILLING_PG_OK);
-            return;
+            return NGX_OK;
         }
 
-        /* one statement per query: keep the first result, drop the rest */
-        if (pc->res == NULL) {
+        if (pc->res == NULL
+            || (ngx_http_billing_pg_failed(res)
+                && !ngx_http_billing_pg_failed(pc->res)))
+        {
+            if (pc->res) {
+                PQclear(pc->res);
+            }
+
             pc->res = res;
 
         } else {
             PQclear(res);
         }
+    }
+
+    return NGX_AGAIN;
+}
+
+
+static ngx_uint_t
+ngx_http_billing_pg_failed(PGresult *res)
+{
+    switch (PQresultStatus(res)) {
+    case PGRES_TUPLES_OK:
+    case PGRES_COMMAND_OK:
+        return 0;
+
+    default:
+        return 1;
+    }
+}
+
+
+static void
+ngx_http_billing_pg_read(ngx_http_billing_pg_conn_t *pc)
+{
+    switch (ngx_http_billing_pg_collect(pc)) {
+
+    case NGX_AGAIN:
+        return;
+
+    case NGX_ERROR:
+        ngx_http_billing_pg_log_error(pc, "database connection lost");
+        ngx_http_billing_metrics_inc(NGX_HTTP_BILLING_M_DB_QUERY_ERROR, 1);
+        ngx_http_billing_pg_close(pc);
+        return;
+
+    default: /* NGX_OK */
+        ngx_http_billing_pg_complete(pc, NGX_HTTP_BILLING_PG_OK);
     }
 }
 
@@ -1036,7 +1519,9 @@ ngx_http_billing_pg_wait_timeout(ngx_event_t *ev)
 static void
 ngx_http_billing_pg_schedule_refill(ngx_http_billing_pg_pool_t *pool)
 {
-    if (pool->refill.timer_set || ngx_exiting || ngx_terminate) {
+    if (pool->refill.timer_set || pool->closing || ngx_exiting
+        || ngx_terminate)
+    {
         return;
     }
 
@@ -1062,13 +1547,18 @@ ngx_http_billing_pg_refill_handler(ngx_event_t *ev)
 
     want = ngx_max(pool->min, ngx_min(pool->nwaiters, pool->max));
 
+    /* after a failure one connection tries, even if none is wanted */
+    if (pool->failing && want == 0) {
+        want = 1;
+    }
+
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, pool->log, 0,
                    "billing pg: refill from %ui to %ui connections",
                    pool->nconns, want);
 
     while (pool->nconns < want) {
         if (ngx_http_billing_pg_connect(pool) != NGX_OK) {
-            break;      /* connect() re-armed the timer with back-off */
+            break;      /* the failure re-armed the timer with back-off */
         }
     }
 
@@ -1094,17 +1584,27 @@ ngx_http_billing_pg_update_gauges(ngx_http_billing_pg_pool_t *pool)
 static void
 ngx_http_billing_pg_log_error(ngx_http_billing_pg_conn_t *pc, const char *what)
 {
-    char    *msg;
-    size_t   len;
+    char  *msg;
 
     /* libpq's messages name host and user, never the password */
     msg = PQerrorMessage(pc->pg);
+
+    ngx_log_error(NGX_LOG_ERR, pc->pool->log, 0, "billing: %s: %*s",
+                  what, ngx_http_billing_pg_trim(msg), msg);
+}
+
+
+/* libpq's messages end in a newline: their length without it */
+static size_t
+ngx_http_billing_pg_trim(const char *msg)
+{
+    size_t  len;
+
     len = ngx_strlen(msg);
 
     while (len && (msg[len - 1] == '\n' || msg[len - 1] == ' ')) {
         len--;
     }
 
-    ngx_log_error(NGX_LOG_ERR, pc->pool->log, 0, "billing: %s: %*s",
-                  what, len, msg);
+    return len;
 }

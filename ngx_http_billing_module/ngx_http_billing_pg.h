@@ -15,6 +15,8 @@
 
 #include <libpq-fe.h>
 
+#include "ngx_http_billing_lookup.h"
+
 
 typedef struct ngx_http_billing_pg_pool_s  ngx_http_billing_pg_pool_t;
 typedef struct ngx_http_billing_pg_conn_s  ngx_http_billing_pg_conn_t;
@@ -23,11 +25,13 @@ typedef struct ngx_http_billing_pg_op_s    ngx_http_billing_pg_op_t;
 typedef void (*ngx_http_billing_pg_done_pt)(ngx_http_billing_pg_op_t *op);
 
 
-/* op->status once the handler runs */
+/* op->status once the handler runs, or once the pool refused the op */
 typedef enum {
     NGX_HTTP_BILLING_PG_OK = 0,          /* op->res holds the tuples */
-    NGX_HTTP_BILLING_PG_SQL_ERROR,       /* the server refused the query */
+    NGX_HTTP_BILLING_PG_SQL_ERROR,       /* the server refused the query,
+                                            or its transaction failed */
     NGX_HTTP_BILLING_PG_UNAVAILABLE,     /* no connection could be made */
+    NGX_HTTP_BILLING_PG_BUSY,            /* the wait queue was full */
     NGX_HTTP_BILLING_PG_TIMEOUT,         /* waited or ran too long */
     NGX_HTTP_BILLING_PG_BROKEN           /* connection lost mid-query */
 } ngx_http_billing_pg_status_e;
@@ -65,9 +69,11 @@ typedef struct {
 } ngx_http_billing_pg_stats_t;
 
 
+/* lookup: how the URL's host names are looked up, NULL when none need it */
 ngx_http_billing_pg_pool_t *ngx_http_billing_pg_pool_create(ngx_cycle_t *cycle,
-    ngx_str_t *url, ngx_uint_t min, ngx_uint_t max, ngx_uint_t queue,
-    ngx_msec_t connect_timeout, ngx_msec_t query_timeout);
+    ngx_str_t *url, ngx_http_billing_lookup_conf_t *lookup, ngx_uint_t min,
+    ngx_uint_t max, ngx_uint_t queue, ngx_msec_t connect_timeout,
+    ngx_msec_t query_timeout);
 void ngx_http_billing_pg_pool_destroy(ngx_http_billing_pg_pool_t *pool);
 
 /* prepares op for ngx_http_billing_pg_query(): everything else zeroed */
@@ -77,7 +83,9 @@ void ngx_http_billing_pg_op_init(ngx_http_billing_pg_op_t *op,
 
 /*
  * Runs op->sql on a pooled connection.  NGX_OK: op->handler will be called
- * later (never from inside this call).  NGX_BUSY: the wait queue is full.
+ * later (never from inside this call).  NGX_DECLINED: refused at once,
+ * op->status says why (BUSY: the wait queue is full; UNAVAILABLE: no
+ * connection can be made now); the handler is not called.
  */
 ngx_int_t ngx_http_billing_pg_query(ngx_http_billing_pg_pool_t *pool,
     ngx_http_billing_pg_op_t *op);

@@ -33,22 +33,14 @@ ngx_http_billing_health_handler(ngx_http_request_t *r)
 }
 
 
+/* every outcome, a refusal of the pool's included, answers in _done() */
 ngx_int_t
 ngx_http_billing_readyz_handler(ngx_http_request_t *r)
 {
-    ngx_int_t  rc;
-
-    rc = ngx_http_billing_read(r,
-                                "SELECT status, code, body, meta "
-                                "FROM billing.api_readyz()",
-                                0, NULL, ngx_http_billing_readyz_done);
-
-    if (rc == NGX_DONE) {
-        return NGX_DONE;
-    }
-
-    /* no pool, or the pool refused at once: not ready either way */
-    return ngx_http_billing_not_ready(r, "unavailable", "unknown");
+    return ngx_http_billing_read(r,
+                                 "SELECT status, code, body, meta "
+                                 "FROM billing.api_readyz()",
+                                 0, NULL, ngx_http_billing_readyz_done);
 }
 
 

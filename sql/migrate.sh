@@ -6,21 +6,25 @@
 #   2. every function file (sql/functions/_*.sql first, then the others),
 #      CREATE OR REPLACE, on every run; EXECUTE is revoked from everyone
 #      first and each file grants billing_app what it may call;
-#   3. the --grant roles.
+#   3. the --grant roles, and with --grant-runtime the server's login.
 # Nothing is committed unless all of it succeeds. Rules: sql/README.md.
 #
 # Usage:
-#   sql/migrate.sh [--grant ROLE]... [DATABASE_URL]
+#   sql/migrate.sh [--grant ROLE]... [--grant-runtime] [DATABASE_URL]
 #   DATABASE_URL=... sql/migrate.sh          (or MIGRATE_DATABASE_URL, which wins)
 #
-# --grant ROLE   also GRANT billing_app TO ROLE (the runtime login).
+# --grant ROLE     also GRANT billing_app TO ROLE (the runtime login).
+# --grant-runtime  also GRANT billing_app TO the login of $DATABASE_URL, the
+#                  server's URL (asked from the server with one connection):
+#                  the server's sessions SET ROLE billing_app, which needs it,
+#                  also when that login is the schema owner.
 #
 # A connection_limit=N query parameter (used by the nginx module's pool) is
 # removed from the URL before psql/libpq sees it.
 set -euo pipefail
 
 usage() {
-    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 die() {
@@ -65,6 +69,7 @@ psql_quote() {
 }
 
 grants=()
+grant_runtime=
 url=
 while [[ $# -gt 0 ]]; do
     case $1 in
@@ -72,6 +77,10 @@ while [[ $# -gt 0 ]]; do
             [[ $# -ge 2 && -n $2 ]] || die "--grant needs a role name"
             grants+=("$2")
             shift 2
+            ;;
+        --grant-runtime)
+            grant_runtime=1
+            shift
             ;;
         --grant=*)
             grants+=("${1#--grant=}")
@@ -97,6 +106,18 @@ url=${url:-${MIGRATE_DATABASE_URL:-${DATABASE_URL:-}}}
 url=$(strip_connection_limit "$url")
 
 command -v psql >/dev/null 2>&1 || die "psql not found"
+
+# the server's login, as the server knows it (a URL may leave it to PGUSER
+# or percent-encode it): one connection with the server's own URL
+if [[ -n $grant_runtime ]]; then
+    [[ -n ${DATABASE_URL:-} ]] || die "--grant-runtime: DATABASE_URL (the server's URL) is not set"
+    runtime_login=$(psql -X -q -A -t -v ON_ERROR_STOP=1 \
+                        -d "$(strip_connection_limit "$DATABASE_URL")" \
+                        -c 'SELECT session_user') \
+        || die "--grant-runtime: cannot connect with DATABASE_URL to learn its login"
+    [[ -n $runtime_login ]] || die "--grant-runtime: no login for DATABASE_URL"
+    grants+=("$runtime_login")
+fi
 
 sql_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 

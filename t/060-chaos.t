@@ -16,6 +16,17 @@
 #      leaked database connections.
 #  (d) Stripe webhook storm: 5 purchases x 3 paying event types x 20
 #      deliveries, shuffled and concurrent: each purchase credited once.
+#  (e) DNS stall: an instance whose database host is looked up with a DNS
+#      server of the test's own; under a load of reconciles its connections
+#      are killed while the DNS stops answering, so every reconnect waits
+#      for a lookup: every request is answered (201 or 503, none hangs),
+#      /health keeps answering, and once the DNS answers again the pool
+#      recovers without reload; every key ends with exactly one entry.
+#  (f) TLS-fallback connect: a second PostgreSQL with TLS on and pg_hba
+#      accepting TCP only without it, killed (-m immediate) and restarted
+#      under a load of reconciles: every reconnect goes through libpq's
+#      sslmode=prefer fallback (a replaced socket); the pool recovers, every
+#      key ends with exactly one entry.
 use strict;
 use warnings;
 use lib 't/lib';
@@ -26,6 +37,7 @@ use List::Util qw(shuffle sum0);
 use JSON::PP ();
 use File::Temp qw(tempdir);
 use BillingTest;
+use DnsStandIn;
 
 my $pgdir = $ENV{BILLING_PG_DIR} or plan skip_all => 'BILLING_PG_DIR not set';
 my $root = $ENV{BILLING_ROOT} // '.';
@@ -34,6 +46,8 @@ my $pgserver = "$root/t/pgserver.sh";
 my $T0 = time;
 my $RUN = unique_id('chaos');
 my $TMP = tempdir('billing-chaos-XXXXXX', TMPDIR => 1, CLEANUP => 1);
+my $TLS = tempdir('billing-chaos-tls-XXXXXX', TMPDIR => 1, CLEANUP => 1);   # (f)'s server
+chmod 0755, $TLS;
 my $MAIN = $$;
 my @Children;
 my $CHARGE = 7_500;
@@ -45,13 +59,14 @@ END {
     if ($$ == $MAIN) {
         local $?;
         for my $c (@Children) { kill 'KILL', $c; waitpid($c, 0) }
+        system("$pgserver stop $TLS/pg >/dev/null 2>&1") if -d "$TLS/pg/data";
         if (system("$pgserver status $pgdir >/dev/null 2>&1") != 0) {
             system($pgserver, 'restart', $pgdir);
         }
     }
 }
 $SIG{ALRM} = sub { die "060-chaos: watchdog: the test took too long\n" };
-alarm 85;
+alarm 150;
 
 sub pg { my $cmd = shift; system($pgserver, $cmd, $pgdir) == 0 or die "pgserver $cmd failed" }
 
@@ -67,7 +82,7 @@ sub fork_client {
     my $pid = fork // die "fork: $!";
     if ($pid == 0) {
         $SIG{ALRM} = 'DEFAULT';
-        alarm 80;
+        alarm 140;
         my $r = eval { $code->() };
         $r = { error => "$@" } unless $r;
         write_file("$TMP/$name.json", JSON::PP->new->encode($r));
@@ -483,6 +498,163 @@ my $svc = mint_token(sub => 'ai-backend', scope => 'billing:usage');
     }
     is(psql_admin("SELECT count(*) FROM billing.stripe_events WHERE id LIKE 'evt_storm_%' AND id LIKE '%_$RUN'"),
        15, '(d) fifteen distinct events recorded');
+}
+
+# a load of reconciles with unique keys on $port until $stop exists (or
+# 2000 chunks of 8: far more than the phases need); a chunk with failures
+# is followed by a pause, so that a refusing instance is not hammered
+# into a few thousand keys to settle; returns { key => [status, code] }
+sub reconcile_load {
+    my ($name, $port, $user, $stop) = @_;
+    return fork_client($name, sub {
+        my (%res, $chunks);
+        $chunks = 0;
+        while ($chunks < 2000 && !-e $stop) {
+            my @keys = map { sprintf '%s-%04d-%d-%s', $name, $chunks, $_, $RUN } 1 .. 8;
+            my @r = parallel_requests($port,
+                [map { reconcile_req($svc, { userId => $user, %BODY, idempotencyKey => $_ }) } @keys], 8, 20);
+            for my $i (0 .. $#keys) {
+                $res{ $keys[$i] } = [$r[$i][0] + 0, (json_decode($r[$i][2]) // {})->{code} // ''];
+            }
+            write_file("$TMP/$name.progress", ++$chunks);
+            sleep 0.1 if grep { $_->[0] != 201 } @r;
+        }
+        return { res => \%res };
+    });
+}
+
+# every key answered 201 has one entry; a failure that committed said so;
+# after retries with the same keys every key has exactly one entry
+sub settle_keys {
+    my ($tag, $port, $user, $res) = @_;
+    my %entries = map { split /\|/ } split /\n/,
+        psql_admin('SELECT idempotency_key, count(*) FROM billing.ledger_entries WHERE user_id = '
+                   . sql_quote($user) . " AND type = 'usage' GROUP BY 1");
+    my @ok = grep { $res->{$_}[0] == 201 } keys %$res;
+    is(scalar(grep { ($entries{$_} // 0) != 1 } @ok), 0, "($tag) every key answered 201 has exactly one entry");
+    my @lying = grep { $res->{$_}[0] != 201 && $res->{$_}[0] != 0 && $entries{$_}
+                       && $res->{$_}[1] ne 'database_outcome_unknown' } keys %$res;
+    is(scalar @lying, 0, "($tag) a failed key that committed was answered database_outcome_unknown");
+    my @todo = grep { $res->{$_}[0] != 201 } keys %$res;
+    for my $pass (1 .. 6) {
+        last unless @todo;
+        my @r = parallel_requests($port,
+            [map { reconcile_req($svc, { userId => $user, %BODY, idempotencyKey => $_ }) } @todo], 8, 20);
+        @todo = @todo[grep { $r[$_][0] != 201 } 0 .. $#todo];
+        sleep 0.5 if @todo;
+    }
+    is(scalar @todo, 0, "($tag) every failed key retried is answered 201");
+    %entries = map { split /\|/ } split /\n/,
+        psql_admin('SELECT idempotency_key, count(*) FROM billing.ledger_entries WHERE user_id = '
+                   . sql_quote($user) . " AND type = 'usage' GROUP BY 1");
+    is(scalar(grep { ($entries{$_} // 0) != 1 } keys %$res), 0, "($tag) every key has exactly one entry");
+    is(scalar keys %entries, scalar keys %$res, "($tag) and no entry under another key");
+}
+
+# ============================================================ (e) DNS stall
+{
+    my $user = "$RUN-e";
+    fund_user($user, 1_000_000_000);
+    my $name = 'db.chaos.test';
+    my $dns = DnsStandIn->start(names => { $name => '127.0.0.1' });
+    (my $url = $ENV{TEST_NGINX_DATABASE_URL}) =~ s{\@127\.0\.0\.1:}{\@$name:};
+    my $port3 = free_port();
+    {
+        local $ENV{TEST_NGINX_DATABASE_URL} = $url;
+        start_billing_nginx('chaos3', port => $port3, workers => 2, pool => 'min=2 max=4',
+                            timeouts => 'connect=1s query=5s',
+                            extra => '    billing_database_resolver 127.0.0.1:' . $dns->port . ";\n");
+    }
+    ok(wait_http_status($port3, '/readyz', 200, 15), '(e) the instance that looks its host up is ready');
+
+    my $client = reconcile_load('e', $port3, $user, "$TMP/e.stop");
+    ok(wait_until(sub { progress('e.progress') >= 3 }, 20), '(e) the load is running');
+
+    # the DNS stops answering, and every connection of the instance is lost
+    $dns->control(delay => 'never');
+    my @ports = instance_pg_ports('chaos3');
+    psql_admin('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE client_port IN ('
+               . join(',', @ports, 0) . ')');
+    my ($health, $worst) = (0, 0);
+    my $t = time;
+    while (time - $t < 3) {
+        my $t0 = time;
+        my ($s) = http_request($port3, 'GET /health', 5);
+        $health++ if $s == 200;
+        $worst = time - $t0 if time - $t0 > $worst;
+        sleep 0.1;
+    }
+    ok($health >= 20, "(e) /health answered 200 throughout the stall ($health times, slowest "
+                      . sprintf('%.1f ms)', $worst * 1000));
+    my $p = progress('e.progress');
+    ok(wait_until(sub { progress('e.progress') >= $p + 2 }, 20), '(e) requests are answered during the stall');
+
+    $dns->control(delay => 0);
+    ok(wait_http_status($port3, '/readyz', 200, 30), '(e) ready again once the DNS answers, without reload');
+    $p = progress('e.progress');
+    wait_until(sub { progress('e.progress') >= $p + 2 }, 20);
+    write_file("$TMP/e.stop", 1);
+    my $r = join_client('e', $client, 60);
+    my %by;
+    $by{"$_->[0] $_->[1]"}++ for values %{ $r->{res} };
+    note('(e) statuses: ' . join ', ', map { "$_ x $by{$_}" } sort keys %by);
+    is(scalar(grep { !/^(201 |503 database_(unavailable|outcome_unknown)|504 database_\w+)$/ } keys %by), 0,
+       '(e) every request was answered 201, or 503/504 naming the database');
+    ok(($by{'201 '} // 0) > 0 && grep({ /^50/ } keys %by), '(e) the stall hit the load: some 201, some 503');
+    settle_keys('e', $port3, $user, $r->{res});
+    stop_nginx('chaos3');
+    $dns->stop;
+}
+
+# ============================================================ (f) TLS-fallback connect
+{
+    my $dir = "$TLS/pg";
+    system("$pgserver start $dir >/dev/null") == 0 or die 'pgserver start (tls) failed';
+    my %env;
+    {
+        system("$pgserver tls-nossl $dir >/dev/null") == 0 or die 'pgserver tls-nossl failed';
+        open my $fh, '<', "$dir/env" or die;
+        while (<$fh>) { $env{$1} = $2 if /^export (\w+)=(.*)$/ }
+    }
+    local $ENV{BILLING_TEST_ADMIN_URL} = $env{BILLING_TEST_ADMIN_URL};
+    {
+        local $ENV{DATABASE_URL} = $env{TEST_NGINX_DATABASE_URL};
+        system("$root/sql/migrate.sh --grant-runtime '$env{BILLING_TEST_ADMIN_URL}' >/dev/null") == 0
+            or die 'migrations (tls) failed';
+    }
+    my $user = "$RUN-f";
+    fund_user($user, 1_000_000_000);
+    my $port4 = free_port();
+    {
+        local $ENV{TEST_NGINX_DATABASE_URL} = $env{TEST_NGINX_DATABASE_URL};
+        start_billing_nginx('chaos4', port => $port4, workers => 2, pool => 'min=2 max=4',
+                            timeouts => 'connect=2s query=5s');
+    }
+    ok(wait_http_status($port4, '/readyz', 200, 15), '(f) ready through the TLS fallback');
+
+    my $client = reconcile_load('f', $port4, $user, "$TMP/f.stop");
+    ok(wait_until(sub { progress('f.progress') >= 3 }, 20), '(f) the load is running');
+    system($pgserver, 'kill', $dir) == 0 or die 'pgserver kill (tls) failed';
+    my $p = progress('f.progress');
+    wait_until(sub { progress('f.progress') >= $p + 2 }, 20);
+    system($pgserver, 'restart', $dir) == 0 or die 'pgserver restart (tls) failed';
+    ok(wait_http_status($port4, '/readyz', 200, 30), '(f) ready again after the restart, without reload');
+    $p = progress('f.progress');
+    wait_until(sub { progress('f.progress') >= $p + 3 }, 20);
+    write_file("$TMP/f.stop", 1);
+    my $r = join_client('f', $client, 60);
+    my %by;
+    $by{ $_->[0] }++ for values %{ $r->{res} };
+    note('(f) statuses: ' . join ', ', map { "$_ x $by{$_}" } sort keys %by);
+    my $log = read_file("$dir/postgres.log") // '';
+    like($log, qr/no pg_hba\.conf entry for host "127\.0\.0\.1", user "billing_rt", database "billing", SSL encryption/,
+         '(f) the connects went through the refused TLS attempt');
+    settle_keys('f', $port4, $user, $r->{res});
+    my $errors = read_file(nginx_prefix('chaos4') . '/logs/error.log') // '';
+    ok($errors !~ /\[alert\]/, '(f) no alert (no epoll registration lost with a replaced socket)');
+    stop_nginx('chaos4');
+    invariants_ok('(f) invariants hold on the TLS server');
+    system("$pgserver stop $dir >/dev/null 2>&1");
 }
 
 stop_nginx('chaos1');

@@ -9,6 +9,11 @@
 #   t/pgserver.sh grant   DIR   GRANT billing_app TO billing_rt (run after the
 #                               migrations created billing_app)
 #   t/pgserver.sh status  DIR   exit 0 when the server is running
+#   t/pgserver.sh tls-nossl DIR TLS on (a self-signed certificate made here)
+#                               while pg_hba accepts TCP only without it
+#                               (hostnossl): libpq's default sslmode=prefer
+#                               tries TLS, is refused, and reconnects plain;
+#                               restarts the server
 #
 # DIR/env holds sourceable lines:
 #   export BILLING_TEST_ADMIN_URL=postgresql://billing_owner:...@127.0.0.1:PORT/billing
@@ -25,7 +30,7 @@ if [[ ! -x "$PGBIN/pg_ctl" ]]; then
 fi
 
 usage() {
-    echo "usage: $0 start|stop|kill|restart|grant|status DIR" >&2
+    echo "usage: $0 start|stop|kill|restart|grant|status|tls-nossl DIR" >&2
     exit 2
 }
 
@@ -199,6 +204,26 @@ grant)
     ;;
 status)
     is_running
+    ;;
+tls-nossl)
+    [[ -f "$data/PG_VERSION" ]] || { echo "no cluster in $data" >&2; exit 1; }
+    as_pg openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 \
+        -keyout "$data/server.key" -out "$data/server.crt" 2>/dev/null
+    as_pg chmod 600 "$data/server.key"
+    {
+        echo "ssl = on"
+        echo "ssl_cert_file = 'server.crt'"
+        echo "ssl_key_file = 'server.key'"
+    } >>"$data/postgresql.conf"
+    cat >"$data/pg_hba.conf" <<EOF
+local     all all                 trust
+hostnossl all all 127.0.0.1/32    scram-sha-256
+EOF
+    if is_running; then
+        as_pg "$PGBIN/pg_ctl" -D "$data" -m fast -w stop >/dev/null
+    fi
+    start_server
+    write_env
     ;;
 *)
     usage

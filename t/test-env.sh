@@ -20,8 +20,9 @@ test_setup() {
     . "$TEST_TMP/pg/env"
 
     log "applying migrations"
-    "$ROOT/sql/migrate.sh" "$BILLING_TEST_ADMIN_URL" >/dev/null
-    "$ROOT/t/pgserver.sh" grant "$TEST_TMP/pg" >/dev/null
+    # the runtime login (TEST_NGINX_DATABASE_URL's) may SET ROLE billing_app
+    DATABASE_URL="$TEST_NGINX_DATABASE_URL" \
+        "$ROOT/sql/migrate.sh" --grant-runtime "$BILLING_TEST_ADMIN_URL" >/dev/null
 
     openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 \
         -out "$TEST_TMP/jwt-private.pem" 2>/dev/null
