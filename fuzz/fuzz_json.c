@@ -1,12 +1,15 @@
 /*
  * libFuzzer: request body parsers (and the reader of integers in the
- * database's answers).  The first byte selects how the
+ * database's answers, and the compaction of those answers).  The first byte selects how the
  * Idempotency-Key header is supplied; the rest is the body.
  */
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include <cjson/cJSON.h>
 
 #include "billing_json.h"
 #include "billing_util.h"
@@ -23,6 +26,72 @@ utf8_chars(const char *s)
     }
 
     return n;
+}
+
+
+/*
+ * Compaction never grows the text, is idempotent, and a JSON document
+ * means the same before and after it.
+ */
+static void
+compact(const char *body, size_t len)
+{
+    char        *a, *b, *pa, *pb;
+    size_t       n, m;
+    cJSON       *before, *after;
+    const char  *end;
+
+    a = malloc(len + 1);
+    b = malloc(len + 1);
+    if (a == NULL || b == NULL) {
+        free(a);
+        free(b);
+        return;
+    }
+
+    memcpy(a, body, len);
+    n = billing_json_compact(a, len);
+
+    memcpy(b, a, n);
+    m = billing_json_compact(b, n);
+
+    if (n > len || m != n || memcmp(a, b, n) != 0) {
+        __builtin_trap();
+    }
+
+    /* a JSON document: one value, nothing but whitespace after it */
+    before = cJSON_ParseWithLengthOpts(body, len, &end, 0);
+
+    while (before != NULL && end < body + len) {
+        if (*end != ' ' && *end != '\t' && *end != '\n' && *end != '\r') {
+            cJSON_Delete(before);
+            before = NULL;
+            break;
+        }
+
+        end++;
+    }
+
+    if (before != NULL) {
+        /* printed, not cJSON_Compare: that one mismatches duplicate keys */
+        after = cJSON_ParseWithLength(a, n);
+        pa = cJSON_PrintUnformatted(before);
+        pb = after ? cJSON_PrintUnformatted(after) : NULL;
+
+        if (after == NULL
+            || (pa != NULL && (pb == NULL || strcmp(pa, pb) != 0)))
+        {
+            __builtin_trap();
+        }
+
+        cJSON_free(pa);
+        cJSON_free(pb);
+        cJSON_Delete(after);
+        cJSON_Delete(before);
+    }
+
+    free(a);
+    free(b);
 }
 
 
@@ -110,6 +179,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     {
         __builtin_trap();
     }
+
+    compact(body, len);
 
     return 0;
 }

@@ -327,6 +327,45 @@ billing_fail(int rc, char *err, size_t errlen, const char *fmt, ...)
 }
 
 
+size_t
+billing_json_compact(char *p, size_t len)
+{
+    int     in_string, escaped;
+    char    c;
+    size_t  i, n;
+
+    n = 0;
+    in_string = 0;
+    escaped = 0;
+
+    for (i = 0; i < len; i++) {
+        c = p[i];
+
+        if (in_string) {
+            if (escaped) {
+                escaped = 0;
+
+            } else if (c == '\\') {
+                escaped = 1;
+
+            } else if (c == '"') {
+                in_string = 0;
+            }
+
+        } else if (c == ' ' || c == '\t' || c == '\n' || c == '\r') {
+            continue;
+
+        } else if (c == '"') {
+            in_string = 1;
+        }
+
+        p[n++] = c;
+    }
+
+    return n;
+}
+
+
 int
 billing_json_prescan(const char *p, size_t len)
 {

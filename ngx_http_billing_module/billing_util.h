@@ -61,6 +61,14 @@ size_t billing_utf8_seq_len(const unsigned char *p, size_t len);
 int billing_json_prescan(const char *p, size_t len);
 
 /*
+ * Removes the whitespace between the tokens of JSON text, in place: what
+ * PostgreSQL's json_build_object writes ("a" : 1, "b" : 2) becomes
+ * {"a":1,"b":2}.  Strings are copied as they are, escapes included.
+ * Returns the new length (never more than len).
+ */
+size_t billing_json_compact(char *p, size_t len);
+
+/*
  * Escape src for use inside a JSON string literal (without the quotes):
  * '"' and '\' are backslash-escaped, control characters (< 0x20, 0x7F)
  * become \u00XX, invalid UTF-8 bytes become \ufffd.

@@ -192,7 +192,7 @@ ngx_http_billing_ledger_done(ngx_http_request_t *r,
         }
     }
 
-    p = ngx_pnalloc(r->pool, row.body.len + sizeof(", \"nextCursor\": \"\"}")
+    p = ngx_pnalloc(r->pool, row.body.len + sizeof(",\"nextCursor\":\"\"}")
                              + BILLING_CURSOR_MAX);
     if (p == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -201,11 +201,11 @@ ngx_http_billing_ledger_done(ngx_http_request_t *r,
     row.body.data = ngx_cpymem(p, row.body.data, row.body.len - 1);
 
     if (next) {
-        row.body.data = ngx_sprintf(row.body.data, ", \"nextCursor\": \"%s\"}",
+        row.body.data = ngx_sprintf(row.body.data, ",\"nextCursor\":\"%s\"}",
                                     cursor);
     } else {
-        row.body.data = ngx_cpymem(row.body.data, ", \"nextCursor\": null}",
-                                   sizeof(", \"nextCursor\": null}") - 1);
+        row.body.data = ngx_cpymem(row.body.data, ",\"nextCursor\":null}",
+                                   sizeof(",\"nextCursor\":null}") - 1);
     }
 
     row.body.len = row.body.data - p;

@@ -15,6 +15,8 @@
 #include "ngx_http_billing_db.h"
 #include "ngx_http_billing_response.h"
 
+#include "billing_util.h"
+
 
 static ngx_int_t ngx_http_billing_run(ngx_http_request_t *r, const char *sql,
     int nparams, const char **values, ngx_http_billing_done_pt done,
@@ -268,7 +270,9 @@ ngx_http_billing_api_row(ngx_http_request_t *r, ngx_http_billing_pg_op_t *op,
 
 /*
  * Answers with what an API function returned: a problem when it names a
- * code, the body otherwise; a replay of an earlier write says so.
+ * code, the body otherwise; a replay of an earlier write says so.  The
+ * functions build bodies with json_build_object, which keeps the key order
+ * docs/api.md documents but spaces the tokens out: answers are compact.
  */
 ngx_int_t
 ngx_http_billing_api_respond(ngx_http_request_t *r,
@@ -288,6 +292,9 @@ ngx_http_billing_api_respond(ngx_http_request_t *r,
                                         (const char *) row->body.data,
                                         row->body.len);
     }
+
+    row->body.len = billing_json_compact((char *) row->body.data,
+                                         row->body.len);
 
     return ngx_http_billing_send_json(r, row->status, row->body.data,
                                       row->body.len);

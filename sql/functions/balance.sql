@@ -4,7 +4,7 @@ CREATE OR REPLACE FUNCTION billing.api_balance(p_user text) RETURNS billing.api_
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = billing, pg_temp AS $$
     SELECT CASE
         WHEN s.err IS NOT NULL THEN _r(400, 'invalid_request', s.err, NULL)
-        ELSE _r(200, NULL, jsonb_build_object(
+        ELSE _r(200, NULL, json_build_object(
                  'userId', p_user, 'balanceMicros', s.bal,
                  'heldMicros', s.held, 'availableMicros', s.bal - s.held)::text, NULL)
     END

@@ -2,9 +2,9 @@
 -- (docs/spec.md §4.3): reserve credits before an AI call; a reconcile naming
 -- the hold captures it (reconcile.sql).
 
-CREATE OR REPLACE FUNCTION billing._hold_body(h billing.holds) RETURNS jsonb
+CREATE OR REPLACE FUNCTION billing._hold_body(h billing.holds) RETURNS json
 LANGUAGE sql STABLE SET search_path = billing, pg_temp AS $$
-    SELECT jsonb_build_object(
+    SELECT json_build_object(
         'holdId', h.id::text,
         'userId', h.user_id,
         'heldMicros', h.amount_micros,
@@ -95,7 +95,7 @@ BEGIN
                   NULL);
     END IF;
     UPDATE holds SET status = 'released', resolved_at = now() WHERE id = p_hold;
-    RETURN _r(200, NULL, jsonb_build_object('holdId', p_hold::text, 'status', 'released')::text, NULL);
+    RETURN _r(200, NULL, json_build_object('holdId', p_hold::text, 'status', 'released')::text, NULL);
 END
 $$;
 GRANT EXECUTE ON FUNCTION billing.api_hold_release(uuid) TO billing_app;

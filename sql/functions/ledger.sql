@@ -12,7 +12,7 @@ DECLARE
                                   THEN 'limit must be an integer from 1 to 200'
                                   WHEN p_before_id < 1 THEN 'cursor is not valid' END);
     v_bal bigint;
-    v_entries jsonb;
+    v_entries json;
     v_more boolean;
     v_last bigint;
 BEGIN
@@ -22,29 +22,34 @@ BEGIN
 
     SELECT balance_micros INTO v_bal FROM accounts WHERE user_id = p_user;
 
-    SELECT coalesce(jsonb_agg(t.j ORDER BY t.id DESC) FILTER (WHERE t.rn <= v_limit), '[]'::jsonb),
+    SELECT coalesce(json_agg(t.j ORDER BY t.id DESC) FILTER (WHERE t.rn <= v_limit), '[]'::json),
            coalesce(bool_or(t.rn > v_limit), false),
            min(t.id) FILTER (WHERE t.rn <= v_limit)
       INTO v_entries, v_more, v_last
       FROM (SELECT s.id, s.j, row_number() OVER (ORDER BY s.id DESC) AS rn
               FROM (SELECT e.id,
-                           jsonb_build_object(
-                               'id', e.id::text,
-                               'type', e.type,
-                               'amountMicros', e.amount_micros,
-                               'balanceAfterMicros', e.balance_after_micros,
-                               'createdAt', _ts(e.created_at))
-                           || CASE WHEN e.type = 'usage' THEN
-                                  jsonb_build_object(
-                                      'model', e.model,
-                                      'inputTokens', e.input_tokens,
-                                      'outputTokens', e.output_tokens,
-                                      'idempotencyKey', e.idempotency_key)
-                                  || CASE WHEN e.hold_id IS NOT NULL
-                                          THEN jsonb_build_object('holdId', e.hold_id::text)
-                                          ELSE '{}'::jsonb END
-                              ELSE jsonb_build_object('purchaseId', e.purchase_id::text)
-                              END AS j
+                           CASE WHEN e.type = 'usage' THEN
+                               -- holdId only when the charge captured a hold
+                               json_strip_nulls(json_build_object(
+                                   'id', e.id::text,
+                                   'type', e.type,
+                                   'amountMicros', e.amount_micros,
+                                   'balanceAfterMicros', e.balance_after_micros,
+                                   'createdAt', _ts(e.created_at),
+                                   'model', e.model,
+                                   'inputTokens', e.input_tokens,
+                                   'outputTokens', e.output_tokens,
+                                   'idempotencyKey', e.idempotency_key,
+                                   'holdId', e.hold_id::text))
+                           ELSE
+                               json_build_object(
+                                   'id', e.id::text,
+                                   'type', e.type,
+                                   'amountMicros', e.amount_micros,
+                                   'balanceAfterMicros', e.balance_after_micros,
+                                   'createdAt', _ts(e.created_at),
+                                   'purchaseId', e.purchase_id::text)
+                           END AS j
                       FROM ledger_entries e
                      WHERE e.user_id = p_user
                        AND (p_before_id IS NULL OR e.id < p_before_id)
@@ -52,7 +57,7 @@ BEGIN
                      LIMIT v_limit + 1) s) t;
 
     RETURN _r(200, NULL,
-              jsonb_build_object('balanceMicros', coalesce(v_bal, 0), 'entries', v_entries)::text,
+              json_build_object('balanceMicros', coalesce(v_bal, 0), 'entries', v_entries)::text,
               CASE WHEN v_more THEN v_last::text END);
 END
 $$;

@@ -2,12 +2,12 @@
 
 CREATE OR REPLACE FUNCTION billing.api_packages() RETURNS billing.api_result
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = billing, pg_temp AS $$
-    SELECT _r(200, NULL, jsonb_build_object('packages', coalesce(
-        (SELECT jsonb_agg(jsonb_build_object(
+    SELECT _r(200, NULL, json_build_object('packages', coalesce(
+        (SELECT json_agg(json_build_object(
                     'code', code, 'name', name, 'priceCents', price_cents,
                     'currency', currency, 'creditsMicros', credits_micros)
                  ORDER BY price_cents, code)
-         FROM credit_packages WHERE active), '[]'::jsonb))::text, NULL)
+         FROM credit_packages WHERE active), '[]'::json))::text, NULL)
 $$;
 
 GRANT EXECUTE ON FUNCTION billing.api_packages() TO billing_app;

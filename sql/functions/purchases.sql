@@ -3,25 +3,30 @@
 -- stored (step 3) or the purchase failed (Stripe error), and the owner's view.
 -- The Stripe events that pay or refund it are stripe_event.sql.
 
--- Purchase body. p_full adds checkout fields (even when NULL), timestamps and refunds.
-CREATE OR REPLACE FUNCTION billing._purchase_body(p billing.purchases, p_full boolean) RETURNS jsonb
+-- Purchase body, identifier first (docs/api.md "Answers"). The checkout
+-- fields come when a session exists (always when p_full, then possibly
+-- null); p_full adds refunds and timestamps; p_extra (the package's name for
+-- the Checkout line item) comes last.
+CREATE OR REPLACE FUNCTION billing._purchase_body(p billing.purchases, p_full boolean,
+                                                  p_package_name text DEFAULT NULL) RETURNS json
 LANGUAGE sql STABLE SET search_path = billing, pg_temp AS $$
-    SELECT jsonb_build_object(
-        'purchaseId', p.id::text,
-        'packageCode', p.package_code,
-        'amountCents', p.amount_cents,
-        'currency', p.currency,
-        'creditsMicros', p.credits_micros,
-        'status', p.status)
-      || CASE WHEN p_full OR p.checkout_session_id IS NOT NULL OR p.checkout_url IS NOT NULL
-              THEN jsonb_build_object('checkoutSessionId', p.checkout_session_id,
-                                      'checkoutUrl', p.checkout_url)
-              ELSE '{}'::jsonb END
-      || CASE WHEN p_full
-              THEN jsonb_build_object('refundedMicros', p.refunded_micros,
-                                      'createdAt', _ts(p.created_at),
-                                      'updatedAt', _ts(p.updated_at))
-              ELSE '{}'::jsonb END
+    SELECT json_object_agg(k, v ORDER BY n)
+      FROM (VALUES (1, 'purchaseId', to_json(p.id::text)),
+                   (2, 'packageCode', to_json(p.package_code)),
+                   (3, 'amountCents', to_json(p.amount_cents)),
+                   (4, 'currency', to_json(p.currency)),
+                   (5, 'creditsMicros', to_json(p.credits_micros)),
+                   (6, 'status', to_json(p.status)),
+                   (7, 'checkoutSessionId', to_json(p.checkout_session_id)),
+                   (8, 'checkoutUrl', to_json(p.checkout_url)),
+                   (9, 'refundedMicros', to_json(p.refunded_micros)),
+                   (10, 'createdAt', to_json(_ts(p.created_at))),
+                   (11, 'updatedAt', to_json(_ts(p.updated_at))),
+                   (12, 'packageName', to_json(p_package_name))) f(n, k, v)
+     WHERE n <= 6
+        OR (n <= 8 AND (p_full OR p.checkout_session_id IS NOT NULL OR p.checkout_url IS NOT NULL))
+        OR (n <= 11 AND p_full)
+        OR (n = 12 AND p_package_name IS NOT NULL)
 $$;
 
 -- The answer for a purchase row: 404 when there is none (all fields NULL).
@@ -51,7 +56,7 @@ BEGIN
     VALUES (p_user, v_pkg.code, v_pkg.price_cents, v_pkg.currency, v_pkg.credits_micros)
     RETURNING * INTO v_p;
     RETURN _r(201, NULL,
-              (_purchase_body(v_p, false) || jsonb_build_object('packageName', v_pkg.name))::text,
+              _purchase_body(v_p, false, v_pkg.name)::text,
               NULL);
 END
 $$;

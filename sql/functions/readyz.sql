@@ -4,7 +4,7 @@
 CREATE OR REPLACE FUNCTION billing.api_readyz() RETURNS billing.api_result
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = billing, pg_temp AS $$
     SELECT _r(200, NULL,
-              jsonb_build_object('schemaVersion',
+              json_build_object('schemaVersion',
                                  (SELECT coalesce(max(version), 0) FROM schema_migrations))::text,
               NULL)
 $$;

@@ -31,9 +31,9 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION billing._usage_body(e billing.ledger_entries, p_replayed boolean) RETURNS jsonb
+CREATE OR REPLACE FUNCTION billing._usage_body(e billing.ledger_entries, p_replayed boolean) RETURNS json
 LANGUAGE sql STABLE AS $$
-    SELECT jsonb_build_object(
+    SELECT json_build_object(
         'entryId', e.id::text,
         'userId', e.user_id,
         'model', e.model,

@@ -222,7 +222,7 @@ BEGIN
     UPDATE stripe_events SET outcome = v_outcome, purchase_id = v_p.id WHERE id = v_id;
     IF v_credited IS NOT NULL THEN
         -- the module counts purchased credits from "creditedMicros"
-        RETURN _r(200, NULL, jsonb_build_object('received', true, 'creditedMicros', v_credited)::text,
+        RETURN _r(200, NULL, json_build_object('received', true, 'creditedMicros', v_credited)::text,
                   v_outcome);
     END IF;
     RETURN _r(200, NULL, c_ok, v_outcome);

@@ -1,5 +1,6 @@
 /*
- * Unit tests: base64url, hex, UTF-8, the JSON pre-scan, the escaper,
+ * Unit tests: base64url, hex, UTF-8, the JSON pre-scan and compaction,
+ * the escaper,
  * small helpers, cursors, form encoding.
  */
 
@@ -258,6 +259,37 @@ test_form(void)
 }
 
 
+static void
+test_compact(void)
+{
+    static const struct {
+        const char  *in;
+        const char  *out;
+    } v[] = {
+        /* what PostgreSQL's json_build_object and json_agg write */
+        { "{\"a\" : 1, \"b\" : \"x y\"}", "{\"a\":1,\"b\":\"x y\"}" },
+        { "[{\"a\" : 1}, \n {\"a\" : 2}]", "[{\"a\":1},{\"a\":2}]" },
+        /* whitespace inside strings stays, escapes do not end a string */
+        { "{\"k\" : \"a \\\" : b\"}", "{\"k\":\"a \\\" : b\"}" },
+        { "{\"k\" : \"\\\\\", \"j\" : 2}", "{\"k\":\"\\\\\",\"j\":2}" },
+        { "\t{ }\r\n", "{}" },
+        { "", "" },
+        { "{\"status\":\"ok\"}", "{\"status\":\"ok\"}" },
+    };
+
+    char    buf[128];
+    size_t  i, n;
+
+    for (i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+        n = strlen(v[i].in);
+        memcpy(buf, v[i].in, n);
+        n = billing_json_compact(buf, n);
+        ok(n == strlen(v[i].out) && memcmp(buf, v[i].out, n) == 0,
+           "compact %zu: \"%.*s\"", i, (int) n, buf);
+    }
+}
+
+
 int
 main(void)
 {
@@ -265,6 +297,7 @@ main(void)
     test_hex();
     test_utf8();
     test_prescan();
+    test_compact();
     test_small_helpers();
     test_escape();
     test_cursor();
