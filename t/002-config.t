@@ -171,3 +171,31 @@ location = /health { billing health; }
 is duplicate
 --- no_error_log
 dup-secret
+
+
+
+=== TEST 13: a database resolver given as a name is refused
+--- http_config
+billing_database_url postgresql://u:topsecret-9@db.example/billing;
+billing_database_resolver localhost;
+--- config
+location = /health { billing health; }
+--- must_die
+--- error_log
+invalid DNS server "localhost": an IPv4 address
+--- no_error_log
+topsecret
+
+
+
+=== TEST 14: a database resolver given as an IPv6 address is refused
+--- http_config
+billing_database_url postgresql://u:topsecret-9@db.example/billing;
+billing_database_resolver [::1]:53;
+--- config
+location = /health { billing health; }
+--- must_die
+--- error_log
+invalid DNS server "[::1]:53": an IPv4 address
+--- no_error_log
+topsecret

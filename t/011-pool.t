@@ -80,7 +80,7 @@ system("$ENV{BILLING_ROOT}/t/pgserver.sh", 'restart', $pgdir) == 0 or die 'pg re
 ok(wait_ready(200, 30), 'ready again after the restart, without reload');
 ($s, $h, $b) = get('/api/balance', $token);
 is($s, 200, 'API calls work again');
-like($b, qr/"balanceMicros": 10000000/, '... with the balance intact');
+like($b, qr/"balanceMicros":10000000/, '... with the balance intact');
 
 # --- connections killed under the pool (failover, pg_terminate_backend):
 # the next requests are served, by a live or a new connection, never 5xx
@@ -161,7 +161,7 @@ my ($st, $hd) = http_request($port, {
 is("$st $hd->{'idempotent-replayed'}", '201 true', 'a retry with the same key is a replay');
 ok(app_conns() <= 3, 'no connection leaked by the abandoned request');
 (undef, undef, $b) = get('/api/balance', $token);
-like($b, qr/"balanceMicros": \d+/, 'the pool still serves requests');
+like($b, qr/"balanceMicros":\d+/, 'the pool still serves requests');
 
 # --- bounded: connections never exceed the pool maximum
 my @reqs = map { { method => 'GET', path => '/api/balance',

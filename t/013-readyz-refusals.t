@@ -13,18 +13,11 @@ use DnsStandIn;
 my $dns = DnsStandIn->start(names => {});
 $ENV{TEST_NGINX_DNS_PORT} = $dns->port;
 
-# the module: loaded by the runner when the suite names it in
-# TEST_NGINX_LOAD_MODULES, by the block otherwise
-our $LoadModule = $ENV{TEST_NGINX_LOAD_MODULES} ? ''
-                : "load_module $ENV{TEST_NGINX_MODULE};";
-
-no_shuffle();
 run_tests();
 
 __DATA__
 
 === TEST 1: readyz without a database URL answers not_ready once
---- main_config eval: $::LoadModule
 --- config
 location = /readyz { billing readyz; }
 --- request
@@ -41,7 +34,6 @@ header already sent
 
 
 === TEST 2: readyz with a full wait queue answers not_ready once
---- main_config eval: $::LoadModule
 --- http_config
 billing_database_url $TEST_NGINX_DATABASE_URL;
 billing_pool min=0 max=1 queue=0;
@@ -61,7 +53,6 @@ header already sent
 
 
 === TEST 3: readyz when the database host does not resolve answers not_ready once
---- main_config eval: $::LoadModule
 --- http_config
 billing_database_url postgresql://nobody:secret-pw-3@db.billing.test:5432/billing;
 billing_database_resolver 127.0.0.1:$TEST_NGINX_DNS_PORT;
@@ -85,7 +76,6 @@ secret-pw-3
 
 
 === TEST 4: an API call refused at once gets one problem answer
---- main_config eval: $::LoadModule
 --- http_config
 billing_database_url $TEST_NGINX_DATABASE_URL;
 billing_pool min=0 max=1 queue=0;

@@ -63,7 +63,7 @@ like($b, qr/"code":"database_error"/, '... saying the database refused it');
 is(entries_of($user), 1, 'nothing was written (only the funding entry)');
 is(balance_of($user), 10_000_000, 'the balance is unchanged');
 
-# --- a Stripe webhook: the row says 200 {"received": true}, the commit fails
+# --- a Stripe webhook: the row says 200 {"received":true}, the commit fails
 my $purchase = purchase_insert($buyer, 5_000_000);
 my $event = payment_event(purchase => $purchase);
 ($s, $h, $b) = http_request($port, webhook_req('whsec_test', $event));

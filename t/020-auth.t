@@ -56,7 +56,7 @@ GET /api/balance
 --- more_headers eval
 main::bearer(BillingTest::mint_token(sub => 'auth-user-1'))
 --- response_body_like chomp
-^\{"userId": "auth-user-1", "heldMicros": 0, "balanceMicros": 0, "availableMicros": 0\}$
+^\{"userId":"auth-user-1","balanceMicros":0,"heldMicros":0,"availableMicros":0\}$
 --- no_error_log
 [error]
 
@@ -70,7 +70,7 @@ GET /api/balance
 --- more_headers eval
 "Authorization: bEARER " . BillingTest::mint_token(sub => 'auth-user-2')
 --- response_body_like chomp
-"userId": "auth-user-2"
+"userId":"auth-user-2"
 
 
 
@@ -137,7 +137,7 @@ GET /api/balance
 --- more_headers eval
 main::bearer(BillingTest::mint_token(sub => 'auth-user-3', exp => time - 600, iat => time - 700))
 --- response_body_like chomp
-"userId": "auth-user-3"
+"userId":"auth-user-3"
 
 
 
@@ -182,7 +182,7 @@ GET /api/balance
 --- more_headers eval
 main::bearer(BillingTest::mint_token(sub => 'auth-user-4', aud => ['https://other.example', 'https://billing.scholarlink.app']))
 --- response_body_like chomp
-"userId": "auth-user-4"
+"userId":"auth-user-4"
 
 
 

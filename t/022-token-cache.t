@@ -33,9 +33,9 @@ my ($s, $b) = balance($short);
 is($s, 200, 'a fresh token is accepted');
 ($s, $b) = balance($short);
 is($s, 200, '... again (now from the cache)');
-like($b, qr/"userId": "cache-user-1"/, '... as its own subject');
+like($b, qr/"userId":"cache-user-1"/, '... as its own subject');
 ($s, $b) = balance($other);
-like($b, qr/"userId": "cache-user-2"/, 'another token is another subject');
+like($b, qr/"userId":"cache-user-2"/, 'another token is another subject');
 
 my $tampered = $short;
 $tampered =~ s/.$/ substr($short, -1) eq 'A' ? 'B' : 'A' /e;

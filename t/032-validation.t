@@ -169,7 +169,7 @@ __DATA__
 "POST /api/usage/reconcile\n" . qq({"userId":"$::Id255","model":"gpt-4o","inputTokens":1000,"outputTokens":500,"idempotencyKey":"k-255"})
 --- error_code: 201
 --- response_body_like chomp
-"chargedMicros": 7500\}$
+"chargedMicros":7500,"balanceMicros":9992500,"replayed":false\}$
 
 
 
@@ -262,7 +262,7 @@ __DATA__
 --- request eval: main::hold('ttlnull', ttlSeconds => undef)
 --- error_code: 201
 --- response_body_like chomp
-"heldMicros": 1000
+"heldMicros":1000,
 
 
 
@@ -334,7 +334,7 @@ GET /api/ledger?limit=0
 GET /api/ledger?limit=200
 --- error_code: 200
 --- response_body_like chomp
-"entries": \[\]
+"entries":\[\]
 
 
 

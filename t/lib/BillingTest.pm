@@ -657,7 +657,7 @@ END {
 #   hold_release_req($svc, $id), user_get($token, $path) -> request hashrefs
 #   webhook_req($secret, $payload) -> signed POST /webhooks/stripe request
 #   http_webhook_works($port, $secret) -> 1 when a signed ignorable event is
-#                                    answered 200 {"received": true}
+#                                    answered 200 {"received":true}
 #   stripe_event_sql($payload)    -> meta of billing.api_stripe_event()
 #   purchase_insert($user, $micros [, $cents]) -> id of a pending purchase
 #   fund_purchase($user, $micros) -> purchase id, credited like fund_user
