@@ -4,8 +4,9 @@
 
 -- balance.low threshold: GUC billing.balance_low_threshold_micros if set,
 -- else billing.settings, else 1,000,000.
+-- Called on every charge: no SET clause (see _common.sql), names qualified.
 CREATE OR REPLACE FUNCTION billing._low_threshold() RETURNS bigint
-LANGUAGE plpgsql STABLE SET search_path = billing, pg_temp AS $$
+LANGUAGE plpgsql STABLE AS $$
 DECLARE
     v_guc text := current_setting('billing.balance_low_threshold_micros', true);
     v bigint;
@@ -13,7 +14,7 @@ BEGIN
     IF v_guc ~ '^\s*[0-9]{1,18}\s*$' THEN
         RETURN trim(v_guc)::bigint;
     END IF;
-    SELECT balance_low_threshold_micros INTO v FROM settings LIMIT 1;
+    SELECT balance_low_threshold_micros INTO v FROM billing.settings LIMIT 1;
     RETURN coalesce(v, 1000000);
 END
 $$;
@@ -38,12 +39,12 @@ $$;
 
 -- Emit balance.low when a balance crosses from >= threshold to < threshold.
 CREATE OR REPLACE FUNCTION billing._balance_changed(p_user text, p_before bigint, p_after bigint) RETURNS void
-LANGUAGE plpgsql SET search_path = billing, pg_temp AS $$
+LANGUAGE plpgsql AS $$
 DECLARE
-    v_thr bigint := _low_threshold();
+    v_thr bigint := billing._low_threshold();
 BEGIN
     IF p_before >= v_thr AND p_after < v_thr THEN
-        PERFORM _emit('balance.low', jsonb_build_object(
+        PERFORM billing._emit('balance.low', jsonb_build_object(
             'userId', p_user, 'balanceMicros', p_after, 'thresholdMicros', v_thr));
     END IF;
 END

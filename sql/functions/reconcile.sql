@@ -1,10 +1,11 @@
 -- reconcile.sql — POST /api/usage/reconcile (docs/spec.md §4.1, §4.3): price a
 -- usage report and debit it exactly once per (user, idempotency key).
 
--- Price row in force now for a model (NULL fields when none).
-CREATE OR REPLACE FUNCTION billing._price_in_force(p_model text) RETURNS billing.model_prices
-LANGUAGE sql STABLE SET search_path = billing, pg_temp AS $$
-    SELECT * FROM model_prices
+-- Price row in force now for a model: one row, or none. Used in FROM, where
+-- the planner inlines it into the caller's statement (see _held).
+CREATE OR REPLACE FUNCTION billing._price_in_force(p_model text) RETURNS SETOF billing.model_prices
+LANGUAGE sql STABLE ROWS 1 AS $$
+    SELECT * FROM billing.model_prices
     WHERE model = p_model AND effective_from <= now()
     ORDER BY effective_from DESC
     LIMIT 1
@@ -46,12 +47,12 @@ $$;
 
 -- Answer for an existing ledger entry with the same (user, key).
 CREATE OR REPLACE FUNCTION billing._usage_replay(e billing.ledger_entries, p_fp text) RETURNS billing.api_result
-LANGUAGE sql STABLE SET search_path = billing, pg_temp AS $$
+LANGUAGE sql STABLE AS $$
     SELECT CASE
         WHEN e.type = 'usage' AND e.request_fingerprint = p_fp
-            THEN _r(201, NULL, _usage_body(e, true)::text, 'replayed')
-        ELSE _r(409, 'idempotency_key_reused',
-                'This idempotency key was already used with a different request body', NULL)
+            THEN billing._r(201, NULL, billing._usage_body(e, true)::text, 'replayed')
+        ELSE billing._r(409, 'idempotency_key_reused',
+                        'This idempotency key was already used with a different request body', NULL)
     END
 $$;
 
@@ -97,8 +98,8 @@ BEGIN
             END IF;
         END IF;
 
-        v_price := _price_in_force(p_model);
-        IF v_price.id IS NULL THEN
+        SELECT * INTO v_price FROM _price_in_force(p_model);
+        IF NOT FOUND THEN
             RETURN _r(422, 'unknown_model', format('Unknown model %s', p_model), NULL);
         END IF;
         v_charge := _charge(p_input, p_output, v_price.input_micros_per_mtok, v_price.output_micros_per_mtok);
@@ -119,7 +120,7 @@ BEGIN
         END IF;
 
         -- The named hold's amount is available to this charge; other holds are not.
-        v_avail := coalesce(v_bal, 0) - _held(p_user, p_hold);
+        SELECT coalesce(v_bal, 0) - h INTO v_avail FROM _held(p_user, p_hold) h;
         IF v_charge > 0 AND v_charge > v_avail THEN
             RETURN _r(402, 'insufficient_credits',
                       format('Charge of %s micros exceeds the available balance of %s micros',
