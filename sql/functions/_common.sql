@@ -16,15 +16,6 @@ LANGUAGE sql STABLE AS $$
     SELECT to_char(p_ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
 $$;
 
--- What an idempotent request is compared by: sha256 of its canonical form.
--- STABLE, as convert_to() is: an IMMUTABLE function whose body is not is
--- never inlined, and a SQL function that is not inlined is parsed and
--- planned again on every call (docs/benchmarks.md, "The stored functions").
-CREATE OR REPLACE FUNCTION billing._fingerprint(p_canonical text) RETURNS text
-LANGUAGE sql STABLE AS $$
-    SELECT encode(sha256(convert_to(p_canonical, 'UTF8')), 'hex')
-$$;
-
 -- Sum of the user's holds that still count (active, not expired), optionally
 -- excluding one hold: one row. Used in FROM (`SELECT ... FROM _held(u, NULL)
 -- h`), where the planner inlines a set-returning SQL function into the

@@ -2,6 +2,15 @@
 -- (docs/spec.md §4.3): reserve credits before an AI call; a reconcile naming
 -- the hold captures it (reconcile.sql).
 
+-- What a hold request is compared by: sha256 of its canonical form.
+-- STABLE, as convert_to() is: an IMMUTABLE function whose body is not is
+-- never inlined, and a SQL function that is not inlined is parsed and
+-- planned again on every call (docs/benchmarks.md, "The stored functions").
+CREATE OR REPLACE FUNCTION billing._fingerprint(p_canonical text) RETURNS text
+LANGUAGE sql STABLE AS $$
+    SELECT encode(sha256(convert_to(p_canonical, 'UTF8')), 'hex')
+$$;
+
 -- No SET clause on these helpers: a SQL function with one is never inlined
 -- (see _common.sql).
 CREATE OR REPLACE FUNCTION billing._hold_body(h billing.holds) RETURNS json

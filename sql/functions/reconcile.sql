@@ -45,11 +45,17 @@ LANGUAGE sql STABLE AS $$
         'replayed', p_replayed)
 $$;
 
--- Answer for an existing ledger entry with the same (user, key).
-CREATE OR REPLACE FUNCTION billing._usage_replay(e billing.ledger_entries, p_fp text) RETURNS billing.api_result
-LANGUAGE sql STABLE AS $$
+-- Answer for an existing ledger entry with the same (user, key): its replay
+-- when it is the usage this request reports, else 409. A usage entry holds
+-- every field of its request, so they are compared directly; entries
+-- written before migration 010 also carry a request_fingerprint (sha256 of
+-- the same fields), which is no longer read.
+CREATE OR REPLACE FUNCTION billing._usage_replay(e billing.ledger_entries, p_model text, p_input bigint,
+                                                 p_output bigint, p_hold uuid)
+RETURNS billing.api_result LANGUAGE sql STABLE AS $$
     SELECT CASE
-        WHEN e.type = 'usage' AND e.request_fingerprint = p_fp
+        WHEN e.type = 'usage' AND e.model = p_model AND e.input_tokens = p_input
+             AND e.output_tokens = p_output AND e.hold_id IS NOT DISTINCT FROM p_hold
             THEN billing._r(201, NULL, billing._usage_body(e, true)::text, 'replayed')
         ELSE billing._r(409, 'idempotency_key_reused',
                         'This idempotency key was already used with a different request body', NULL)
@@ -65,7 +71,6 @@ DECLARE
                                _check_int('inputTokens', p_input, 0, 1000000000),
                                _check_int('outputTokens', p_output, 0, 1000000000),
                                _check_idempotency_key(p_key));
-    v_fp      text;
     v_bal     bigint;
     v_new     bigint;
     v_account boolean;
@@ -78,8 +83,6 @@ BEGIN
     IF v_err IS NOT NULL THEN
         RETURN _r(400, 'invalid_request', v_err, NULL);
     END IF;
-
-    v_fp := _fingerprint(jsonb_build_array('usage', p_model, p_input, p_output, p_hold::text)::text);
 
     -- Serialize all money movements of this user on the account row. A user
     -- without an account has no entries and no holds: decide without writing,
@@ -94,7 +97,7 @@ BEGIN
         IF v_account THEN
             SELECT * INTO v_e FROM ledger_entries WHERE user_id = p_user AND idempotency_key = p_key;
             IF FOUND THEN
-                RETURN _usage_replay(v_e, v_fp);
+                RETURN _usage_replay(v_e, p_model, p_input, p_output, p_hold);
             END IF;
         END IF;
 
@@ -133,15 +136,15 @@ BEGIN
 
     v_new := v_bal - v_charge;
     INSERT INTO ledger_entries (user_id, type, amount_micros, balance_after_micros, idempotency_key,
-                                request_fingerprint, price_id, model, input_tokens, output_tokens, hold_id)
+                                price_id, model, input_tokens, output_tokens, hold_id)
     VALUES (p_user, 'usage', -v_charge, v_new, p_key,
-            v_fp, v_price.id, p_model, p_input, p_output, p_hold)
+            v_price.id, p_model, p_input, p_output, p_hold)
     ON CONFLICT ON CONSTRAINT ledger_user_key_uniq DO NOTHING
     RETURNING * INTO v_e;
     IF NOT FOUND THEN
         -- Cannot happen under the account lock; answer as a replay/conflict anyway.
         SELECT * INTO v_e FROM ledger_entries WHERE user_id = p_user AND idempotency_key = p_key;
-        RETURN _usage_replay(v_e, v_fp);
+        RETURN _usage_replay(v_e, p_model, p_input, p_output, p_hold);
     END IF;
 
     UPDATE accounts SET balance_micros = v_new, updated_at = now() WHERE user_id = p_user;
