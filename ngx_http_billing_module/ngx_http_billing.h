@@ -65,6 +65,7 @@ typedef struct {
     /* JWT: a PEM key, or a JWKS URL with keys shared in a zone */
     EVP_PKEY                     *jwt_key;
     ngx_str_t                     jwks_url;
+    ngx_flag_t                    jwks_allow_http;   /* tests only */
     ngx_shm_zone_t               *jwks_zone;
     time_t                        jwks_refresh;
     time_t                        jwks_cooldown;

@@ -263,6 +263,13 @@ static ngx_command_t  ngx_http_billing_commands[] = {
       offsetof(ngx_http_billing_main_conf_t, jwks_url),
       NULL },
 
+    { ngx_string("billing_jwt_jwks_allow_http"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_billing_main_conf_t, jwks_allow_http),
+      NULL },
+
     { ngx_string("billing_jwt_jwks_zone"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE2,
       ngx_http_billing_zone,
@@ -439,6 +446,7 @@ ngx_http_billing_create_main_conf(ngx_conf_t *cf)
     bmcf->jwt_leeway = NGX_CONF_UNSET;
     bmcf->jwks_refresh = NGX_CONF_UNSET;
     bmcf->jwks_cooldown = NGX_CONF_UNSET;
+    bmcf->jwks_allow_http = NGX_CONF_UNSET;
     bmcf->stripe_tolerance = NGX_CONF_UNSET;
     bmcf->stripe_connect_timeout = NGX_CONF_UNSET_MSEC;
     bmcf->stripe_total_timeout = NGX_CONF_UNSET_MSEC;
@@ -462,11 +470,27 @@ ngx_http_billing_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_value(bmcf->jwt_leeway, 60);
     ngx_conf_init_value(bmcf->jwks_refresh, 600);
     ngx_conf_init_value(bmcf->jwks_cooldown, 30);
+    ngx_conf_init_value(bmcf->jwks_allow_http, 0);
 
     if (bmcf->jwt_key && bmcf->jwks_url.len) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"billing_jwt_key\" and \"billing_jwt_jwks_url\" "
                            "cannot both be set");
+        return NGX_CONF_ERROR;
+    }
+
+    /* keys fetched in plain text could be swapped by anyone on the path */
+    if (bmcf->jwks_url.len
+        && !billing_url_scheme_allowed((const char *) bmcf->jwks_url.data,
+                                       bmcf->jwks_url.len,
+                                       bmcf->jwks_allow_http))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"billing_jwt_jwks_url\" must be an https:// URL%s",
+                           bmcf->jwks_allow_http
+                           ? " or an http:// one"
+                           : " (\"billing_jwt_jwks_allow_http on\" also "
+                             "allows http://, for tests)");
         return NGX_CONF_ERROR;
     }
     ngx_conf_init_value(bmcf->stripe_tolerance, 300);

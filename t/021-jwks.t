@@ -62,6 +62,7 @@ wait_port($jwks_port, 5) or die 'jwks server did not start';
 start_nginx('jwks', qq{
     billing_database_url $ENV{TEST_NGINX_DATABASE_URL};
     billing_jwt_jwks_url http://127.0.0.1:$jwks_port/.well-known/jwks.json;
+    billing_jwt_jwks_allow_http on;
     billing_jwt_jwks_cooldown 2s;
     billing_jwt_issuer https://student-pilot.replit.app;
     billing_jwt_audience https://billing.scholarlink.app;
