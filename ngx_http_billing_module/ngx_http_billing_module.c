@@ -603,6 +603,11 @@ ngx_http_billing_postconfiguration(ngx_conf_t *cf)
         return NGX_ERROR;
     }
 
+    /* the zone compares the URL its keys came from with this one */
+    if (bmcf->jwks_zone) {
+        ngx_http_billing_jwks_zone_conf(bmcf->jwks_zone, bmcf);
+    }
+
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
 
     h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
