@@ -18,7 +18,7 @@
 
 
 /* the schema version this build needs (sql/NNN_*.sql) */
-#define NGX_HTTP_BILLING_SCHEMA_VERSION  6
+#define NGX_HTTP_BILLING_SCHEMA_VERSION  9
 
 
 /* what a location serves; also the "endpoint" label of the metrics */
@@ -89,6 +89,7 @@ typedef struct {
     ngx_msec_t                    notify_interval;
 
     ngx_msec_t                    audit_interval;
+    ngx_msec_t                    audit_budget;
 
     /* how the URL's host names are looked up (ngx_http_billing_lookup.h) */
     struct ngx_http_billing_lookup_conf_s  *lookup;

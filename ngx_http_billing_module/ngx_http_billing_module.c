@@ -242,6 +242,13 @@ static ngx_command_t  ngx_http_billing_commands[] = {
       offsetof(ngx_http_billing_main_conf_t, audit_interval),
       NULL },
 
+    { ngx_string("billing_audit_budget"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_billing_main_conf_t, audit_budget),
+      NULL },
+
     { ngx_string("billing_metrics_zone"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE2,
       ngx_http_billing_zone,
@@ -443,6 +450,7 @@ ngx_http_billing_create_main_conf(ngx_conf_t *cf)
     bmcf->connect_timeout = NGX_CONF_UNSET_MSEC;
     bmcf->query_timeout = NGX_CONF_UNSET_MSEC;
     bmcf->audit_interval = NGX_CONF_UNSET_MSEC;
+    bmcf->audit_budget = NGX_CONF_UNSET_MSEC;
     bmcf->jwt_leeway = NGX_CONF_UNSET;
     bmcf->jwks_refresh = NGX_CONF_UNSET;
     bmcf->jwks_cooldown = NGX_CONF_UNSET;
@@ -466,7 +474,25 @@ ngx_http_billing_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_uint_value(bmcf->pool_queue, 128);
     ngx_conf_init_msec_value(bmcf->connect_timeout, 5000);
     ngx_conf_init_msec_value(bmcf->query_timeout, 10000);
-    ngx_conf_init_msec_value(bmcf->audit_interval, 300000);
+    ngx_conf_init_msec_value(bmcf->audit_interval, 60000);
+
+    /*
+     * An audit run stops itself after its budget, keeping its progress, so
+     * that the pool's query timeout (the server's statement_timeout too)
+     * never cancels it: the budget must leave room for the last chunk.
+     */
+    if (bmcf->audit_budget == NGX_CONF_UNSET_MSEC) {
+        bmcf->audit_budget = ngx_min(1000, bmcf->query_timeout / 2);
+
+    } else if (bmcf->audit_budget == 0
+               || bmcf->audit_budget > bmcf->query_timeout / 2)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"billing_audit_budget\" must be positive and at "
+                           "most half the query timeout (%M ms)",
+                           bmcf->query_timeout);
+        return NGX_CONF_ERROR;
+    }
     ngx_conf_init_value(bmcf->jwt_leeway, 60);
     ngx_conf_init_value(bmcf->jwks_refresh, 600);
     ngx_conf_init_value(bmcf->jwks_cooldown, 30);

@@ -244,3 +244,18 @@ GET /health
 {"status":"ok"}
 --- no_error_log
 [emerg]
+
+
+
+=== TEST 18: an audit budget the query timeout could cut short is refused
+The audit stops itself at its budget; the pool's query timeout must never be
+what stops it.
+--- http_config
+billing_db_timeouts connect=1s query=2s;
+billing_audit_budget 1500ms;
+--- config
+location = /health { billing health; }
+--- must_die
+--- error_log
+[emerg]
+"billing_audit_budget" must be positive and at most half the query timeout (2000 ms)
