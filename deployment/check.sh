@@ -176,7 +176,8 @@ if "map $billing_user_id $billing_anonymous" not in cm:
 rule = get("PrometheusRule", "scholarlink-billing")
 alerts = {r.get("alert") for g in rule.get("spec", {}).get("groups", []) for r in g.get("rules", [])}
 for name in ("BillingHighErrorRate", "BillingHighLatencyP99", "BillingDatabaseConnectionFailures",
-             "BillingStripeWebhookFailures", "BillingReconciliationErrors"):
+             "BillingStripeWebhookFailures", "BillingReconciliationErrors",
+             "BillingInvariantCheckStale", "BillingOutboxDeadLetters"):
     if name not in alerts:
         errors.append(f"PrometheusRule lacks {name}")
 
