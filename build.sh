@@ -103,15 +103,6 @@ cmd_build_asan() {
     build_module asan "-fsanitize=address,undefined -fno-omit-frame-pointer"
 }
 
-# Test::Nginx: upstream wins when installed; our fallback runner otherwise.
-test_perl5lib() {
-    if perl -MTest::Nginx::Socket -e1 2>/dev/null; then
-        echo "$ROOT/t/lib-extra"
-    else
-        echo "$ROOT/t/lib"
-    fi
-}
-
 cmd_test() {
     cmd_deps
     cmd_build

@@ -449,7 +449,9 @@ my $raw = do { local $/; <$s> } // '';
 my $elapsed = Time::HiRes::time() - $t0;
 Test::More::like($raw, qr{^HTTP/1\.1 502 .*"code":"stripe_error"}s, 'the stalled purchase answers 502');
 Test::More::like($raw, qr/no answer within \d+ ms/, 'naming the timeout');
-Test::More::ok($elapsed >= 1.5 && $elapsed < 5.5, "within the total timeout (took ${elapsed}s)");
+# behaviour, not speed: the answer came from our timeout, before Stripe's
+# 6 s stall would have ended it
+Test::More::ok($elapsed < 6, "answered before the stalled call ended (took ${elapsed}s)");
 Test::More::is(main::purchases_of('t6'), 'failed', 'the timed-out purchase is failed');
 --- request
 GET /health
