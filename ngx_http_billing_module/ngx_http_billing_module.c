@@ -1136,7 +1136,8 @@ ngx_http_billing_zone_add(ngx_conf_t *cf, void *conf,
         return NGX_CONF_ERROR;
     }
 
-    if ((*zone)->data) {
+    /* one name for two of this module's zones: one would use the other's */
+    if ((*zone)->data || (*zone)->init) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "duplicate zone \"%V\"", name);
         return NGX_CONF_ERROR;

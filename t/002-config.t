@@ -259,3 +259,21 @@ location = /health { billing health; }
 --- error_log
 [emerg]
 "billing_audit_budget" must be positive and at most half the query timeout (2000 ms)
+
+
+
+=== TEST 19: the metrics and the JWKS keys cannot share a zone
+Each zone holds one structure; with one name the JWKS setup would take the
+metrics' memory.
+--- http_config
+billing_metrics_zone shared_zone 256k;
+billing_jwt_jwks_zone shared_zone 256k;
+billing_jwt_jwks_url https://idp.example/.well-known/jwks.json;
+billing_jwt_issuer https://student-pilot.replit.app;
+billing_jwt_audience https://billing.scholarlink.app;
+--- config
+location = /health { billing health; }
+--- must_die
+--- error_log
+[emerg]
+duplicate zone "shared_zone"
