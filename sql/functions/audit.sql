@@ -48,7 +48,9 @@ CREATE OR REPLACE FUNCTION billing._audit_ledger_writers() RETURNS text[]
 LANGUAGE sql VOLATILE SET search_path = billing, pg_temp AS $$
     SELECT coalesce(array_agg(DISTINCT l.virtualtransaction), '{}')
       FROM pg_locks l
-     WHERE l.locktype = 'relation' AND l.relation = 'billing.ledger_entries'::regclass
+     WHERE l.locktype = 'relation'
+       AND l.database = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database())
+       AND l.relation = 'billing.ledger_entries'::regclass
        AND l.mode = 'RowExclusiveLock' AND l.virtualtransaction IS NOT NULL
 $$;
 
