@@ -103,49 +103,81 @@ ok($user_token && $svc_token, 'the set-up prints a user and a service token');
 
 # ---------------------------------------------------------------- 1. the printed commands
 
-{
-    my @cmds = map { s/^  //r } grep { /^  / } split /\n/, $message;
-    my ($ok, $out, $err) = run_sh('printed', "set +eu\n" . join("\n", @cmds));
+# What the checklist's flow prints, in this order, when pasted; the items
+# marked "printed" are in the printed set-up only, not in README's shorter
+# block.
+my @Flow = (
+    [qr/\{"status":"ok"\}/, 'health', 'printed'],
+    [qr/"status":"ready"/, 'readyz', 'printed'],
+    [qr/"code":"starter"/, 'packages', 'printed'],
+    [qr/\{"purchaseId":"[0-9a-f-]{36}","packageCode":"starter","amountCents":500,.*"status":"pending".*"checkoutUrl":"http:/,
+     'the purchase, pending, with its checkout URL'],
+    [qr/^Paid \$5\.00 \(Starter\)/m, 'paid with curl on the checkout URL'],
+    [qr/checkout\.session\.completed +evt_\w+ -> 200 \{"received":true,"creditedMicros":5000000\}/,
+     'checkout.session.completed credited $5.00'],
+    [qr/payment_intent\.succeeded +evt_\w+ -> 200 \{"received":true\}/, 'then payment_intent.succeeded'],
+    [qr/"balanceMicros":5000000,/, 'the balance is $5.00'],
+    [qr/"entries":\[\{"id":"\d+","type":"purchase","amountMicros":5000000,/, 'the ledger shows the purchase'],
+    [qr/"status":"paid"/, 'the purchase is paid', 'printed'],
+    [qr/"chargedMicros":7500,"balanceMicros":4992500,"replayed":false/, 'the usage is reconciled'],
+    [qr/Idempotent-Replayed: true/i, 'the same call again is a replay'],
+    [qr/"chargedMicros":7500,"balanceMicros":4992500,"replayed":true/, 'with the first answer'],
+    [qr/"balanceMicros":4992500,/, 'charged once', 'printed'],
+    [qr/Refunded \$1\.00 of \$5\.00/, 'refunded $1.00 with ./build.sh refund'],
+    [qr/charge\.refunded +evt_\w+ -> 200 \{"received":true\}/, 'charge.refunded accepted'],
+    [qr/"balanceMicros":3992500,/, '1,000,000 micros debited'],
+    [qr/Notifications received/, 'the receiver shows what it received'],
+    [qr/^POST \/api\/purchases: \{"purchaseId"/m, './build.sh fund creates a purchase through the API'],
+    [qr/^Paid \$5\.00 \(Starter\)/m, 'and pays it on the stand-in'],
+    [qr/creditedMicros":5000000/, 'which credits it'],
+);
+
+# runs the commands as pasted into bash, in the checkout, and looks for the
+# flow's answers in order; then the user's balance after it all
+sub flow_ok {
+    my ($what, $user, $cmds, $printed) = @_;
+    (my $name = $what) =~ s/\W+/-/g;
+    # a command that builds, starts or tests would run inside this test
+    if ($cmds =~ /build\.sh (?:run|test|stop|build)/) {
+        fail("$what: only the flow's commands");
+        return;
+    }
+    my ($ok, $out, $err) = run_sh($name, "set +eu\n$cmds");
     note($out);
-    my $printed_user = $ENV{BILLING_DEV_USER};
-    my @want = (
-        [qr/\{"status":"ok"\}/, 'health'],
-        [qr/"status":"ready"/, 'readyz'],
-        [qr/"code":"starter"/, 'packages'],
-        [qr/\{"purchaseId":"[0-9a-f-]{36}","packageCode":"starter","amountCents":500,.*"status":"pending".*"checkoutUrl":"http:/,
-         'the purchase, pending, with its checkout URL'],
-        [qr/^Paid \$5\.00 \(Starter\)/m, 'paid with curl on the checkout URL'],
-        [qr/checkout\.session\.completed +evt_\w+ -> 200 \{"received":true,"creditedMicros":5000000\}/,
-         'checkout.session.completed credited $5.00'],
-        [qr/payment_intent\.succeeded +evt_\w+ -> 200 \{"received":true\}/, 'then payment_intent.succeeded'],
-        [qr/"balanceMicros":5000000,/, 'the balance is $5.00'],
-        [qr/"entries":\[\{"id":"\d+","type":"purchase","amountMicros":5000000,/, 'the ledger shows the purchase'],
-        [qr/"status":"paid"/, 'the purchase is paid'],
-        [qr/"chargedMicros":7500,"balanceMicros":4992500,"replayed":false/, 'the usage is reconciled'],
-        [qr/Idempotent-Replayed: true/i, 'the same call again is a replay'],
-        [qr/"chargedMicros":7500,"balanceMicros":4992500,"replayed":true/, 'with the first answer'],
-        [qr/"balanceMicros":4992500,/, 'charged once'],
-        [qr/Refunded \$1\.00 of \$5\.00/, 'refunded $1.00 with ./build.sh refund'],
-        [qr/charge\.refunded +evt_\w+ -> 200 \{"received":true\}/, 'charge.refunded accepted'],
-        [qr/"balanceMicros":3992500,/, '1,000,000 micros debited'],
-        [qr/Notifications received/, 'the receiver shows what it received'],
-        [qr/^POST \/api\/purchases: \{"purchaseId"/m, './build.sh fund creates a purchase through the API'],
-        [qr/^Paid \$5\.00 \(Starter\)/m, 'and pays it on the stand-in'],
-        [qr/creditedMicros":5000000/, 'which credits it'],
-    );
     my $rest = $out;
-    for my $w (@want) {
+    for my $w (grep { $printed || !$_->[2] } @Flow) {
         my ($re, $name) = @$w;
         if ($rest =~ $re) {
-            pass("printed commands: $name");
+            pass("$what: $name");
             $rest = substr($rest, $+[0]);
         } else {
-            fail("printed commands: $name");
+            fail("$what: $name");
             diag("not found in order: $re\nstderr: $err");
         }
     }
-    my ($s, undef, $b) = http_request($port{api}, user_get($user_token, '/api/balance'));
-    like($b, qr/"balanceMicros":8992500,/, 'the printed user has $5.00 - 7500 micros - $1.00 + $5.00');
+    my (undef, undef, $b) = http_request($port{api}, user_get(
+        mint_token(sub => $user, _key_file => "$dir/jwt-private.pem"), '/api/balance'));
+    like($b, qr/"balanceMicros":8992500,/, "$what: the user has \$5.00 - 7500 micros - \$1.00 + \$5.00");
+}
+
+flow_ok('the printed commands', $ENV{BILLING_DEV_USER},
+        join("\n", map { s/^  //r } grep { /^  / } split /\n/, $message), 1);
+
+# README's block, with this test's ports and a user of its own
+{
+    my $readme = slurp("$root/README.md");
+    # the ```sh block with the flow; never one that builds, runs or tests
+    my ($block) = grep { /^# Credit Purchase Test/m && !/build\.sh (?:run|test|stop|build)/ }
+                  $readme =~ /^```sh\n(.*?)^```$/msg;
+    ok($block, "README shows the flow");
+    my $u = "devflow-readme-$tag";
+    my $tok = mint_token(sub => $u, _key_file => "$dir/jwt-private.pem");
+    $block //= '';
+    $block =~ s/^export USER_TOKEN=.*$/export USER_TOKEN=$tok SERVICE_TOKEN=$svc_token/m;
+    $block =~ s/127\.0\.0\.1:8080/127.0.0.1:$port{api}/g;
+    $block =~ s/127\.0\.0\.1:8082/127.0.0.1:$port{notify}/g;
+    $block =~ s/test-user-id/$u/g;
+    flow_ok("README's commands", $u, $block, 0);
 }
 
 # ---------------------------------------------------------------- 2. through the page
