@@ -136,7 +136,8 @@ run_standin() {
         kill -0 "$(cat "$pid_file")" 2>/dev/null || break
         sleep 0.1
     done
-    die "the Stripe stand-in did not start: $(tail -n 3 "$RUN_DIR/stripe-standin.log")"
+    die "the Stripe stand-in did not start: $(tail -n 3 "$RUN_DIR/stripe-standin.log")
+(BILLING_STRIPE_STANDIN_PORT and BILLING_NOTIFY_PORT choose other ports)"
 }
 
 run_standin_stop() {
