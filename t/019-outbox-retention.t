@@ -12,7 +12,7 @@
 #     re-drive delivers it, and the delivery rounds prune.
 use strict;
 use warnings;
-use lib 't/lib';
+use lib 't/lib', 'dev/lib';
 use Test::More;
 use Time::HiRes qw(sleep time);
 use BillingTest;

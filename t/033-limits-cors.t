@@ -35,8 +35,9 @@ sub shipped_limits {
     open my $fh, '<', "$root/$file" or die "$file: $!";
     my $conf = do { local $/; <$fh> };
     # the development template: what conf/run.sh puts in its placeholders
-    $conf =~ s/\@BILLING_RATE_LIMIT_PER_MINUTE\@/100/g;
+    $conf =~ s/\@BILLING_\w+_PER_MINUTE\@/100/g;
     $conf =~ s/\@USER_LIMIT\@/limit_req zone=billing_user burst=20 nodelay;/g;
+    $conf =~ s/\@SERVICE_LIMIT\@/limit_req zone=billing_service burst=200 nodelay;/g;
     my @zones = $conf =~ /^\s*(limit_req_zone\s[^;]*;)/mg;
     my @maps = $conf =~ /^\s*(map\s+\$billing_user_id\s.*?\})/msg;
     my ($loc) = $conf =~ /location\s*=\s*\/api\/balance\s*\{(.*?)\}/s
