@@ -50,7 +50,7 @@ fi
 # --- manifest structure and cross references ----------------------------------
 if need python3 "manifest structure" && python3 -c 'import yaml' 2>/dev/null; then
     check "manifests: kinds, names, namespace, cross references" python3 - "$BIL" <<'PY'
-import glob, os, sys, yaml
+import glob, os, re, sys, yaml
 d = sys.argv[1]
 docs = {}
 errors = []
@@ -163,10 +163,21 @@ if "/opt/billing/sql/migrate.sh" not in " ".join(jc.get("command", [])):
 if jc.get("image") != c.get("image"):
     errors.append("migration Job image differs from the Deployment's")
 
+# every API location of the public server is rate-limited without a token
+# too (empty $billing_user_id is skipped by limit_req): billing_anonymous
+cm = get("ConfigMap", "scholarlink-billing-nginx").get("data", {}).get("nginx.conf", "")
+for loc, body in re.findall(r"location\s+([^{]*?)\s*\{([^{}]*)\}", cm):
+    m = re.search(r"\bbilling\s+(packages|balance|ledger|purchases|reconcile|holds)\s*;", body)
+    if m and "limit_req zone=billing_anonymous" not in body:
+        errors.append(f"ConfigMap: location {loc} (billing {m.group(1)}) has no limit_req zone=billing_anonymous")
+if "map $billing_user_id $billing_anonymous" not in cm:
+    errors.append("ConfigMap: no map from $billing_user_id to $billing_anonymous")
+
 rule = get("PrometheusRule", "scholarlink-billing")
 alerts = {r.get("alert") for g in rule.get("spec", {}).get("groups", []) for r in g.get("rules", [])}
 for name in ("BillingHighErrorRate", "BillingHighLatencyP99", "BillingDatabaseConnectionFailures",
-             "BillingStripeWebhookFailures", "BillingReconciliationErrors"):
+             "BillingStripeWebhookFailures", "BillingReconciliationErrors",
+             "BillingInvariantCheckStale", "BillingOutboxDeadLetters"):
     if name not in alerts:
         errors.append(f"PrometheusRule lacks {name}")
 

@@ -18,7 +18,7 @@
 
 
 /* the schema version this build needs (sql/NNN_*.sql) */
-#define NGX_HTTP_BILLING_SCHEMA_VERSION  6
+#define NGX_HTTP_BILLING_SCHEMA_VERSION  10
 
 
 /* what a location serves; also the "endpoint" label of the metrics */
@@ -65,6 +65,7 @@ typedef struct {
     /* JWT: a PEM key, or a JWKS URL with keys shared in a zone */
     EVP_PKEY                     *jwt_key;
     ngx_str_t                     jwks_url;
+    ngx_flag_t                    jwks_allow_http;   /* tests only */
     ngx_shm_zone_t               *jwks_zone;
     time_t                        jwks_refresh;
     time_t                        jwks_cooldown;
@@ -88,6 +89,7 @@ typedef struct {
     ngx_msec_t                    notify_interval;
 
     ngx_msec_t                    audit_interval;
+    ngx_msec_t                    audit_budget;
 
     /* how the URL's host names are looked up (ngx_http_billing_lookup.h) */
     struct ngx_http_billing_lookup_conf_s  *lookup;

@@ -235,7 +235,7 @@ ngx_http_billing_authenticate(ngx_http_request_t *r)
                 sizeof(cached->sub));
     ngx_cpystrn((u_char *) cached->scope, (u_char *) claims.scope,
                 sizeof(cached->scope));
-    cached->expires = ngx_min(claims.exp + bmcf->jwt_leeway,
+    cached->expires = ngx_min(claims.valid_until,
                               now + NGX_HTTP_BILLING_TOKEN_TTL);
 
     return ngx_http_billing_authenticated(r, ctx, claims.sub, claims.scope);

@@ -548,12 +548,31 @@ ngx_http_billing_metrics_render(ngx_pool_t *pool, size_t *len)
                          (uint64_t)
                          m->shared[NGX_HTTP_BILLING_S_OUTBOX_BACKLOG]);
 
+    ngx_http_billing_render_header(&o, "billing_outbox_dead_letters", "gauge",
+                                   "Notifications that kept failing and are "
+                                   "no longer retried.");
+    ngx_http_billing_out(&o, "billing_outbox_dead_letters %uL\n",
+                         (uint64_t)
+                         m->shared[NGX_HTTP_BILLING_S_OUTBOX_DEAD_LETTERS]);
+
     ngx_http_billing_render_header(&o, "billing_invariant_violations", "gauge",
                                    "Ledger invariant violations found by the "
-                                   "last check.");
+                                   "audit and not yet cleared by a full pass.");
     ngx_http_billing_out(&o, "billing_invariant_violations %uL\n",
                          (uint64_t)
                          m->shared[NGX_HTTP_BILLING_S_INVARIANT_VIOLATIONS]);
+
+    ngx_http_billing_render_header(&o,
+                        "billing_invariant_check_last_success_timestamp_seconds",
+                        "gauge",
+                        "When a run of the ledger audit last completed, "
+                        "anywhere in the cluster (Unix time; 0: not known "
+                        "yet).");
+    ngx_http_billing_out(&o,
+                     "billing_invariant_check_last_success_timestamp_seconds "
+                     "%uL\n",
+                     (uint64_t)
+                     m->shared[NGX_HTTP_BILLING_S_INVARIANT_CHECK_SUCCESS]);
 
     b->last = o.pos;
     b->last_buf = 1;

@@ -81,6 +81,8 @@ typedef enum {
 typedef enum {
     NGX_HTTP_BILLING_S_OUTBOX_BACKLOG = 0,
     NGX_HTTP_BILLING_S_INVARIANT_VIOLATIONS,
+    NGX_HTTP_BILLING_S_INVARIANT_CHECK_SUCCESS,     /* Unix time */
+    NGX_HTTP_BILLING_S_OUTBOX_DEAD_LETTERS,
     NGX_HTTP_BILLING_S_COUNT
 } ngx_http_billing_shared_gauge_e;
 

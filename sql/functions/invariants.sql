@@ -1,30 +1,14 @@
--- invariants.sql — billing.invariant_violations(): docs/spec.md §3 as a query.
--- Empty result = healthy. Used by tests and by the billing_invariant_violations
--- gauge / alerts (billing_app may execute it: the module's audit calls it).
+-- invariants.sql — billing.invariant_violations(): docs/spec.md §3 as a query
+-- over the whole ledger. Empty result = healthy. Used by tests, by the full
+-- pass of the audit (billing.audit_full(), audit.sql) and by module versions
+-- older than the incremental audit, whose periodic check calls it (so
+-- billing_app may still execute it).
 
 CREATE OR REPLACE FUNCTION billing.invariant_violations()
 RETURNS TABLE (invariant int, user_id text, detail text)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = billing, pg_temp AS $$
-    -- (1) append-only: triggers present and enabled, and no UPDATE/DELETE/TRUNCATE
-    --     for the role the server's sessions run as. The module's sessions
-    --     SET ROLE billing_app when they open, so that is billing_app; asked
-    --     from a session of the module itself (the periodic audit), it is the
-    --     role that session really runs as: its login when it did not SET ROLE
-    --     (an older module), which may own the schema.
-    SELECT 1, NULL::text, 'missing or disabled append-only trigger ' || t.name
-      FROM (VALUES ('ledger_entries_no_update_delete'), ('ledger_entries_no_truncate')) AS t(name)
-     WHERE NOT EXISTS (SELECT 1 FROM pg_trigger g
-                        WHERE g.tgrelid = 'billing.ledger_entries'::regclass
-                          AND g.tgname = t.name AND g.tgenabled <> 'D')
-    UNION ALL
-    SELECT 1, NULL, r.name || ' has ' || p.priv || ' on billing.ledger_entries'
-      FROM (SELECT CASE WHEN current_setting('application_name') = 'ngx_billing'
-                        THEN coalesce(nullif(current_setting('role'), 'none'),
-                                      session_user::text)
-                        ELSE 'billing_app' END AS name) AS r,
-           (VALUES ('UPDATE'), ('DELETE'), ('TRUNCATE')) AS p(priv)
-     WHERE EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r.name)
-       AND has_table_privilege(r.name, 'billing.ledger_entries', p.priv)
+    -- (1) append-only (_append_only.sql)
+    SELECT * FROM _append_only_violations()
     UNION ALL
     -- (2) balance = sum(ledger amounts)
     SELECT 2, a.user_id,
