@@ -100,8 +100,11 @@ cmd_build() {
     log "built $BUILD_DIR/$MODULE_NAME.so"
 }
 
+# Undefined behaviour stops the process: nginx clears its workers'
+# environment before UBSan reads UBSAN_OPTIONS, so a report that only
+# printed would go to error.log unseen; a dead worker fails the test.
 cmd_build_asan() {
-    build_module asan "-fsanitize=address,undefined -fno-omit-frame-pointer"
+    build_module asan "-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
 }
 
 cmd_test() {
