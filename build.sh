@@ -66,6 +66,7 @@ build_module() {
     fi
 
     if [ ! -f "$stamp" ] || [ "$ROOT/config" -nt "$stamp" ] \
+        || [ "$ROOT/build.sh" -nt "$stamp" ] \
         || [ -n "$(find "$ROOT/$MODULE_NAME" -newer "$stamp" -name '*.h' -print -quit)" ]
     then
         log "configuring ($flavour)"
