@@ -520,3 +520,23 @@ GET /api/models
 Content-Type: application/json
 --- response_body_like chomp
 ^\{"models":\[.*\{"model":"gpt-4o","inputMicrosPerMTok":2500000,"outputMicrosPerMTok":10000000,"effectiveFrom":"2024-01-01T00:00:00\.000000Z"\},\{"model":"gpt-4o-mini","inputMicrosPerMTok":150000,"outputMicrosPerMTok":600000,"effectiveFrom":"2024-01-01T00:00:00\.000000Z"\}.*\]\}$
+
+
+
+=== TEST 23: the shipped exposure: an allow-list in front of admin answers 403 problem+json, whatever the token
+The production config lets /api/admin/ answer loopback only
+(deployment/billing/configmap.yaml); here no address is allowed.
+--- http_config eval: $::HttpConfig
+--- config
+error_page 403 404 405 @billing_error;
+location @billing_error { billing error; }
+location = /api/admin/adjustments { allow 192.0.2.1; deny all; billing admin_adjustments; }
+--- more_headers eval: $::Admin
+--- request eval: main::adj('t23')
+--- error_code: 403
+--- response_headers
+Content-Type: application/problem+json
+--- response_body_like chomp
+"status":403,"detail":"access denied","code":"forbidden"\}$
+--- after_requests
+main::ledger('t23', 0, 0);
