@@ -30,7 +30,6 @@
 
 #include "billing_json.h"
 #include "billing_path.h"
-#include "billing_util.h"
 
 
 /* room for a validator's message (never client data) */
