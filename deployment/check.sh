@@ -245,7 +245,7 @@ if need "$NGINX" "nginx -t" && need openssl "nginx -t"; then
         # shellcheck disable=SC2016  # literal nginx variables
         sed -E -e '/^[[:space:]]*load_module /d' \
                -e '/^[[:space:]]*billing_[a-z_]+ /d' \
-               -e 's/^([[:space:]]*)billing [a-z]+;/\1return 200;/' \
+               -e 's/^([[:space:]]*)billing [a-z_]+;/\1return 200;/' \
                -e 's/\$billing_user_id/$remote_addr/g' \
                -e "s#/tmp/#$TMP/nginx/#" \
                -e "s#/etc/nginx/tls/#$TMP/nginx/#" \

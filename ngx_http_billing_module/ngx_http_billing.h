@@ -18,7 +18,7 @@
 
 
 /* the schema version this build needs (sql/NNN_*.sql) */
-#define NGX_HTTP_BILLING_SCHEMA_VERSION  10
+#define NGX_HTTP_BILLING_SCHEMA_VERSION  11
 
 
 /* what a location serves; also the "endpoint" label of the metrics */
@@ -34,6 +34,12 @@ typedef enum {
     NGX_HTTP_BILLING_EP_HOLDS,
     NGX_HTTP_BILLING_EP_PURCHASES,
     NGX_HTTP_BILLING_EP_WEBHOOK,
+    NGX_HTTP_BILLING_EP_MODELS,
+    NGX_HTTP_BILLING_EP_USAGE_SUMMARY,
+    NGX_HTTP_BILLING_EP_ADMIN_ADJUSTMENTS,
+    NGX_HTTP_BILLING_EP_ADMIN_USAGE,
+    NGX_HTTP_BILLING_EP_ADMIN_USERS,
+    NGX_HTTP_BILLING_EP_ADMIN_MODELS,
     NGX_HTTP_BILLING_EP_ERROR,          /* problem+json for error_page */
     NGX_HTTP_BILLING_EP_COUNT
 } ngx_http_billing_endpoint_e;

@@ -9,6 +9,7 @@
 #include <ngx_http.h>
 
 #include "ngx_http_billing.h"
+#include "ngx_http_billing_admin.h"
 #include "ngx_http_billing_api.h"
 #include "ngx_http_billing_audit.h"
 #include "ngx_http_billing_auth.h"
@@ -93,14 +94,23 @@ static ngx_http_billing_zone_t  ngx_http_billing_jwks_zone = {
 
 #define NGX_HTTP_BILLING_GET     NGX_HTTP_GET|NGX_HTTP_HEAD, "GET, HEAD"
 #define NGX_HTTP_BILLING_POST    NGX_HTTP_POST, "POST"
+#define NGX_HTTP_BILLING_PUT     NGX_HTTP_PUT, "PUT"
 #define NGX_HTTP_BILLING_DELETE  NGX_HTTP_DELETE, "DELETE"
+#define NGX_HTTP_BILLING_GET_POST                                             \
+    NGX_HTTP_GET|NGX_HTTP_HEAD|NGX_HTTP_POST, "GET, HEAD, POST"
 #define NGX_HTTP_BILLING_ANY     (ngx_uint_t) -1, NULL
 
 #define NGX_HTTP_BILLING_PUBLIC  0, NULL
 #define NGX_HTTP_BILLING_TOKEN   1, NULL
 #define NGX_HTTP_BILLING_USAGE   1, "billing:usage"
+#define NGX_HTTP_BILLING_ADMIN   1, "billing:admin"
 
 #define NGX_HTTP_BILLING_NO_ITEMS  { 0, NULL, 0, NULL, NULL }
+
+/* the collection of an endpoint that has only items: nothing there */
+#define NGX_HTTP_BILLING_NOTHING                                              \
+    { NGX_HTTP_BILLING_ANY, NGX_HTTP_BILLING_PUBLIC,                          \
+      ngx_http_billing_not_found_handler }
 
 
 /*
@@ -130,6 +140,11 @@ static ngx_http_billing_endpoint_t  ngx_http_billing_endpoints[] = {
         ngx_http_billing_packages_handler },
       NGX_HTTP_BILLING_NO_ITEMS },
 
+    { ngx_string("models"), NGX_HTTP_BILLING_EP_MODELS,
+      { NGX_HTTP_BILLING_GET, NGX_HTTP_BILLING_PUBLIC,
+        ngx_http_billing_models_handler },
+      NGX_HTTP_BILLING_NO_ITEMS },
+
     { ngx_string("balance"), NGX_HTTP_BILLING_EP_BALANCE,
       { NGX_HTTP_BILLING_GET, NGX_HTTP_BILLING_TOKEN,
         ngx_http_billing_balance_handler },
@@ -138,6 +153,11 @@ static ngx_http_billing_endpoint_t  ngx_http_billing_endpoints[] = {
     { ngx_string("ledger"), NGX_HTTP_BILLING_EP_LEDGER,
       { NGX_HTTP_BILLING_GET, NGX_HTTP_BILLING_TOKEN,
         ngx_http_billing_ledger_handler },
+      NGX_HTTP_BILLING_NO_ITEMS },
+
+    { ngx_string("usage_summary"), NGX_HTTP_BILLING_EP_USAGE_SUMMARY,
+      { NGX_HTTP_BILLING_GET, NGX_HTTP_BILLING_TOKEN,
+        ngx_http_billing_usage_summary_handler },
       NGX_HTTP_BILLING_NO_ITEMS },
 
     { ngx_string("reconcile"), NGX_HTTP_BILLING_EP_RECONCILE,
@@ -152,7 +172,7 @@ static ngx_http_billing_endpoint_t  ngx_http_billing_endpoints[] = {
         ngx_http_billing_hold_release_handler } },
 
     { ngx_string("purchases"), NGX_HTTP_BILLING_EP_PURCHASES,
-      { NGX_HTTP_BILLING_POST, NGX_HTTP_BILLING_TOKEN,
+      { NGX_HTTP_BILLING_GET_POST, NGX_HTTP_BILLING_TOKEN,
         ngx_http_billing_purchase_handler },
       { NGX_HTTP_BILLING_GET, NGX_HTTP_BILLING_TOKEN,
         ngx_http_billing_purchase_get_handler } },
@@ -161,6 +181,27 @@ static ngx_http_billing_endpoint_t  ngx_http_billing_endpoints[] = {
       { NGX_HTTP_BILLING_POST, NGX_HTTP_BILLING_PUBLIC,
         ngx_http_billing_webhook_handler },
       NGX_HTTP_BILLING_NO_ITEMS },
+
+    /* administration, docs/spec.md §4.7 */
+    { ngx_string("admin_adjustments"), NGX_HTTP_BILLING_EP_ADMIN_ADJUSTMENTS,
+      { NGX_HTTP_BILLING_POST, NGX_HTTP_BILLING_ADMIN,
+        ngx_http_billing_adjustment_handler },
+      NGX_HTTP_BILLING_NO_ITEMS },
+
+    { ngx_string("admin_usage"), NGX_HTTP_BILLING_EP_ADMIN_USAGE,
+      NGX_HTTP_BILLING_NOTHING,
+      { NGX_HTTP_BILLING_POST, NGX_HTTP_BILLING_ADMIN,
+        ngx_http_billing_reversal_handler } },
+
+    { ngx_string("admin_users"), NGX_HTTP_BILLING_EP_ADMIN_USERS,
+      NGX_HTTP_BILLING_NOTHING,
+      { NGX_HTTP_BILLING_GET, NGX_HTTP_BILLING_ADMIN,
+        ngx_http_billing_user_view_handler } },
+
+    { ngx_string("admin_models"), NGX_HTTP_BILLING_EP_ADMIN_MODELS,
+      NGX_HTTP_BILLING_NOTHING,
+      { NGX_HTTP_BILLING_PUT, NGX_HTTP_BILLING_ADMIN,
+        ngx_http_billing_price_handler } },
 
     /* problem+json for the answers nginx gives itself (error_page) */
     { ngx_string("error"), NGX_HTTP_BILLING_EP_ERROR,

@@ -126,6 +126,15 @@ BEGIN
                              v_charge, v_avail), NULL);
         END IF;
 
+        -- docs/spec.md §3.5: no usage at all while the balance is not positive
+        -- (no account yet, or a debt a refund or a dispute left), not even a
+        -- free one; a charge is refused above already (available <= balance).
+        IF coalesce(v_bal, 0) <= 0 THEN
+            RETURN _r(402, 'insufficient_credits',
+                      format('The balance is %s micros; usage needs a positive balance',
+                             coalesce(v_bal, 0)), NULL);
+        END IF;
+
         EXIT WHEN v_account;
         INSERT INTO accounts (user_id) VALUES (p_user) ON CONFLICT (user_id) DO NOTHING;
     END LOOP;

@@ -646,7 +646,8 @@ END {
 #   unique_id($prefix)            -> "$prefix-<time>-<pid>-<n>", unique per run
 #   billing_http_conf(port => P, pool => 'min=2 max=10', webhook => 0|1,
 #                     timeouts => 'connect=2s query=8s', extra => '')
-#                                 -> http-level config with every endpoint
+#                                 -> http-level config with the usage, user
+#                                    and admin write endpoints
 #   start_billing_nginx($name, %opts) -> ($prefix, $webhook_enabled): as
 #       start_nginx with billing_http_conf(%opts); with webhook => 1 it
 #       falls back to a config without `billing webhook;` when this build
@@ -664,6 +665,8 @@ END {
 #   payment_event(%o)             -> Stripe event JSON text (type, id,
 #                                    purchase, pi, session) for the 3 paying types
 #   refund_event(%o)              -> charge.refunded JSON (id, pi, amount, refunded)
+#   dispute_event(%o)             -> charge.dispute.created / .closed JSON (id,
+#                                    type, dispute, pi, amount, status)
 #   parallel_requests_multi(\@reqs, $concurrency, $timeout): like
 #       parallel_requests, but every request names its own `port`
 #   parse_metrics($text)          -> { 'name{labels}' => value }
@@ -676,7 +679,7 @@ push @EXPORT, qw(
     unique_id billing_http_conf start_billing_nginx wait_http_status json_decode
     reconcile_req hold_req hold_release_req user_get
     webhook_req http_webhook_works stripe_event_sql purchase_insert fund_purchase
-    payment_event refund_event
+    payment_event refund_event dispute_event
     parallel_requests_multi parse_metrics promtool_check instance_pg_ports pg_port
 );
 
@@ -713,6 +716,8 @@ $wh_main$extra
         location = /api/ledger { billing ledger; }
         location = /api/usage/reconcile { billing reconcile; }
         location /api/usage/holds { billing holds; }
+        location = /api/admin/adjustments { billing admin_adjustments; }
+        location /api/admin/usage { billing admin_usage; }
 $wh_loc    }
 CONF
 }
@@ -835,6 +840,16 @@ sub refund_event {
                                                   object => 'charge', payment_intent => $o{pi},
                                                   amount => $o{amount} + 0,
                                                   amount_refunded => $o{refunded} + 0 } } });
+}
+
+sub dispute_event {
+    my %o = @_;
+    return $JsonC->encode({ id => $o{id} // unique_id('evt_dp'), object => 'event',
+                            type => $o{type} // 'charge.dispute.created',
+                            data => { object => { id => $o{dispute}, object => 'dispute',
+                                                  amount => $o{amount} + 0, charge => "ch_$o{pi}",
+                                                  payment_intent => $o{pi}, currency => 'usd',
+                                                  status => $o{status} // 'needs_response' } } });
 }
 
 sub fund_purchase {
