@@ -36,6 +36,7 @@
 #include "ngx_http_billing_pg.h"
 
 #include "billing_stripe.h"
+#include "billing_util.h"
 
 
 #define NGX_HTTP_BILLING_OUTBOX_BATCH  10
@@ -319,6 +320,9 @@ ngx_http_billing_outbox_claimed(ngx_http_billing_pg_op_t *op)
         if (d->id == NULL || d->event_id == NULL || d->payload == NULL) {
             break;
         }
+
+        /* the answers' style (docs/api.md "Answers"), before it is signed */
+        d->len = billing_json_compact((char *) d->payload, d->len);
 
         n++;
     }
