@@ -226,19 +226,46 @@ PY
             -keyout "$TMP/nginx/tls.key" -out "$TMP/nginx/tls.crt" >/dev/null 2>&1
 }
 
+# An nginx configuration without the module: its directives removed, its
+# content handlers replaced by "return 200" (stdin to stdout).
+stub_module() {
+    # shellcheck disable=SC2016  # literal nginx variables
+    sed -E -e '/^[[:space:]]*load_module /d' \
+           -e '/^[[:space:]]*billing_[a-z_]+ /d' \
+           -e 's/(^|[{;[:space:]])billing [a-z]+;/\1return 200;/g' \
+           -e 's/\$billing_user_id/$remote_addr/g'
+}
+
+free_tcp_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# serve_openapi PREFIX CONF PIDFILE URL: nginx started with CONF as one
+# process, asked for URL, stopped. Passes when the answer is
+# docs/openapi.yaml byte for byte, as application/yaml.
+serve_openapi() {
+    local prefix=$1 conf=$2 pidfile=$3 url=$4 got="" pid
+    "$NGINX" -q -e stderr -p "$prefix/" -c "$conf" -g 'master_process off;' || return 1
+    got=$(curl -sk --max-time 10 -o "$prefix/openapi.yaml.got" -w '%{http_code} %{content_type}' "$url")
+    if pid=$(cat "$pidfile" 2>/dev/null) && kill -QUIT "$pid"; then
+        for _ in $(seq 1 100); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.05
+        done
+    fi
+    echo "GET $url: $got"
+    [ "$got" = "200 application/yaml" ] || return 1
+    cmp "$prefix/openapi.yaml.got" "$ROOT/docs/openapi.yaml"
+}
+
 if need "$NGINX" "nginx -t" && need openssl "nginx -t"; then
     if extract_nginx_conf >"$TMP/out" 2>&1; then
         # (a) Structure without the module: billing directives removed,
         #     content handlers replaced by "return 200". Checks TLS, headers,
         #     log format, listeners, paths on every machine.
-        # shellcheck disable=SC2016  # literal nginx variables
-        sed -E -e '/^[[:space:]]*load_module /d' \
-               -e '/^[[:space:]]*billing_[a-z_]+ /d' \
-               -e 's/^([[:space:]]*)billing [a-z]+;/\1return 200;/' \
-               -e 's/\$billing_user_id/$remote_addr/g' \
-               -e "s#/tmp/#$TMP/nginx/#" \
+        sed -E -e "s#/tmp/#$TMP/nginx/#" \
                -e "s#/etc/nginx/tls/#$TMP/nginx/#" \
-               "$TMP/nginx/nginx.conf.orig" >"$TMP/nginx/stub.conf"
+               "$TMP/nginx/nginx.conf.orig" | stub_module >"$TMP/nginx/stub.conf"
         check "nginx -t (configmap nginx.conf, module directives stubbed)" \
             "$NGINX" -t -q -e stderr -p "$TMP/nginx/" -c "$TMP/nginx/stub.conf"
 
@@ -266,9 +293,37 @@ if need "$NGINX" "nginx -t" && need openssl "nginx -t"; then
                 WEBHOOK_SHARED_SECRET=dummy-shared-secret \
                 "$NGINX" -t -q -e stderr -p "$TMP/nginx/" -c "$TMP/nginx/prod.conf"
         fi
+
+        # (c) GET /api/openapi.yaml as the ConfigMap serves it (the image
+        #     carries the file at the alias' path: Dockerfile check below).
+        if need curl "configmap serves /api/openapi.yaml"; then
+            api_port=$(free_tcp_port)
+            sed -E -e "s#^([[:space:]]*listen) 8080 #\1 127.0.0.1:$(free_tcp_port) #" \
+                   -e "s#^([[:space:]]*listen) 8443 #\1 127.0.0.1:$api_port #" \
+                   -e "s#alias /opt/billing/openapi.yaml;#alias $ROOT/docs/openapi.yaml;#" \
+                   "$TMP/nginx/stub.conf" >"$TMP/nginx/serve.conf"
+            check "configmap nginx.conf serves docs/openapi.yaml at /api/openapi.yaml" \
+                serve_openapi "$TMP/nginx" "$TMP/nginx/serve.conf" "$TMP/nginx/nginx.pid" \
+                "https://127.0.0.1:$api_port/api/openapi.yaml"
+        fi
     else
         fail "extract nginx.conf from configmap.yaml"
     fi
+fi
+
+# (d) The same for conf/billing.dev.conf.in, rendered as conf/run.sh does,
+#     with .run/ in a copy of the checkout's layout.
+if need "$NGINX" "dev config serves /api/openapi.yaml" && need curl "dev config serves /api/openapi.yaml"; then
+    dev="$TMP/dev"
+    mkdir -p "$dev/.run/tmp"
+    ln -s "$ROOT/docs" "$dev/docs"
+    dev_port=$(free_tcp_port)
+    sed -e "s|@RUN_DIR@|$dev/.run|g" -e "s|@BILLING_PORT@|$dev_port|g" \
+        -e "s|@BILLING_RATE_LIMIT_PER_MINUTE@|100|" -e "s|@USER_LIMIT@||" \
+        "$ROOT/conf/billing.dev.conf.in" | stub_module >"$dev/.run/nginx.conf"
+    check "conf/billing.dev.conf.in serves docs/openapi.yaml at /api/openapi.yaml" \
+        serve_openapi "$dev/.run" "$dev/.run/nginx.conf" "$dev/.run/nginx.pid" \
+        "http://127.0.0.1:$dev_port/api/openapi.yaml"
 fi
 
 # --- deploy.sh behaviour with a fake kubectl -------------------------------------
@@ -276,13 +331,14 @@ check "deploy.sh canary progression / abort / rollback (deployment/test-deploy.s
     bash "$DEP/test-deploy.sh"
 
 # --- Dockerfile essentials ---------------------------------------------------------
-check "Dockerfile: bookworm-slim stages, non-root, module + sql installed" sh -c "
+check "Dockerfile: bookworm-slim stages, non-root, module + sql + openapi.yaml installed" sh -c "
     f='$ROOT/Dockerfile'
     grep -q '^FROM debian:bookworm-slim AS build' \"\$f\" &&
     grep -q '^FROM debian:bookworm-slim AS runtime' \"\$f\" &&
     grep -q '^USER 10001' \"\$f\" &&
     grep -q 'ngx_http_billing_module.so /usr/lib/nginx/modules/' \"\$f\" &&
     grep -q '/opt/billing/sql' \"\$f\" &&
+    grep -q '^COPY docs/openapi.yaml /opt/billing/openapi.yaml' \"\$f\" &&
     grep -q '^EXPOSE 8080 8443' \"\$f\"
 "
 
