@@ -196,6 +196,81 @@ PY
     fi
 fi
 
+# --- Grafana dashboard --------------------------------------------------------
+# The ConfigMap the Grafana sidecar reads: its JSON, its panels, and every
+# PromQL expression, parsed by promtool as the expression of a recording
+# rule (Grafana's variables replaced by values first). Metric names are
+# checked against the ones the module exports (ngx_http_billing_metrics.c)
+# and the PrometheusRule records, which promtool cannot know.
+if need promtool "promtool check (grafana-dashboard.yaml)" && python3 -c 'import yaml' 2>/dev/null; then
+    check "grafana-dashboard.yaml: sidecar label, JSON, panels, metric names" \
+        python3 - "$BIL/grafana-dashboard.yaml" "$BIL/prometheusrule.yaml" \
+        "$ROOT/ngx_http_billing_module/ngx_http_billing_metrics.c" "$TMP/dashboard-rules.yaml" <<'PY'
+import json, re, sys, yaml
+cm_path, rule_path, metrics_c, out = sys.argv[1:5]
+errors = []
+cm = yaml.safe_load(open(cm_path))
+if cm.get("kind") != "ConfigMap":
+    errors.append("not a ConfigMap")
+if cm.get("metadata", {}).get("labels", {}).get("grafana_dashboard") != "1":
+    errors.append('label grafana_dashboard: "1" missing (the sidecar selects on it)')
+files = [k for k in cm.get("data", {}) if k.endswith(".json")]
+if len(files) != 1:
+    errors.append(f"want one .json in data, got {files}")
+dash = json.loads(cm["data"][files[0]])
+for key in ("uid", "title", "panels", "templating"):
+    if key not in dash:
+        errors.append(f"dashboard lacks {key}")
+
+known = set(re.findall(r'"(billing_[a-z_]+)', open(metrics_c).read()))
+recorded = {r["record"] for g in yaml.safe_load(open(rule_path))["spec"]["groups"]
+            for r in g["rules"] if "record" in r}
+values = {"$__rate_interval": "5m", "$__range": "1h", "$__interval": "1m", "$track": "stable"}
+rules, ids, covered = [], set(), set()
+for p in dash["panels"]:
+    if p.get("id") in ids:
+        errors.append(f"panel id {p.get('id')} twice")
+    ids.add(p.get("id"))
+    g = p.get("gridPos", {})
+    if g.get("x", 0) + g.get("w", 0) > 24:
+        errors.append(f"panel {p.get('title')} is wider than the grid")
+    if p.get("type") == "row":
+        continue
+    if not p.get("targets"):
+        errors.append(f"panel {p.get('title')} has no query")
+    for t in p.get("targets", []):
+        expr = t.get("expr", "")
+        for var, value in values.items():
+            expr = expr.replace(var, value)
+        if "$" in expr:
+            errors.append(f"panel {p['title']}: unknown variable in {t['expr']}")
+        for name in re.findall(r"\b(billing[_:][a-z0-9_:]+)", expr):
+            base = re.sub(r"_(bucket|sum|count)$", "", name)
+            if name not in recorded and base not in known:
+                errors.append(f"panel {p['title']}: {name} is neither exported nor recorded")
+            covered.add(base)
+        rules.append({"record": f"dashboard:panel{p['id']}:{t['refId']}", "expr": expr})
+# what docs/operations.md promises the dashboard shows
+for name in ("billing_http_requests_total", "billing_http_request_duration_seconds",
+             "billing_credits_purchased_micros_total", "billing_credits_consumed_micros_total",
+             "billing_db_pool_connections", "billing_db_pool_waiters",
+             "billing_stripe_webhooks_total", "billing_outbox_backlog",
+             "billing_invariant_violations"):
+    if name not in covered:
+        errors.append(f"no panel shows {name}")
+yaml.safe_dump({"groups": [{"name": "grafana-dashboard", "rules": rules}]}, open(out, "w"),
+               sort_keys=False)
+print(f"{len(rules)} expressions in {len(ids)} panels")
+for e in errors:
+    print(e)
+sys.exit(1 if errors else 0)
+PY
+    if [ -s "$TMP/dashboard-rules.yaml" ]; then
+        check "promtool check rules (every PromQL expression of grafana-dashboard.yaml)" \
+            promtool check rules "$TMP/dashboard-rules.yaml"
+    fi
+fi
+
 # --- shell scripts ------------------------------------------------------------
 if need shellcheck "shellcheck"; then
     mapfile -t scripts < <(
