@@ -46,6 +46,9 @@ is_deeply($check->(method => 'GET', target => '/api/ledger', status => 200, head
 is($check->(method => 'GET', target => '/t', status => 200,
             headers => { 'Content-Type' => 'text/plain' }, body => 'hi'), undef,
    'a path the document does not describe is not judged');
+is($check->(method => 'GET', target => '/api/admin/users/%00/balance', status => 400,
+            headers => { 'Content-Type' => 'text/html' }, body => '<html>'), undef,
+   '... nor a request nginx refuses before any location (%00 in the path)');
 
 # what must not match: one answer per way of drifting
 my @bad = (

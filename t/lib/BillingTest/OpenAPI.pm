@@ -182,6 +182,9 @@ sub response_errors {
 
     my $method = lc $res{method};
     (my $path = $res{target}) =~ s/[?#].*//s;
+    # nginx refuses a NUL in the path (400, its own page) before any
+    # location: no endpoint of the document answers such a request
+    return undef if $path =~ /%00/;
     my $status = $res{status};
     my @errors;
     my $route = _route($path);
