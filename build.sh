@@ -5,7 +5,8 @@
 #   ./build.sh build    build the dynamic module with Debian's own recipe
 #   ./build.sh run      deps + build + local PostgreSQL + nginx on 127.0.0.1
 #   ./build.sh stop     stop what "run" started
-#   ./build.sh fund U [PACKAGE]  local only: pay a purchase for user U
+#   ./build.sh fund U [PACKAGE]  local: a purchase for user U, paid on the Stripe stand-in
+#   ./build.sh refund ID [CENTS] local: refund a paid purchase on the Stripe stand-in
 #   ./build.sh test     deps + build + the whole test suite
 #   ./build.sh fuzz     longer fuzzing of the pure core (FUZZ_SECONDS, default 300)
 
@@ -160,6 +161,12 @@ cmd_fund() {
     fund_main "$@"
 }
 
+cmd_refund() {
+    # shellcheck source=conf/run.sh
+    . "$ROOT/conf/run.sh"
+    refund_main "$@"
+}
+
 cmd_fuzz() {
     cmd_deps
     make -C "$ROOT/fuzz" run SECONDS="${FUZZ_SECONDS:-300}"
@@ -175,9 +182,10 @@ main() {
         run) cmd_run "$@" ;;
         stop) cmd_stop "$@" ;;
         fund) cmd_fund "$@" ;;
+        refund) cmd_refund "$@" ;;
         test) cmd_test "$@" ;;
         fuzz) cmd_fuzz ;;
-        *) sed -n '2,11s/^# \{0,1\}//p' "$0"; [ -z "$cmd" ] || exit 2 ;;
+        *) sed -n '2,12s/^# \{0,1\}//p' "$0"; [ -z "$cmd" ] || exit 2 ;;
     esac
 }
 

@@ -3,7 +3,7 @@
 # notifications, against a real PostgreSQL.
 use strict;
 use warnings;
-use lib 't/lib';
+use lib 't/lib', 'dev/lib';
 use Test::Nginx::Socket 'no_plan';
 use BillingTest;
 use StripeStandIn;
@@ -310,7 +310,7 @@ POST /api/purchases
 --- response_headers
 Content-Type: application/json
 --- response_body_like chomp
-^\{"purchaseId":"[0-9a-f-]{36}","packageCode":"starter","amountCents":500,"currency":"usd","creditsMicros":5000000,"status":"pending","checkoutSessionId":"cs_test_\w+","checkoutUrl":"https://checkout\.stripe\.com/c/pay/cs_test_\w+#\w+"\}$
+^\{"purchaseId":"[0-9a-f-]{36}","packageCode":"starter","amountCents":500,"currency":"usd","creditsMicros":5000000,"status":"pending","checkoutSessionId":"(cs_test_\w+)","checkoutUrl":"http://127\.0\.0\.1:\d+/c/pay/\1"\}$
 --- no_error_log
 [error]
 sk_test_51StandInKey000

@@ -54,6 +54,9 @@ test_teardown() {
 test_asan_wrapper() {
     local wrapper="$TEST_TMP/nginx-asan"
     mkdir -p "$TEST_TMP/asan"
+    # workers of a config without a "user" directive run as nobody when the
+    # suite runs as root (t/090 renders ./build.sh run's own config)
+    chmod 1777 "$TEST_TMP/asan"
     cat > "$wrapper" <<WRAPPER
 #!/bin/sh
 export LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)"
