@@ -386,19 +386,32 @@ if need "$NGINX" "nginx -t" && need openssl "nginx -t"; then
     fi
 fi
 
-# (d) The same for conf/billing.dev.conf.in, rendered as conf/run.sh does,
-#     with .run/ in a copy of the checkout's layout.
+# (d) The same for conf/billing.dev.conf.in, rendered by conf/run.sh's own
+#     run_render (in a directory of this check, as t/090-dev-flow.t does).
+render_dev_conf() {
+    (
+        # shellcheck disable=SC2034  # read by conf/run.sh
+        BUILD_DIR=$ROOT/build MODULE_NAME=ngx_http_billing_module \
+            BILLING_RUN_DIR=$1 BILLING_PORT=$2 BILLING_RATE_LIMIT_PER_MINUTE=100 \
+            BILLING_SERVICE_RATE_LIMIT_PER_MINUTE=6000 STRIPE_API_BASE=http://127.0.0.1:1 \
+            BILLING_NOTIFY_URL=http://127.0.0.1:1/hooks BILLING_CORS_ORIGINS=https://example.test
+        # shellcheck source=conf/run.sh
+        . "$ROOT/conf/run.sh"
+        run_render
+    )
+}
 if need "$NGINX" "dev config serves /api/openapi.yaml" && need curl "dev config serves /api/openapi.yaml"; then
     dev="$TMP/dev"
-    mkdir -p "$dev/.run/tmp"
-    ln -s "$ROOT/docs" "$dev/docs"
+    mkdir -p "$dev"
     dev_port=$(free_tcp_port)
-    sed -e "s|@RUN_DIR@|$dev/.run|g" -e "s|@BILLING_PORT@|$dev_port|g" \
-        -e "s|@BILLING_RATE_LIMIT_PER_MINUTE@|100|" -e "s|@USER_LIMIT@||" \
-        "$ROOT/conf/billing.dev.conf.in" | stub_module >"$dev/.run/nginx.conf"
-    check "conf/billing.dev.conf.in serves docs/openapi.yaml at /api/openapi.yaml" \
-        serve_openapi "$dev/.run" "$dev/.run/nginx.conf" "$dev/.run/nginx.pid" \
-        "http://127.0.0.1:$dev_port/api/openapi.yaml"
+    if render_dev_conf "$dev" "$dev_port" >"$TMP/out" 2>&1; then
+        stub_module <"$dev/nginx.conf" >"$dev/stub.conf"
+        check "conf/billing.dev.conf.in serves docs/openapi.yaml at /api/openapi.yaml" \
+            serve_openapi "$dev" "$dev/stub.conf" "$dev/nginx.pid" \
+            "http://127.0.0.1:$dev_port/api/openapi.yaml"
+    else
+        fail "render conf/billing.dev.conf.in with conf/run.sh's run_render"
+    fi
 fi
 
 # --- deploy.sh behaviour with a fake kubectl -------------------------------------
