@@ -25,6 +25,7 @@ DEB_PACKAGES=(
     libtest-base-perl libcrypt-jwt-perl libjson-pp-perl libwww-perl libnet-dns-perl
     prometheus yamllint shellcheck python3-yaml
     clang libclang-rt-14-dev valgrind
+    libjson-validator-perl
 )
 
 log() { printf '==> %s\n' "$*" >&2; }
@@ -36,6 +37,9 @@ cmd_deps() {
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' \
             || missing+=("$pkg")
     done
+    # npm fetches the OpenAPI linter (npm_tools); a Node.js from elsewhere
+    # (NodeSource) brings its own npm, which Debian's package would conflict with
+    command -v npm >/dev/null 2>&1 || missing+=(npm)
     if ((${#missing[@]} == 0)); then
         log "dependencies present"
         return
@@ -99,6 +103,30 @@ cmd_build() {
         || die "nginx -t rejected the module"
     rm -rf "$tmp"
     log "built $BUILD_DIR/$MODULE_NAME.so"
+}
+
+# Tools the test suite takes from npm (@redocly/cli, the OpenAPI linter),
+# pinned with their lock file in tools/npm and installed with "npm ci" under
+# build/npm (git-ignored); again only when the lock file changed.
+# @redocly/cli 1.x: 2.x needs Node.js 20.19, Debian bookworm has 18.
+npm_tools() {
+    local dir="$BUILD_DIR/npm"
+    if [ -x "$dir/node_modules/.bin/redocly" ] \
+        && cmp -s "$ROOT/tools/npm/package-lock.json" "$dir/package-lock.json"; then
+        return
+    fi
+    if ! command -v npm >/dev/null 2>&1; then
+        echo "build.sh: npm is missing: run ./build.sh deps" >&2
+        return 1
+    fi
+    log "installing npm tools (tools/npm) into build/npm"
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    cp "$ROOT/tools/npm/package.json" "$ROOT/tools/npm/package-lock.json" "$dir/"
+    if ! (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >&2); then
+        echo "build.sh: npm ci in build/npm failed (is the npm registry reachable?)" >&2
+        return 1
+    fi
 }
 
 # Undefined behaviour stops the process: nginx clears its workers'

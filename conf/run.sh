@@ -165,6 +165,7 @@ run_render() {
     # a zone's rate must be positive even when the zone is unused
     sed -e "s|@MODULE@|${BILLING_MODULE_SO:-$BUILD_DIR/$MODULE_NAME.so}|" \
         -e "s|@RUN_DIR@|$RUN_DIR|g" \
+        -e "s|@ROOT@|$ROOT|g" \
         -e "s|@BILLING_PORT@|$BILLING_PORT|g" \
         -e "s|@STRIPE_API_BASE@|$STRIPE_API_BASE|" \
         -e "s|@NOTIFY_URL@|$BILLING_NOTIFY_URL|" \

@@ -116,6 +116,16 @@ test_fuzz_suite() {
         | awk '{ printf "  %-12s %10s runs, no crash\n", $2, $NF }'
 }
 
+# docs/openapi.yaml against the OpenAPI 3.0 rules and docs/redocly.yaml
+# (every recommended rule an error); the t/ suite checks the answers
+# against the same document (t/lib/BillingTest/OpenAPI.pm).
+test_openapi_lint() {
+    npm_tools || return 1
+    REDOCLY_TELEMETRY=off REDOCLY_SUPPRESS_UPDATE_NOTICE=true \
+        "$BUILD_DIR/npm/node_modules/.bin/redocly" lint \
+        --config "$ROOT/docs/redocly.yaml" "$ROOT/docs/openapi.yaml"
+}
+
 test_main() {
     local failed=0 suites=0
 
@@ -133,6 +143,7 @@ test_main() {
     }
 
     run_suite "unit tests (pure core)" make -s -C "$ROOT/tests/unit" check
+    run_suite "API description (redocly lint docs/openapi.yaml)" test_openapi_lint
     run_suite "nginx tests (t/*.t)" \
         prove -I"$ROOT/t/lib" -j1 "$ROOT"/t/*.t
     run_suite "nginx tests under ASan/UBSan" test_asan_suite

@@ -77,6 +77,20 @@ use Digest::SHA qw(hmac_sha256 hmac_sha256_hex);
 use MIME::Base64 qw(encode_base64url);
 use JSON::PP ();
 use Test::More ();
+use BillingTest::OpenAPI ();
+
+# Every Test::Nginx file that loads this module gets each answer checked
+# against docs/openapi.yaml, through the hook upstream Test::Nginx::Socket
+# and the fallback runner both offer (add_response_body_check, exported to
+# the test file). INIT: after the test file's `use` lines, whatever their
+# order; plain Test::More scripts have no hook and are checked by the
+# request helpers below instead.
+INIT {
+    BillingTest::OpenAPI::load();
+    if (my $add = main->can('add_response_body_check')) {
+        $add->(\&BillingTest::OpenAPI::test_nginx_check);
+    }
+}
 
 our @EXPORT = qw(
     psql_admin psql_url invariants_clean invariants_ok
@@ -379,6 +393,31 @@ sub _parse_response {
     return ($status // 0, \%h, $body);
 }
 
+# The request line of a request given to the helpers: (method, target).
+sub _request_line {
+    my ($req) = @_;
+    if (ref $req eq 'HASH') {
+        return ($req->{method} // 'GET', $req->{path} // $req->{uri} // '/');
+    }
+    my ($method, $path) = split ' ', (split /\n/, $req, 2)[0];
+    return ($method, $path // '/');
+}
+
+# Every complete answer is checked against docs/openapi.yaml (a mismatch
+# fails the calling test; see BillingTest::OpenAPI). An answer cut short
+# (a timeout, a connection killed on purpose) has nothing to compare.
+sub _check_answers {
+    my ($requests, $answers) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 2;
+    for my $i (0 .. $#$requests) {
+        my ($status, $h, $body) = @{ $answers->[$i] };
+        next unless $status;
+        next if defined $h->{'content-length'} && $h->{'content-length'} =~ /^\d+$/
+                && length($body) < $h->{'content-length'};
+        BillingTest::OpenAPI::check_answer(_request_line($requests->[$i]), $status, $h, $body);
+    }
+}
+
 sub http_request {
     my ($port, $req, $timeout) = @_;
     my @r = parallel_requests($port, [$req], 1, $timeout);
@@ -452,7 +491,9 @@ sub parallel_requests {
         $results[ $c->{idx} ][0] = 0 unless length $c->{buf};
         close $c->{sock};
     }
-    return map { $_ // [0, {}, ''] } @results[0 .. $#$requests];
+    my @answers = map { $_ // [0, {}, ''] } @results[0 .. $#$requests];
+    _check_answers($requests, \@answers);
+    return @answers;
 }
 
 # ---------------------------------------------------------------- ports
@@ -915,7 +956,9 @@ sub parallel_requests_multi {
         $results[ $c->{idx} ][0] = 0 unless length $c->{buf};
         close $c->{sock};
     }
-    return map { $_ // [0, {}, ''] } @results[0 .. $#$requests];
+    my @answers = map { $_ // [0, {}, ''] } @results[0 .. $#$requests];
+    _check_answers($requests, \@answers);
+    return @answers;
 }
 
 sub parse_metrics {
