@@ -165,7 +165,7 @@ OPTIONS /api/balance
 --- error_code: 204
 --- response_headers
 Access-Control-Allow-Origin: https://student-pilot.replit.app
-Access-Control-Allow-Methods: GET, POST, DELETE, OPTIONS
+Access-Control-Allow-Methods: GET, POST, PUT, DELETE, OPTIONS
 Access-Control-Allow-Headers: Authorization, Content-Type, Idempotency-Key
 
 
