@@ -249,7 +249,8 @@ run_main() {
 # copy-paste commands (the indented lines run as they are, in this order:
 # t/090-dev-flow.t runs them).
 run_message() {
-    local base="http://127.0.0.1:$BILLING_PORT" user_token svc_token u=$BILLING_DEV_USER
+    local base="http://127.0.0.1:$BILLING_PORT" user_token svc_token admin_token
+    local u=$BILLING_DEV_USER
 
     if [ ! -f "$RUN_DIR/jwt-private.pem" ]; then
         printf '\nBilling API on %s (JWT_PUBLIC_KEY given: mint tokens with your own key).\n' "$base"
@@ -258,6 +259,7 @@ run_message() {
 
     user_token=$(run_token "$u")
     svc_token=$(run_token ai-backend billing:usage)
+    admin_token=$(run_token support-dev billing:admin)
 
     cat <<MSG
 
@@ -275,9 +277,11 @@ MSG
     fi
     cat <<MSG
 
-Tokens, signed with the development key in .run/: user $u, and the AI backend (scope billing:usage)
+Tokens, signed with the development key in .run/: user $u, the AI backend (scope
+billing:usage) and support (scope billing:admin)
   export USER_TOKEN=$user_token
   export SERVICE_TOKEN=$svc_token
+  export ADMIN_TOKEN=$admin_token
 
 Health
   curl -s $base/health
@@ -340,6 +344,13 @@ What the application is told (purchase.completed, purchase.refunded), signatures
   sleep 2; curl -s $RUN_RECEIVER_URL/
 MSG
     fi
+    cat <<MSG
+
+Where the credits went (today, UTC, per model), and support's view of the user
+  curl -s "$base/api/usage/summary?from=\$(date -u +%F)&to=\$(date -u +%F)&groupBy=model" \\
+      -H "Authorization: Bearer \$USER_TOKEN"
+  curl -s $base/api/admin/users/$u/balance -H "Authorization: Bearer \$ADMIN_TOKEN"; echo
+MSG
     if [ -n "$RUN_STANDIN_URL" ]; then
         cat <<MSG
 
