@@ -47,7 +47,7 @@ sub psql_all {    # stdout and stderr (NOTICEs) of a script
 # the schema before 011 (the ledger exists), then today's files: the online
 # step builds the index before the migration's transaction. The files before
 # 011 come from git: the parent of the commit that added 011.
-my $pre011 = `git -C '$root' log --format=%H -1 --first-parent --diff-merges=first-parent --diff-filter=A -- sql/011_admin_disputes.sql 2>/dev/null`;
+my $pre011 = `git -C '$root' log --format=%H -1 --first-parent --diff-merges=first-parent --diff-filter=A --no-patch -- sql/011_admin_disputes.sql 2>/dev/null`;
 chomp $pre011;
 
 SKIP: {
