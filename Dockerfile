@@ -60,6 +60,8 @@ RUN v="$(cat /tmp/nginx.version)" \
 
 COPY --from=build /out/ngx_http_billing_module.so /usr/lib/nginx/modules/ngx_http_billing_module.so
 COPY sql/ /opt/billing/sql/
+# served at GET /api/openapi.yaml (configmap.yaml)
+COPY docs/openapi.yaml /opt/billing/openapi.yaml
 RUN chmod 0644 /usr/lib/nginx/modules/ngx_http_billing_module.so \
  && chmod -R a+rX /opt/billing \
  && chmod 0755 /opt/billing/sql/migrate.sh \

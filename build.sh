@@ -5,7 +5,8 @@
 #   ./build.sh build    build the dynamic module with Debian's own recipe
 #   ./build.sh run      deps + build + local PostgreSQL + nginx on 127.0.0.1
 #   ./build.sh stop     stop what "run" started
-#   ./build.sh fund U [PACKAGE]  local only: pay a purchase for user U
+#   ./build.sh fund U [PACKAGE]  local: a purchase for user U, paid on the Stripe stand-in
+#   ./build.sh refund ID [CENTS] local: refund a paid purchase on the Stripe stand-in
 #   ./build.sh test     deps + build + the whole test suite
 #   ./build.sh fuzz     longer fuzzing of the pure core (FUZZ_SECONDS, default 300)
 
@@ -24,6 +25,7 @@ DEB_PACKAGES=(
     libtest-base-perl libcrypt-jwt-perl libjson-pp-perl libwww-perl libnet-dns-perl
     prometheus yamllint shellcheck python3-yaml
     clang libclang-rt-14-dev valgrind
+    libjson-validator-perl
 )
 
 log() { printf '==> %s\n' "$*" >&2; }
@@ -35,6 +37,9 @@ cmd_deps() {
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' \
             || missing+=("$pkg")
     done
+    # npm fetches the OpenAPI linter (npm_tools); a Node.js from elsewhere
+    # (NodeSource) brings its own npm, which Debian's package would conflict with
+    command -v npm >/dev/null 2>&1 || missing+=(npm)
     if ((${#missing[@]} == 0)); then
         log "dependencies present"
         return
@@ -65,6 +70,7 @@ build_module() {
     fi
 
     if [ ! -f "$stamp" ] || [ "$ROOT/config" -nt "$stamp" ] \
+        || [ "$ROOT/build.sh" -nt "$stamp" ] \
         || [ -n "$(find "$ROOT/$MODULE_NAME" -newer "$stamp" -name '*.h' -print -quit)" ]
     then
         log "configuring ($flavour)"
@@ -99,17 +105,35 @@ cmd_build() {
     log "built $BUILD_DIR/$MODULE_NAME.so"
 }
 
-cmd_build_asan() {
-    build_module asan "-fsanitize=address,undefined -fno-omit-frame-pointer"
+# Tools the test suite takes from npm (@redocly/cli, the OpenAPI linter),
+# pinned with their lock file in tools/npm and installed with "npm ci" under
+# build/npm (git-ignored); again only when the lock file changed.
+# @redocly/cli 1.x: 2.x needs Node.js 20.19, Debian bookworm has 18.
+npm_tools() {
+    local dir="$BUILD_DIR/npm"
+    if [ -x "$dir/node_modules/.bin/redocly" ] \
+        && cmp -s "$ROOT/tools/npm/package-lock.json" "$dir/package-lock.json"; then
+        return
+    fi
+    if ! command -v npm >/dev/null 2>&1; then
+        echo "build.sh: npm is missing: run ./build.sh deps" >&2
+        return 1
+    fi
+    log "installing npm tools (tools/npm) into build/npm"
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    cp "$ROOT/tools/npm/package.json" "$ROOT/tools/npm/package-lock.json" "$dir/"
+    if ! (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >&2); then
+        echo "build.sh: npm ci in build/npm failed (is the npm registry reachable?)" >&2
+        return 1
+    fi
 }
 
-# Test::Nginx: upstream wins when installed; our fallback runner otherwise.
-test_perl5lib() {
-    if perl -MTest::Nginx::Socket -e1 2>/dev/null; then
-        echo "$ROOT/t/lib-extra"
-    else
-        echo "$ROOT/t/lib"
-    fi
+# Undefined behaviour stops the process: nginx clears its workers'
+# environment before UBSan reads UBSAN_OPTIONS, so a report that only
+# printed would go to error.log unseen; a dead worker fails the test.
+cmd_build_asan() {
+    build_module asan "-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
 }
 
 cmd_test() {
@@ -141,6 +165,12 @@ cmd_fund() {
     fund_main "$@"
 }
 
+cmd_refund() {
+    # shellcheck source=conf/run.sh
+    . "$ROOT/conf/run.sh"
+    refund_main "$@"
+}
+
 cmd_fuzz() {
     cmd_deps
     make -C "$ROOT/fuzz" run SECONDS="${FUZZ_SECONDS:-300}"
@@ -156,9 +186,10 @@ main() {
         run) cmd_run "$@" ;;
         stop) cmd_stop "$@" ;;
         fund) cmd_fund "$@" ;;
+        refund) cmd_refund "$@" ;;
         test) cmd_test "$@" ;;
         fuzz) cmd_fuzz ;;
-        *) sed -n '2,11s/^# \{0,1\}//p' "$0"; [ -z "$cmd" ] || exit 2 ;;
+        *) sed -n '2,12s/^# \{0,1\}//p' "$0"; [ -z "$cmd" ] || exit 2 ;;
     esac
 }
 

@@ -222,8 +222,10 @@ SQL
 }
 
 start_standin() {
-    log "Stripe stand-in (t/lib/StripeStandIn.pm), every Checkout call stalls ${STALL}s"
-    perl "$BENCH_DIR/stripe-standin.pl" "$ROOT" "$WORK/stripe.url" "$STALL" \
+    log "Stripe stand-in (dev/stripe-standin), every Checkout call stalls ${STALL}s"
+    # any sk_test_ key: the bench's own is in a file, not in the environment
+    env -u STRIPE_SECRET_KEY perl "$ROOT/dev/stripe-standin" --stripe-port 0 \
+        --url-file "$WORK/stripe.url" --stall "$STALL" --quiet \
         >"$WORK/standin.log" 2>&1 &
     STANDIN_PID=$!
     for _ in $(seq 1 100); do

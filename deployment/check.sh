@@ -50,7 +50,7 @@ fi
 # --- manifest structure and cross references ----------------------------------
 if need python3 "manifest structure" && python3 -c 'import yaml' 2>/dev/null; then
     check "manifests: kinds, names, namespace, cross references" python3 - "$BIL" <<'PY'
-import glob, os, sys, yaml
+import glob, os, re, sys, yaml
 d = sys.argv[1]
 docs = {}
 errors = []
@@ -163,10 +163,21 @@ if "/opt/billing/sql/migrate.sh" not in " ".join(jc.get("command", [])):
 if jc.get("image") != c.get("image"):
     errors.append("migration Job image differs from the Deployment's")
 
+# every API location of the public server is rate-limited without a token
+# too (empty $billing_user_id is skipped by limit_req): billing_anonymous
+cm = get("ConfigMap", "scholarlink-billing-nginx").get("data", {}).get("nginx.conf", "")
+for loc, body in re.findall(r"location\s+([^{]*?)\s*\{([^{}]*)\}", cm):
+    m = re.search(r"\bbilling\s+(packages|balance|ledger|purchases|reconcile|holds)\s*;", body)
+    if m and "limit_req zone=billing_anonymous" not in body:
+        errors.append(f"ConfigMap: location {loc} (billing {m.group(1)}) has no limit_req zone=billing_anonymous")
+if "map $billing_user_id $billing_anonymous" not in cm:
+    errors.append("ConfigMap: no map from $billing_user_id to $billing_anonymous")
+
 rule = get("PrometheusRule", "scholarlink-billing")
 alerts = {r.get("alert") for g in rule.get("spec", {}).get("groups", []) for r in g.get("rules", [])}
 for name in ("BillingHighErrorRate", "BillingHighLatencyP99", "BillingDatabaseConnectionFailures",
-             "BillingStripeWebhookFailures", "BillingReconciliationErrors"):
+             "BillingStripeWebhookFailures", "BillingReconciliationErrors",
+             "BillingInvariantCheckStale", "BillingOutboxDeadLetters"):
     if name not in alerts:
         errors.append(f"PrometheusRule lacks {name}")
 
@@ -193,6 +204,81 @@ PY
             sh -c "cd '$TMP' && promtool test rules prometheusrule-tests.yaml"
     else
         fail "extract PrometheusRule spec"
+    fi
+fi
+
+# --- Grafana dashboard --------------------------------------------------------
+# The ConfigMap the Grafana sidecar reads: its JSON, its panels, and every
+# PromQL expression, parsed by promtool as the expression of a recording
+# rule (Grafana's variables replaced by values first). Metric names are
+# checked against the ones the module exports (ngx_http_billing_metrics.c)
+# and the PrometheusRule records, which promtool cannot know.
+if need promtool "promtool check (grafana-dashboard.yaml)" && python3 -c 'import yaml' 2>/dev/null; then
+    check "grafana-dashboard.yaml: sidecar label, JSON, panels, metric names" \
+        python3 - "$BIL/grafana-dashboard.yaml" "$BIL/prometheusrule.yaml" \
+        "$ROOT/ngx_http_billing_module/ngx_http_billing_metrics.c" "$TMP/dashboard-rules.yaml" <<'PY'
+import json, re, sys, yaml
+cm_path, rule_path, metrics_c, out = sys.argv[1:5]
+errors = []
+cm = yaml.safe_load(open(cm_path))
+if cm.get("kind") != "ConfigMap":
+    errors.append("not a ConfigMap")
+if cm.get("metadata", {}).get("labels", {}).get("grafana_dashboard") != "1":
+    errors.append('label grafana_dashboard: "1" missing (the sidecar selects on it)')
+files = [k for k in cm.get("data", {}) if k.endswith(".json")]
+if len(files) != 1:
+    errors.append(f"want one .json in data, got {files}")
+dash = json.loads(cm["data"][files[0]])
+for key in ("uid", "title", "panels", "templating"):
+    if key not in dash:
+        errors.append(f"dashboard lacks {key}")
+
+known = set(re.findall(r'"(billing_[a-z_]+)', open(metrics_c).read()))
+recorded = {r["record"] for g in yaml.safe_load(open(rule_path))["spec"]["groups"]
+            for r in g["rules"] if "record" in r}
+values = {"$__rate_interval": "5m", "$__range": "1h", "$__interval": "1m", "$track": "stable"}
+rules, ids, covered = [], set(), set()
+for p in dash["panels"]:
+    if p.get("id") in ids:
+        errors.append(f"panel id {p.get('id')} twice")
+    ids.add(p.get("id"))
+    g = p.get("gridPos", {})
+    if g.get("x", 0) + g.get("w", 0) > 24:
+        errors.append(f"panel {p.get('title')} is wider than the grid")
+    if p.get("type") == "row":
+        continue
+    if not p.get("targets"):
+        errors.append(f"panel {p.get('title')} has no query")
+    for t in p.get("targets", []):
+        expr = t.get("expr", "")
+        for var, value in values.items():
+            expr = expr.replace(var, value)
+        if "$" in expr:
+            errors.append(f"panel {p['title']}: unknown variable in {t['expr']}")
+        for name in re.findall(r"\b(billing[_:][a-z0-9_:]+)", expr):
+            base = re.sub(r"_(bucket|sum|count)$", "", name)
+            if name not in recorded and base not in known:
+                errors.append(f"panel {p['title']}: {name} is neither exported nor recorded")
+            covered.add(base)
+        rules.append({"record": f"dashboard:panel{p['id']}:{t['refId']}", "expr": expr})
+# what docs/operations.md promises the dashboard shows
+for name in ("billing_http_requests_total", "billing_http_request_duration_seconds",
+             "billing_credits_purchased_micros_total", "billing_credits_consumed_micros_total",
+             "billing_db_pool_connections", "billing_db_pool_waiters",
+             "billing_stripe_webhooks_total", "billing_outbox_backlog",
+             "billing_invariant_violations"):
+    if name not in covered:
+        errors.append(f"no panel shows {name}")
+yaml.safe_dump({"groups": [{"name": "grafana-dashboard", "rules": rules}]}, open(out, "w"),
+               sort_keys=False)
+print(f"{len(rules)} expressions in {len(ids)} panels")
+for e in errors:
+    print(e)
+sys.exit(1 if errors else 0)
+PY
+    if [ -s "$TMP/dashboard-rules.yaml" ]; then
+        check "promtool check rules (every PromQL expression of grafana-dashboard.yaml)" \
+            promtool check rules "$TMP/dashboard-rules.yaml"
     fi
 fi
 
@@ -226,19 +312,46 @@ PY
             -keyout "$TMP/nginx/tls.key" -out "$TMP/nginx/tls.crt" >/dev/null 2>&1
 }
 
+# An nginx configuration without the module: its directives removed, its
+# content handlers replaced by "return 200" (stdin to stdout).
+stub_module() {
+    # shellcheck disable=SC2016  # literal nginx variables
+    sed -E -e '/^[[:space:]]*load_module /d' \
+           -e '/^[[:space:]]*billing_[a-z_]+ /d' \
+           -e 's/(^|[{;[:space:]])billing [a-z_]+;/\1return 200;/g' \
+           -e 's/\$billing_user_id/$remote_addr/g'
+}
+
+free_tcp_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# serve_openapi PREFIX CONF PIDFILE URL: nginx started with CONF as one
+# process, asked for URL, stopped. Passes when the answer is
+# docs/openapi.yaml byte for byte, as application/yaml.
+serve_openapi() {
+    local prefix=$1 conf=$2 pidfile=$3 url=$4 got="" pid
+    "$NGINX" -q -e stderr -p "$prefix/" -c "$conf" -g 'master_process off;' || return 1
+    got=$(curl -sk --max-time 10 -o "$prefix/openapi.yaml.got" -w '%{http_code} %{content_type}' "$url")
+    if pid=$(cat "$pidfile" 2>/dev/null) && kill -QUIT "$pid"; then
+        for _ in $(seq 1 100); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.05
+        done
+    fi
+    echo "GET $url: $got"
+    [ "$got" = "200 application/yaml" ] || return 1
+    cmp "$prefix/openapi.yaml.got" "$ROOT/docs/openapi.yaml"
+}
+
 if need "$NGINX" "nginx -t" && need openssl "nginx -t"; then
     if extract_nginx_conf >"$TMP/out" 2>&1; then
         # (a) Structure without the module: billing directives removed,
         #     content handlers replaced by "return 200". Checks TLS, headers,
         #     log format, listeners, paths on every machine.
-        # shellcheck disable=SC2016  # literal nginx variables
-        sed -E -e '/^[[:space:]]*load_module /d' \
-               -e '/^[[:space:]]*billing_[a-z_]+ /d' \
-               -e 's/^([[:space:]]*)billing [a-z]+;/\1return 200;/' \
-               -e 's/\$billing_user_id/$remote_addr/g' \
-               -e "s#/tmp/#$TMP/nginx/#" \
+        sed -E -e "s#/tmp/#$TMP/nginx/#" \
                -e "s#/etc/nginx/tls/#$TMP/nginx/#" \
-               "$TMP/nginx/nginx.conf.orig" >"$TMP/nginx/stub.conf"
+               "$TMP/nginx/nginx.conf.orig" | stub_module >"$TMP/nginx/stub.conf"
         check "nginx -t (configmap nginx.conf, module directives stubbed)" \
             "$NGINX" -t -q -e stderr -p "$TMP/nginx/" -c "$TMP/nginx/stub.conf"
 
@@ -266,8 +379,49 @@ if need "$NGINX" "nginx -t" && need openssl "nginx -t"; then
                 WEBHOOK_SHARED_SECRET=dummy-shared-secret \
                 "$NGINX" -t -q -e stderr -p "$TMP/nginx/" -c "$TMP/nginx/prod.conf"
         fi
+
+        # (c) GET /api/openapi.yaml as the ConfigMap serves it (the image
+        #     carries the file at the alias' path: Dockerfile check below).
+        if need curl "configmap serves /api/openapi.yaml"; then
+            api_port=$(free_tcp_port)
+            sed -E -e "s#^([[:space:]]*listen) 8080 #\1 127.0.0.1:$(free_tcp_port) #" \
+                   -e "s#^([[:space:]]*listen) 8443 #\1 127.0.0.1:$api_port #" \
+                   -e "s#alias /opt/billing/openapi.yaml;#alias $ROOT/docs/openapi.yaml;#" \
+                   "$TMP/nginx/stub.conf" >"$TMP/nginx/serve.conf"
+            check "configmap nginx.conf serves docs/openapi.yaml at /api/openapi.yaml" \
+                serve_openapi "$TMP/nginx" "$TMP/nginx/serve.conf" "$TMP/nginx/nginx.pid" \
+                "https://127.0.0.1:$api_port/api/openapi.yaml"
+        fi
     else
         fail "extract nginx.conf from configmap.yaml"
+    fi
+fi
+
+# (d) The same for conf/billing.dev.conf.in, rendered by conf/run.sh's own
+#     run_render (in a directory of this check, as t/090-dev-flow.t does).
+render_dev_conf() {
+    (
+        # shellcheck disable=SC2034  # read by conf/run.sh
+        BUILD_DIR=$ROOT/build MODULE_NAME=ngx_http_billing_module \
+            BILLING_RUN_DIR=$1 BILLING_PORT=$2 BILLING_RATE_LIMIT_PER_MINUTE=100 \
+            BILLING_SERVICE_RATE_LIMIT_PER_MINUTE=6000 STRIPE_API_BASE=http://127.0.0.1:1 \
+            BILLING_NOTIFY_URL=http://127.0.0.1:1/hooks BILLING_CORS_ORIGINS=https://example.test
+        # shellcheck source=conf/run.sh
+        . "$ROOT/conf/run.sh"
+        run_render
+    )
+}
+if need "$NGINX" "dev config serves /api/openapi.yaml" && need curl "dev config serves /api/openapi.yaml"; then
+    dev="$TMP/dev"
+    mkdir -p "$dev"
+    dev_port=$(free_tcp_port)
+    if render_dev_conf "$dev" "$dev_port" >"$TMP/out" 2>&1; then
+        stub_module <"$dev/nginx.conf" >"$dev/stub.conf"
+        check "conf/billing.dev.conf.in serves docs/openapi.yaml at /api/openapi.yaml" \
+            serve_openapi "$dev" "$dev/stub.conf" "$dev/nginx.pid" \
+            "http://127.0.0.1:$dev_port/api/openapi.yaml"
+    else
+        fail "render conf/billing.dev.conf.in with conf/run.sh's run_render"
     fi
 fi
 
@@ -276,13 +430,14 @@ check "deploy.sh canary progression / abort / rollback (deployment/test-deploy.s
     bash "$DEP/test-deploy.sh"
 
 # --- Dockerfile essentials ---------------------------------------------------------
-check "Dockerfile: bookworm-slim stages, non-root, module + sql installed" sh -c "
+check "Dockerfile: bookworm-slim stages, non-root, module + sql + openapi.yaml installed" sh -c "
     f='$ROOT/Dockerfile'
     grep -q '^FROM debian:bookworm-slim AS build' \"\$f\" &&
     grep -q '^FROM debian:bookworm-slim AS runtime' \"\$f\" &&
     grep -q '^USER 10001' \"\$f\" &&
     grep -q 'ngx_http_billing_module.so /usr/lib/nginx/modules/' \"\$f\" &&
     grep -q '/opt/billing/sql' \"\$f\" &&
+    grep -q '^COPY docs/openapi.yaml /opt/billing/openapi.yaml' \"\$f\" &&
     grep -q '^EXPOSE 8080 8443' \"\$f\"
 "
 

@@ -1,6 +1,8 @@
 /*
- * libFuzzer: ledger cursors (decode, and re-encode round trip), plus the
- * base64url, escaping and form helpers that share the same kind of input.
+ * libFuzzer: ledger and purchase cursors (decode, and re-encode round
+ * trip), plus what else takes short strings from a URL (path segments,
+ * dates, entry ids) and the base64url, escaping and form helpers that
+ * share the same kind of input.
  */
 
 #include <stdint.h>
@@ -8,6 +10,8 @@
 
 #include "billing_cursor.h"
 #include "billing_form.h"
+#include "billing_json.h"
+#include "billing_path.h"
 #include "billing_util.h"
 
 
@@ -15,6 +19,10 @@ int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     char            c[BILLING_CURSOR_MAX], esc[128], form[96];
+    char            pc[BILLING_PURCHASE_CURSOR_MAX], uuid[BILLING_UUID_LEN + 1];
+    char            seg[257];
+    long            sn;
+    size_t          count, k;
     unsigned char   dec[256];
     int64_t         id;
     size_t          n, n2;
@@ -25,6 +33,37 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (id < 1 || billing_cursor_encode(id, c, sizeof(c)) != 0
             || strlen(c) != size || memcmp(c, data, size) != 0)
         {
+            __builtin_trap();
+        }
+    }
+
+    if (billing_purchase_cursor_decode((const char *) data, size, uuid) == 0) {
+        if (!billing_uuid_valid(uuid, strlen(uuid))
+            || billing_purchase_cursor_encode(uuid, strlen(uuid), pc,
+                                              sizeof(pc)) != 0
+            || strlen(pc) != size || memcmp(pc, data, size) != 0)
+        {
+            __builtin_trap();
+        }
+    }
+
+    /* every segment of a path: decoded, never longer, no NUL in it */
+    count = billing_path_count((const char *) data, size);
+
+    for (k = 0; k < count && k < 8; k++) {
+        sn = billing_path_segment((const char *) data, size, count, k, seg,
+                                  sizeof(seg));
+        if (sn >= 0 && ((size_t) sn > size || strlen(seg) != (size_t) sn)) {
+            __builtin_trap();
+        }
+    }
+
+    if (billing_date_valid((const char *) data, size) && size != 10) {
+        __builtin_trap();
+    }
+
+    if (billing_entry_id_parse((const char *) data, size, &id) == 0) {
+        if (id < 1 || billing_cursor_encode(id, c, sizeof(c)) != 0) {
             __builtin_trap();
         }
     }

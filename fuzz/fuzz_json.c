@@ -1,6 +1,7 @@
 /*
- * libFuzzer: request body parsers (and the reader of integers in the
- * database's answers, and the compaction of those answers).  The first byte selects how the
+ * libFuzzer: request body parsers, the admin ones included (and the
+ * reader of integers in the database's answers, and the compaction of
+ * those answers).  The first byte selects how the
  * Idempotency-Key header is supplied; the rest is the body.
  */
 
@@ -101,6 +102,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     billing_reconcile_req_t  r;
     billing_hold_req_t       h;
     billing_purchase_req_t   p;
+    billing_adjustment_req_t a;
+    billing_reversal_req_t   rv;
+    billing_price_req_t      pr;
     char                     detail[256];
     const char              *body, *hdr;
     size_t                   len, hlen;
@@ -166,6 +170,51 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     {
         if (strlen(p.package_code) == 0
             || strlen(p.package_code) > BILLING_PACKAGE_CODE_MAX)
+        {
+            __builtin_trap();
+        }
+    }
+
+    if (billing_parse_adjustment(body, len, hdr, hlen, &a, detail,
+                                 sizeof(detail)) == BILLING_JSON_OK)
+    {
+        if (a.amount_micros == 0 || a.amount_micros > BILLING_ADJUSTMENT_MAX
+            || a.amount_micros < -BILLING_ADJUSTMENT_MAX
+            || !billing_is_printable_utf8(a.user_id, strlen(a.user_id))
+            || utf8_chars(a.reason) == 0
+            || utf8_chars(a.reason) > BILLING_REASON_MAX
+            || !billing_idempotency_key_valid(a.idempotency_key,
+                                              strlen(a.idempotency_key)))
+        {
+            __builtin_trap();
+        }
+    }
+
+    if (billing_parse_reversal(body, len, hdr, hlen, &rv, detail,
+                               sizeof(detail)) == BILLING_JSON_OK)
+    {
+        if (utf8_chars(rv.reason) == 0
+            || utf8_chars(rv.reason) > BILLING_REASON_MAX
+            || !billing_idempotency_key_valid(rv.idempotency_key,
+                                              strlen(rv.idempotency_key)))
+        {
+            __builtin_trap();
+        }
+    }
+
+    if (billing_parse_price(body, len, hdr, hlen, &pr, detail,
+                            sizeof(detail)) == BILLING_JSON_OK)
+    {
+        if (pr.input_micros_per_mtok < 0
+            || pr.input_micros_per_mtok > BILLING_PRICE_MAX
+            || pr.output_micros_per_mtok < 0
+            || pr.output_micros_per_mtok > BILLING_PRICE_MAX
+            || strlen(pr.effective_from) > BILLING_TIMESTAMP_MAX
+            || (pr.has_reason && (utf8_chars(pr.reason) == 0
+                                  || utf8_chars(pr.reason)
+                                     > BILLING_REASON_MAX))
+            || !billing_idempotency_key_valid(pr.idempotency_key,
+                                              strlen(pr.idempotency_key)))
         {
             __builtin_trap();
         }

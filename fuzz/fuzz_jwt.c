@@ -72,8 +72,19 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
 
     /* and once more without issuer/audience, with extreme clocks */
-    (void) billing_jwt_check_claims(&jwt, NULL, NULL, INT64_MAX, INT64_MAX,
-                                    &c, err, sizeof(err));
+    rc = billing_jwt_check_claims(&jwt, NULL, NULL, INT64_MAX, INT64_MAX,
+                                  &c, err, sizeof(err));
+
+    /* exp + leeway saturates: never below exp, never wrapped */
+    if (rc == BILLING_JWT_OK && c.valid_until < c.exp) {
+        __builtin_trap();
+    }
+
+    rc = billing_jwt_check_claims(&jwt, NULL, NULL, 0, 60, &c, err,
+                                  sizeof(err));
+    if (rc == BILLING_JWT_OK && c.valid_until < c.exp) {
+        __builtin_trap();
+    }
     (void) billing_jwt_check_claims(&jwt, NULL, NULL, INT64_MIN, -1, NULL,
                                     NULL, 0);
 

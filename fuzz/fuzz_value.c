@@ -1,5 +1,5 @@
 /*
- * libFuzzer: database URL connection_limit extraction.
+ * libFuzzer: database URL connection_limit extraction, URL schemes.
  */
 
 #include <stdint.h>
@@ -29,6 +29,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
 
         free(out);
+    }
+
+    /* allowing http never refuses an https URL */
+    if (billing_url_scheme_allowed((const char *) data, size, 0)
+        && !billing_url_scheme_allowed((const char *) data, size, 1))
+    {
+        __builtin_trap();
     }
 
     return 0;

@@ -293,6 +293,28 @@ model_valid(const char *s, size_t len)
 }
 
 
+/* _check_reason: 1..500 characters of anything (s is valid UTF-8 here) */
+static int
+reason_valid(const char *s, size_t len)
+{
+    size_t  i, chars;
+
+    if (len > BILLING_REASON_BYTES_MAX) {
+        return 0;
+    }
+
+    chars = 0;
+
+    for (i = 0; i < len; i++) {
+        if (((unsigned char) s[i] & 0xc0) != 0x80) {
+            chars++;
+        }
+    }
+
+    return chars >= 1 && chars <= BILLING_REASON_MAX;
+}
+
+
 /* s is NUL-terminated: take_string() passes cJSON's strings */
 static int
 package_code_valid(const char *s, size_t len)
@@ -593,6 +615,212 @@ purchase_fields(const cJSON *root, const char *header_key,
     return take_string(root, "packageCode", package_code_valid,
                        "must be 1 to 64 characters of a-z 0-9 _ -",
                        req->package_code, detail, detail_len);
+}
+
+
+#define REASON_RULE  "must be 1 to 500 characters"
+
+
+static int
+adjustment_fields(const cJSON *root, const char *header_key,
+    size_t header_key_len, void *data, char *detail, size_t detail_len)
+{
+    billing_adjustment_req_t  *req = data;
+
+    if (take_string(root, "userId", user_id_valid, USER_ID_RULE,
+                    req->user_id, detail, detail_len) != BILLING_JSON_OK
+        || get_int(root, "amountMicros", FIELD_REQUIRED,
+                   -BILLING_ADJUSTMENT_MAX, BILLING_ADJUSTMENT_MAX,
+                   &req->amount_micros, detail, detail_len) < 0)
+    {
+        return BILLING_JSON_INVALID;
+    }
+
+    /* a signed amount: a credit or a debit, never nothing */
+    if (req->amount_micros == 0) {
+        return fail(detail, detail_len, "amountMicros: must not be 0");
+    }
+
+    if (take_string(root, "reason", reason_valid, REASON_RULE, req->reason,
+                    detail, detail_len) != BILLING_JSON_OK
+        || take_idempotency_key(root, header_key, header_key_len,
+                                req->idempotency_key, detail, detail_len)
+           != BILLING_JSON_OK)
+    {
+        return BILLING_JSON_INVALID;
+    }
+
+    return BILLING_JSON_OK;
+}
+
+
+static int
+reversal_fields(const cJSON *root, const char *header_key,
+    size_t header_key_len, void *data, char *detail, size_t detail_len)
+{
+    billing_reversal_req_t  *req = data;
+
+    if (take_string(root, "reason", reason_valid, REASON_RULE, req->reason,
+                    detail, detail_len) != BILLING_JSON_OK
+        || take_idempotency_key(root, header_key, header_key_len,
+                                req->idempotency_key, detail, detail_len)
+           != BILLING_JSON_OK)
+    {
+        return BILLING_JSON_INVALID;
+    }
+
+    return BILLING_JSON_OK;
+}
+
+
+static int
+price_fields(const cJSON *root, const char *header_key,
+    size_t header_key_len, void *data, char *detail, size_t detail_len)
+{
+    billing_price_req_t  *req = data;
+
+    const char           *s;
+    size_t                slen;
+    int                   rc;
+
+    if (get_int(root, "inputMicrosPerMTok", FIELD_REQUIRED, 0,
+                BILLING_PRICE_MAX, &req->input_micros_per_mtok, detail,
+                detail_len) < 0
+        || get_int(root, "outputMicrosPerMTok", FIELD_REQUIRED, 0,
+                   BILLING_PRICE_MAX, &req->output_micros_per_mtok, detail,
+                   detail_len) < 0)
+    {
+        return BILLING_JSON_INVALID;
+    }
+
+    /* the form is the database's (_check_timestamp); none is this long */
+    rc = get_string(root, "effectiveFrom", FIELD_OPTIONAL, &s, &slen, detail,
+                    detail_len);
+    if (rc < 0) {
+        return BILLING_JSON_INVALID;
+    }
+
+    if (rc == 1) {
+        if (slen > BILLING_TIMESTAMP_MAX) {
+            return fail(detail, detail_len, "effectiveFrom: must be an "
+                        "RFC 3339 date-time with a time zone, such as "
+                        "2026-01-01T00:00:00Z");
+        }
+
+        memcpy(req->effective_from, s, slen + 1);
+        req->has_effective_from = 1;
+    }
+
+    rc = get_string(root, "reason", FIELD_OPTIONAL, &s, &slen, detail,
+                    detail_len);
+    if (rc < 0) {
+        return BILLING_JSON_INVALID;
+    }
+
+    if (rc == 1) {
+        if (!reason_valid(s, slen)) {
+            return fail(detail, detail_len, "reason: " REASON_RULE);
+        }
+
+        memcpy(req->reason, s, slen + 1);
+        req->has_reason = 1;
+    }
+
+    return take_idempotency_key(root, header_key, header_key_len,
+                                req->idempotency_key, detail, detail_len);
+}
+
+
+int
+billing_parse_adjustment(const char *body, size_t len,
+    const char *header_key, size_t header_key_len,
+    billing_adjustment_req_t *req, char *detail, size_t detail_len)
+{
+    return parse(body, len, header_key, header_key_len, adjustment_fields,
+                 req, sizeof(*req), detail, detail_len);
+}
+
+
+int
+billing_parse_reversal(const char *body, size_t len,
+    const char *header_key, size_t header_key_len,
+    billing_reversal_req_t *req, char *detail, size_t detail_len)
+{
+    return parse(body, len, header_key, header_key_len, reversal_fields,
+                 req, sizeof(*req), detail, detail_len);
+}
+
+
+int
+billing_parse_price(const char *body, size_t len,
+    const char *header_key, size_t header_key_len,
+    billing_price_req_t *req, char *detail, size_t detail_len)
+{
+    return parse(body, len, header_key, header_key_len, price_fields, req,
+                 sizeof(*req), detail, detail_len);
+}
+
+
+static int
+digits(const char *p, size_t len)
+{
+    return billing_bytes_in(p, len, '0', '9');
+}
+
+
+int
+billing_date_valid(const char *p, size_t len)
+{
+    static const int  days[] = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30,
+                                 31 };
+    int               y, m, d, leap;
+
+    if (p == NULL || len != 10 || p[4] != '-' || p[7] != '-'
+        || !digits(p, 4) || !digits(p + 5, 2) || !digits(p + 8, 2))
+    {
+        return 0;
+    }
+
+    y = (p[0] - '0') * 1000 + (p[1] - '0') * 100 + (p[2] - '0') * 10
+        + (p[3] - '0');
+    m = (p[5] - '0') * 10 + (p[6] - '0');
+    d = (p[8] - '0') * 10 + (p[9] - '0');
+
+    if (y < 1 || m < 1 || m > 12 || d < 1) {
+        return 0;
+    }
+
+    leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+
+    return d <= days[m - 1] + (m == 2 && leap);
+}
+
+
+int
+billing_entry_id_parse(const char *p, size_t len, int64_t *id)
+{
+    size_t   i;
+    int64_t  v;
+
+    if (p == NULL || len == 0 || len > 19 || p[0] == '0'
+        || !digits(p, len))
+    {
+        return -1;
+    }
+
+    v = 0;
+
+    for (i = 0; i < len; i++) {
+        if (v > (INT64_MAX - (p[i] - '0')) / 10) {
+            return -1;
+        }
+
+        v = v * 10 + (p[i] - '0');
+    }
+
+    *id = v;
+
+    return 0;
 }
 
 

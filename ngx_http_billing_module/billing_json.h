@@ -30,11 +30,17 @@ enum {
 #define BILLING_HOLD_TTL_MAX       3600
 #define BILLING_HOLD_TTL_DEFAULT   600
 #define BILLING_PACKAGE_CODE_MAX   64          /* a-z 0-9 _ - */
+#define BILLING_ADJUSTMENT_MAX     1000000000000000LL      /* |amount| 1e15 */
+#define BILLING_PRICE_MAX          1000000000000LL         /* 1e12 per 1M */
+#define BILLING_REASON_MAX         500         /* characters, any */
+/* effectiveFrom: the database judges the form; longer is never one */
+#define BILLING_TIMESTAMP_MAX      64          /* bytes */
 /* 8-4-4-4-12 hex digits and dashes; buffers add one byte for the NUL */
 #define BILLING_UUID_LEN           36
 
 /* a UTF-8 character is at most 4 bytes */
 #define BILLING_MODEL_BYTES_MAX    (BILLING_MODEL_MAX * 4)
+#define BILLING_REASON_BYTES_MAX   (BILLING_REASON_MAX * 4)
 
 typedef struct {
     char     user_id[BILLING_USER_ID_MAX + 1];   /* no control characters */
@@ -56,6 +62,31 @@ typedef struct {
 typedef struct {
     char     package_code[BILLING_PACKAGE_CODE_MAX + 1];
 } billing_purchase_req_t;
+
+/* POST /api/admin/adjustments (docs/spec.md §4.7) */
+typedef struct {
+    char     user_id[BILLING_USER_ID_MAX + 1];
+    int64_t  amount_micros;                      /* +-1e15, not 0 */
+    char     reason[BILLING_REASON_BYTES_MAX + 1];       /* 1..500 chars */
+    char     idempotency_key[BILLING_KEY_MAX + 1];
+} billing_adjustment_req_t;
+
+/* POST /api/admin/usage/{entryId}/reversal: the entry is the path's */
+typedef struct {
+    char     reason[BILLING_REASON_BYTES_MAX + 1];
+    char     idempotency_key[BILLING_KEY_MAX + 1];
+} billing_reversal_req_t;
+
+/* PUT /api/admin/models/{model}/price: the model is the path's */
+typedef struct {
+    int64_t  input_micros_per_mtok;              /* 0..1e12 */
+    int64_t  output_micros_per_mtok;             /* 0..1e12 */
+    char     effective_from[BILLING_TIMESTAMP_MAX + 1];
+    int      has_effective_from;                 /* else: now */
+    char     reason[BILLING_REASON_BYTES_MAX + 1];
+    int      has_reason;                         /* optional here */
+    char     idempotency_key[BILLING_KEY_MAX + 1];
+} billing_price_req_t;
 
 /* Strict UTF-8: no overlongs, no surrogates, nothing above U+10FFFF. */
 int billing_utf8_valid(const unsigned char *p, size_t len);
@@ -92,6 +123,30 @@ int billing_parse_hold(const char *body, size_t len,
 
 int billing_parse_purchase(const char *body, size_t len,
     billing_purchase_req_t *req, char *detail, size_t detail_len);
+
+int billing_parse_adjustment(const char *body, size_t len,
+    const char *header_key, size_t header_key_len,
+    billing_adjustment_req_t *req, char *detail, size_t detail_len);
+
+int billing_parse_reversal(const char *body, size_t len,
+    const char *header_key, size_t header_key_len,
+    billing_reversal_req_t *req, char *detail, size_t detail_len);
+
+int billing_parse_price(const char *body, size_t len,
+    const char *header_key, size_t header_key_len,
+    billing_price_req_t *req, char *detail, size_t detail_len);
+
+/*
+ * A calendar date YYYY-MM-DD (year 0001..9999) that exists: the rule of
+ * _is_date in sql/functions/_rules.sql (query parameters from, to).
+ */
+int billing_date_valid(const char *p, size_t len);
+
+/*
+ * A ledger entry id in a path: 1..19 decimal digits without a leading
+ * zero, at most 2^63-1.  Returns 0 with *id set, or -1.
+ */
+int billing_entry_id_parse(const char *p, size_t len, int64_t *id);
 
 /* 1 if p is an 8-4-4-4-12 hex UUID (either case), else 0. */
 int billing_uuid_valid(const char *p, size_t len);

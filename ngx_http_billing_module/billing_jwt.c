@@ -487,6 +487,10 @@ billing_jwt_check_claims(const billing_jwt_t *jwt, const char *issuer,
         } else {
             out->exp = (int64_t) vexp;
         }
+
+        /* exp may be INT64_MAX: the sum must saturate, not overflow */
+        out->valid_until = (out->exp > INT64_MAX - leeway)
+                           ? INT64_MAX : out->exp + leeway;
     }
 
     return BILLING_JWT_OK;

@@ -44,6 +44,7 @@ typedef struct {
     char             sub[256];
     char             scope[1024];        /* "" when absent */
     int64_t          exp;                /* seconds, truncated */
+    int64_t          valid_until;        /* exp + leeway, at most INT64_MAX */
 } billing_jwt_claims_t;
 
 const char *billing_jwt_strerror(int rc);
@@ -81,7 +82,9 @@ int billing_jwt_verify_signature(const billing_jwt_t *jwt, EVP_PKEY *key);
  * of at most 255 bytes; scope, when present, a string of at most 1023
  * bytes.  NumericDates may be fractional.  issuer or audience NULL skips
  * that check (the glue must not allow that in a configuration).  leeway
- * is clamped to 0..86400.  out (may be NULL) receives sub and scope.
+ * is clamped to 0..86400.  out (may be NULL) receives sub, scope, exp and
+ * valid_until: the last second the token is accepted (exp + leeway),
+ * saturated rather than overflowing for an exp near the end of int64_t.
  */
 int billing_jwt_check_claims(const billing_jwt_t *jwt, const char *issuer,
     const char *audience, int64_t now, int64_t leeway,

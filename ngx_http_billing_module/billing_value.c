@@ -446,3 +446,44 @@ unchanged:
 
     return 0;
 }
+
+
+/* "scheme://" at the start of url, in any case, with more after it */
+static int
+has_scheme(const char *url, size_t len, const char *scheme)
+{
+    size_t          i, n;
+    unsigned char   c;
+
+    n = strlen(scheme);
+
+    if (len <= n) {
+        return 0;
+    }
+
+    for (i = 0; i < n; i++) {
+        c = (unsigned char) url[i];
+
+        if (c >= 'A' && c <= 'Z') {
+            c |= 0x20;
+        }
+
+        if (c != (unsigned char) scheme[i]) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+int
+billing_url_scheme_allowed(const char *url, size_t len, int allow_http)
+{
+    if (url == NULL) {
+        return 0;
+    }
+
+    return has_scheme(url, len, "https://")
+           || (allow_http && has_scheme(url, len, "http://"));
+}

@@ -39,4 +39,12 @@ int billing_value_resolve(const char *spec, size_t len, char **out,
 int billing_dburl_take_connection_limit(const char *url, size_t len,
     char **out_url, long *limit, char *err, size_t errlen);
 
+/*
+ * 1 when url is an https:// URL with something after the scheme (the
+ * scheme's case does not matter), or, with allow_http, an http:// one;
+ * 0 otherwise (another scheme, no scheme, nothing after it).  Keys fetched
+ * over plain HTTP could be replaced by anyone on the path.
+ */
+int billing_url_scheme_allowed(const char *url, size_t len, int allow_http);
+
 #endif /* BILLING_VALUE_H */

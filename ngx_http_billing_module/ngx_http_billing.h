@@ -18,7 +18,7 @@
 
 
 /* the schema version this build needs (sql/NNN_*.sql) */
-#define NGX_HTTP_BILLING_SCHEMA_VERSION  6
+#define NGX_HTTP_BILLING_SCHEMA_VERSION  12
 
 
 /* what a location serves; also the "endpoint" label of the metrics */
@@ -34,6 +34,12 @@ typedef enum {
     NGX_HTTP_BILLING_EP_HOLDS,
     NGX_HTTP_BILLING_EP_PURCHASES,
     NGX_HTTP_BILLING_EP_WEBHOOK,
+    NGX_HTTP_BILLING_EP_MODELS,
+    NGX_HTTP_BILLING_EP_USAGE_SUMMARY,
+    NGX_HTTP_BILLING_EP_ADMIN_ADJUSTMENTS,
+    NGX_HTTP_BILLING_EP_ADMIN_USAGE,
+    NGX_HTTP_BILLING_EP_ADMIN_USERS,
+    NGX_HTTP_BILLING_EP_ADMIN_MODELS,
     NGX_HTTP_BILLING_EP_ERROR,          /* problem+json for error_page */
     NGX_HTTP_BILLING_EP_COUNT
 } ngx_http_billing_endpoint_e;
@@ -65,6 +71,7 @@ typedef struct {
     /* JWT: a PEM key, or a JWKS URL with keys shared in a zone */
     EVP_PKEY                     *jwt_key;
     ngx_str_t                     jwks_url;
+    ngx_flag_t                    jwks_allow_http;   /* tests only */
     ngx_shm_zone_t               *jwks_zone;
     time_t                        jwks_refresh;
     time_t                        jwks_cooldown;
@@ -88,6 +95,7 @@ typedef struct {
     ngx_msec_t                    notify_interval;
 
     ngx_msec_t                    audit_interval;
+    ngx_msec_t                    audit_budget;
 
     /* how the URL's host names are looked up (ngx_http_billing_lookup.h) */
     struct ngx_http_billing_lookup_conf_s  *lookup;

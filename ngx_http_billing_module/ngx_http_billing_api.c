@@ -1,6 +1,7 @@
 
 /*
- * ScholarLink Billing: the ledger API.
+ * ScholarLink Billing: the ledger API: packages and models, balance,
+ * ledger and usage summary, reconcile, holds.
  *
  * Each endpoint validates its input in the pure core, then makes exactly
  * one call of one stored function of schema billing (sql/), which enforces
@@ -60,6 +61,8 @@ static ngx_int_t ngx_http_billing_hold_params(ngx_http_request_t *r,
     void *data, const char **params);
 static const char *ngx_http_billing_int_param(ngx_http_request_t *r,
     int64_t n);
+static const char *ngx_http_billing_str_param(ngx_http_request_t *r,
+    ngx_str_t *s);
 
 
 static ngx_http_billing_usage_t  ngx_http_billing_reconcile = {
@@ -94,6 +97,17 @@ ngx_http_billing_packages_handler(ngx_http_request_t *r)
 }
 
 
+/* GET /api/models: public, the prices in force now */
+ngx_int_t
+ngx_http_billing_models_handler(ngx_http_request_t *r)
+{
+    return ngx_http_billing_read(r,
+                                 "SELECT status, code, body, meta "
+                                 "FROM billing.api_models()",
+                                 0, NULL, ngx_http_billing_respond);
+}
+
+
 /* GET /api/balance: the caller's own balance */
 ngx_int_t
 ngx_http_billing_balance_handler(ngx_http_request_t *r)
@@ -101,7 +115,19 @@ ngx_http_billing_balance_handler(ngx_http_request_t *r)
     ngx_http_billing_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_billing_module);
-    ctx->params[0] = (const char *) ctx->user_id.data;
+
+    return ngx_http_billing_balance_of(r, (const char *) ctx->user_id.data);
+}
+
+
+/* a user's balance: the caller's, or the one support asks for */
+ngx_int_t
+ngx_http_billing_balance_of(ngx_http_request_t *r, const char *user)
+{
+    ngx_http_billing_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_billing_module);
+    ctx->params[0] = user;
 
     return ngx_http_billing_read(r,
                                  "SELECT status, code, body, meta "
@@ -113,6 +139,18 @@ ngx_http_billing_balance_handler(ngx_http_request_t *r)
 /* GET /api/ledger?limit=&cursor=: the caller's entries, newest first */
 ngx_int_t
 ngx_http_billing_ledger_handler(ngx_http_request_t *r)
+{
+    ngx_http_billing_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_billing_module);
+
+    return ngx_http_billing_ledger_of(r, (const char *) ctx->user_id.data);
+}
+
+
+/* a user's entries: the caller's, or the ones support asks for */
+ngx_int_t
+ngx_http_billing_ledger_of(ngx_http_request_t *r, const char *user)
 {
     int64_t                  before;
     ngx_int_t                limit;
@@ -146,7 +184,7 @@ ngx_http_billing_ledger_handler(ngx_http_request_t *r)
         }
     }
 
-    ctx->params[0] = (const char *) ctx->user_id.data;
+    ctx->params[0] = user;
     ctx->params[1] = ngx_http_billing_int_param(r, limit);
 
     if (ctx->params[1] == NULL) {
@@ -166,7 +204,6 @@ ngx_http_billing_ledger_done(ngx_http_request_t *r,
     ngx_http_billing_pg_op_t *op)
 {
     char                    cursor[BILLING_CURSOR_MAX];
-    u_char                 *p;
     int64_t                 next;
     ngx_http_billing_row_t  row;
 
@@ -174,44 +211,83 @@ ngx_http_billing_ledger_done(ngx_http_request_t *r,
         return ngx_http_billing_db_failure(r, op);
     }
 
-    if (row.code.len || row.body.len < 2
-        || row.body.data[row.body.len - 1] != '}')
-    {
-        return ngx_http_billing_api_respond(r, &row);
+    if (row.code.len || row.meta.len == 0) {
+        return ngx_http_billing_respond_page(r, &row, NULL);
     }
 
-    /* the function answers an object; the opaque cursor is ours to add */
-    next = 0;
+    /* meta: the last entry shown, when more follow */
+    next = ngx_atoof(row.meta.data, row.meta.len);
+    if (next <= 0 || billing_cursor_encode(next, cursor, sizeof(cursor)) != 0)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
 
-    if (row.meta.len) {
-        next = ngx_atoof(row.meta.data, row.meta.len);
-        if (next <= 0
-            || billing_cursor_encode(next, cursor, sizeof(cursor)) != 0)
+    return ngx_http_billing_respond_page(r, &row, cursor);
+}
+
+
+/*
+ * GET /api/usage/summary?from=&to=&groupBy= (docs/spec.md §4.6).  The
+ * database has the rules; a value it would refuse anyway is refused here
+ * with its words, and text that is no date never reaches it.
+ */
+ngx_int_t
+ngx_http_billing_usage_summary_handler(ngx_http_request_t *r)
+{
+    ngx_str_t                arg;
+    ngx_uint_t               i;
+    ngx_http_billing_ctx_t  *ctx;
+
+    /* the query parameters that are dates, and the database's words */
+    static const char       *dates[][2] = {
+        { "from", "from: must be a date YYYY-MM-DD" },
+        { "to", "to: must be a date YYYY-MM-DD" }
+    };
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_billing_module);
+    ctx->params[0] = (const char *) ctx->user_id.data;
+
+    for (i = 0; i < 2; i++) {
+        ctx->params[1 + i] = NULL;
+
+        if (ngx_http_arg(r, (u_char *) dates[i][0], ngx_strlen(dates[i][0]),
+                         &arg)
+            != NGX_OK)
         {
+            continue;       /* the database: "field is required" */
+        }
+
+        if (!billing_date_valid((const char *) arg.data, arg.len)) {
+            return ngx_http_billing_invalid(r, dates[i][1]);
+        }
+
+        ctx->params[1 + i] = ngx_http_billing_str_param(r, &arg);
+        if (ctx->params[1 + i] == NULL) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
     }
 
-    p = ngx_pnalloc(r->pool, row.body.len + sizeof(",\"nextCursor\":\"\"}")
-                             + BILLING_CURSOR_MAX);
-    if (p == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    ctx->params[3] = NULL;
+
+    if (ngx_http_arg(r, (u_char *) "groupBy", 7, &arg) == NGX_OK) {
+        if ((arg.len != 3 || ngx_strncmp(arg.data, "day", 3) != 0)
+            && (arg.len != 5 || ngx_strncmp(arg.data, "model", 5) != 0))
+        {
+            return ngx_http_billing_invalid(r, "groupBy: must be day or "
+                                               "model");
+        }
+
+        ctx->params[3] = ngx_http_billing_str_param(r, &arg);
+        if (ctx->params[3] == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
     }
 
-    row.body.data = ngx_cpymem(p, row.body.data, row.body.len - 1);
-
-    if (next) {
-        row.body.data = ngx_sprintf(row.body.data, ",\"nextCursor\":\"%s\"}",
-                                    cursor);
-    } else {
-        row.body.data = ngx_cpymem(row.body.data, ",\"nextCursor\":null}",
-                                   sizeof(",\"nextCursor\":null}") - 1);
-    }
-
-    row.body.len = row.body.data - p;
-    row.body.data = p;
-
-    return ngx_http_billing_api_respond(r, &row);
+    return ngx_http_billing_read(r,
+                                 "SELECT status, code, body, meta "
+                                 "FROM billing.api_usage_summary($1, $2, $3, "
+                                 "$4)",
+                                 4, ctx->params, ngx_http_billing_respond);
 }
 
 
@@ -423,6 +499,23 @@ ngx_http_billing_int_param(ngx_http_request_t *r, int64_t n)
     }
 
     (void) ngx_sprintf(p, "%L%Z", n);
+
+    return (const char *) p;
+}
+
+
+/* a string as a text parameter: a NUL-terminated copy */
+static const char *
+ngx_http_billing_str_param(ngx_http_request_t *r, ngx_str_t *s)
+{
+    u_char  *p;
+
+    p = ngx_pnalloc(r->pool, s->len + 1);
+    if (p == NULL) {
+        return NULL;
+    }
+
+    (void) ngx_cpystrn(p, s->data, s->len + 1);
 
     return (const char *) p;
 }

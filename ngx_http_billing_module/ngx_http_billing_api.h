@@ -1,6 +1,7 @@
 
 /*
- * ScholarLink Billing: the ledger API.
+ * ScholarLink Billing: the ledger API: packages and models, balance,
+ * ledger and usage summary, reconcile, holds.
  */
 
 
@@ -14,8 +15,14 @@
 
 
 ngx_int_t ngx_http_billing_packages_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_billing_models_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_billing_balance_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_billing_ledger_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_billing_usage_summary_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_billing_balance_of(ngx_http_request_t *r,
+    const char *user);
+ngx_int_t ngx_http_billing_ledger_of(ngx_http_request_t *r,
+    const char *user);
 ngx_int_t ngx_http_billing_reconcile_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_billing_hold_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_billing_hold_release_handler(ngx_http_request_t *r);

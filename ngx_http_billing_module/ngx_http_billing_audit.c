@@ -1,13 +1,22 @@
 
 /*
  * ScholarLink Billing: the periodic ledger audit behind the
- * billing_invariant_violations gauge.
+ * billing_invariant_violations and
+ * billing_invariant_check_last_success_timestamp_seconds gauges.
  *
- * One worker per nginx instance (worker 0) runs billing.invariant_violations()
- * every billing_audit_interval through the pool and publishes the count in
- * the shared metrics zone; the alert "reconciliation errors" fires on it.
- * The check reads the whole ledger, so the interval is minutes, not
- * seconds; 0 turns it off.
+ * Worker 0 of every nginx instance calls billing.audit_run() every
+ * billing_audit_interval through the pool (sql/functions/audit.sql).  The
+ * audit is incremental: a run checks the ledger entries written since the
+ * last one and stops at billing_audit_budget, keeping its progress, so it
+ * never meets the pool's query timeout however large the ledger grows.  One
+ * run at a time in the whole cluster (an advisory lock): the other
+ * instances skip, and read what the last run found.  When final entries are
+ * left over, the next run comes soon instead of an interval later.
+ *
+ * Both gauges come from the database, so every instance shows the same
+ * numbers; an instance whose call fails keeps its last ones, and the alert
+ * on the success timestamp (BillingInvariantCheckStale) says the audit is
+ * not running.  0 turns the audit off.
  */
 
 
@@ -21,16 +30,23 @@
 #include "ngx_http_billing_pg.h"
 
 
+/* the pause before the next run while final entries wait */
+#define NGX_HTTP_BILLING_AUDIT_CATCH_UP  250
+
+
 typedef struct {
     ngx_http_billing_main_conf_t *bmcf;
     ngx_event_t                   timer;
     ngx_http_billing_pg_op_t      op;
     ngx_uint_t                    pending;
+    const char                   *params[1];
+    u_char                        budget[NGX_INT_T_LEN + 1];
 } ngx_http_billing_audit_t;
 
 
 static void ngx_http_billing_audit_tick(ngx_event_t *ev);
 static void ngx_http_billing_audit_done(ngx_http_billing_pg_op_t *op);
+static int64_t ngx_http_billing_audit_int(PGresult *res, int col);
 
 
 static ngx_http_billing_audit_t  ngx_http_billing_audit;
@@ -55,7 +71,10 @@ ngx_http_billing_audit_init(ngx_cycle_t *cycle,
     a->timer.log = cycle->log;
     a->timer.cancelable = 1;
 
-    /* soon after start, so the gauge means something from the first scrape */
+    (void) ngx_sprintf(a->budget, "%M%Z", bmcf->audit_budget);
+    a->params[0] = (const char *) a->budget;
+
+    /* soon after start, so the gauges mean something from the first scrape */
     ngx_add_timer(&a->timer, ngx_min(bmcf->audit_interval, 5000));
 
     return NGX_OK;
@@ -94,17 +113,23 @@ ngx_http_billing_audit_tick(ngx_event_t *ev)
     ngx_add_timer(&a->timer, a->bmcf->audit_interval);
 
     if (a->pending) {
-        return;         /* the last check is still running */
+        return;         /* the last run is still out */
     }
 
     ngx_http_billing_pg_op_init(&a->op,
-                               "SELECT count(*) "
-                               "FROM billing.invariant_violations()",
-                               0, NULL, ngx_http_billing_audit_done, a,
+                               "SELECT ran, examined, more, violations, "
+                               "last_success "
+                               "FROM billing.audit_run($1::int)",
+                               1, a->params, ngx_http_billing_audit_done, a,
                                ev->log);
 
     if (ngx_http_billing_pg_query(a->bmcf->pool, &a->op) == NGX_OK) {
         a->pending = 1;
+
+    } else {
+        ngx_log_error(NGX_LOG_WARN, ev->log, 0,
+                      "billing: the ledger audit could not run: "
+                      "no database connection");
     }
 }
 
@@ -112,30 +137,65 @@ ngx_http_billing_audit_tick(ngx_event_t *ev)
 static void
 ngx_http_billing_audit_done(ngx_http_billing_pg_op_t *op)
 {
-    ngx_int_t                  n;
+    int64_t                    examined, violations, last_success;
+    ngx_uint_t                 ran, more;
     ngx_http_billing_audit_t  *a;
 
     a = op->data;
     a->pending = 0;
 
-    n = ngx_http_billing_pg_shape(op, 1, 1)
-        ? ngx_atoi((u_char *) PQgetvalue(op->res, 0, 0),
-                   PQgetlength(op->res, 0, 0))
-        : NGX_ERROR;
-
-    if (n == NGX_ERROR) {
+    if (!ngx_http_billing_pg_shape(op, 1, 5)
+        || (violations = ngx_http_billing_audit_int(op->res, 3)) < 0)
+    {
+        /* the gauges keep their values; the success timestamp ages */
         ngx_log_error(NGX_LOG_WARN, op->log, 0,
                       "billing: the ledger audit could not run");
         return;
     }
 
-    if (n > 0) {
+    ran = (PQgetvalue(op->res, 0, 0)[0] == 't');
+    more = (PQgetvalue(op->res, 0, 2)[0] == 't');
+    examined = ngx_http_billing_audit_int(op->res, 1);
+    last_success = ngx_http_billing_audit_int(op->res, 4);
+
+    ngx_log_debug4(NGX_LOG_DEBUG_HTTP, op->log, 0,
+                   "billing audit: %s, %L entries examined%s, %L violations",
+                   ran ? "ran" : "skipped: another session audits",
+                   examined, more ? ", more waiting" : "", violations);
+
+    if (ran && violations > 0) {
         ngx_log_error(NGX_LOG_ALERT, op->log, 0,
-                      "billing: the ledger audit found %i invariant "
-                      "violations: SELECT * FROM "
-                      "billing.invariant_violations() tells which", n);
+                      "billing: the ledger audit found %L invariant "
+                      "violations: SELECT * FROM billing.audit_findings "
+                      "tells which", violations);
     }
 
     ngx_http_billing_metrics_shared_gauge(
-        NGX_HTTP_BILLING_S_INVARIANT_VIOLATIONS, (uint64_t) n);
+        NGX_HTTP_BILLING_S_INVARIANT_VIOLATIONS, (uint64_t) violations);
+
+    if (last_success > 0) {
+        ngx_http_billing_metrics_shared_gauge(
+            NGX_HTTP_BILLING_S_INVARIANT_CHECK_SUCCESS,
+            (uint64_t) last_success);
+    }
+
+    /* final entries left over: catch up without waiting an interval */
+    if (more && !ngx_exiting && !ngx_terminate
+        && a->bmcf->audit_interval > NGX_HTTP_BILLING_AUDIT_CATCH_UP)
+    {
+        ngx_add_timer(&a->timer, NGX_HTTP_BILLING_AUDIT_CATCH_UP);
+    }
+}
+
+
+/* a non-negative integer column, 0 when NULL, -1 when not a number */
+static int64_t
+ngx_http_billing_audit_int(PGresult *res, int col)
+{
+    if (PQgetisnull(res, 0, col)) {
+        return 0;
+    }
+
+    return ngx_atoof((u_char *) PQgetvalue(res, 0, col),
+                     PQgetlength(res, 0, col));
 }

@@ -235,7 +235,7 @@ ngx_http_billing_authenticate(ngx_http_request_t *r)
                 sizeof(cached->sub));
     ngx_cpystrn((u_char *) cached->scope, (u_char *) claims.scope,
                 sizeof(cached->scope));
-    cached->expires = ngx_min(claims.exp + bmcf->jwt_leeway,
+    cached->expires = ngx_min(claims.valid_until,
                               now + NGX_HTTP_BILLING_TOKEN_TTL);
 
     return ngx_http_billing_authenticated(r, ctx, claims.sub, claims.scope);
@@ -274,6 +274,7 @@ ngx_http_billing_authenticated(ngx_http_request_t *r,
 ngx_int_t
 ngx_http_billing_require_auth(ngx_http_request_t *r, const char *scope)
 {
+    u_char                   *value, *last;
     const char               *challenge, *code, *detail;
     ngx_http_billing_ctx_t   *ctx;
 
@@ -291,9 +292,20 @@ ngx_http_billing_require_auth(ngx_http_request_t *r, const char *scope)
 
         ngx_http_billing_metrics_inc(NGX_HTTP_BILLING_M_JWT_FORBIDDEN, 1);
 
-        if (ngx_http_billing_add_header_s(r, "WWW-Authenticate",
-                "Bearer realm=\"billing\", error=\"insufficient_scope\", "
-                "scope=\"billing:usage\"") != NGX_OK)
+        /* RFC 6750 §3: the scope this endpoint needs */
+        challenge = "Bearer realm=\"billing\", error=\"insufficient_scope\", "
+                    "scope=\"";
+        value = ngx_pnalloc(r->pool, ngx_strlen(challenge)
+                                     + ngx_strlen(scope) + 1);
+        if (value == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        last = ngx_sprintf(value, "%s%s\"", challenge, scope);
+
+        if (ngx_http_billing_add_header(r, "WWW-Authenticate", value,
+                                        last - value)
+            != NGX_OK)
         {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }

@@ -67,7 +67,7 @@ ngx_http_billing_cors_preflight(ngx_http_request_t *r)
 
     if (origin) {
         if (ngx_http_billing_add_header_s(r, "Access-Control-Allow-Methods",
-                                          "GET, POST, DELETE, OPTIONS")
+                                          "GET, POST, PUT, DELETE, OPTIONS")
             != NGX_OK
             || ngx_http_billing_add_header_s(r, "Access-Control-Allow-Headers",
                                              "Authorization, Content-Type, "

@@ -301,6 +301,49 @@ ngx_http_billing_api_respond(ngx_http_request_t *r,
 }
 
 
+/*
+ * A page of a list (ledger, purchases): the function answers an object,
+ * and the opaque cursor of the next page, or null on the last one, is the
+ * module's to add as its last key, "nextCursor".
+ */
+ngx_int_t
+ngx_http_billing_respond_page(ngx_http_request_t *r,
+    ngx_http_billing_row_t *row, const char *cursor)
+{
+    u_char  *p, *last;
+    size_t   len;
+
+    if (row->code.len || row->body.len < 2
+        || row->body.data[row->body.len - 1] != '}')
+    {
+        return ngx_http_billing_api_respond(r, row);
+    }
+
+    len = cursor ? ngx_strlen(cursor) : 0;
+
+    p = ngx_pnalloc(r->pool, row->body.len + sizeof(",\"nextCursor\":\"\"}")
+                             + len);
+    if (p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    last = ngx_cpymem(p, row->body.data, row->body.len - 1);
+
+    if (cursor) {
+        last = ngx_sprintf(last, ",\"nextCursor\":\"%s\"}", cursor);
+
+    } else {
+        last = ngx_cpymem(last, ",\"nextCursor\":null}",
+                          sizeof(",\"nextCursor\":null}") - 1);
+    }
+
+    row->body.data = p;
+    row->body.len = last - p;
+
+    return ngx_http_billing_api_respond(r, row);
+}
+
+
 /* the usual completion: answer with what the function returned */
 ngx_int_t
 ngx_http_billing_respond(ngx_http_request_t *r, ngx_http_billing_pg_op_t *op)

@@ -38,6 +38,8 @@ ngx_int_t ngx_http_billing_api_respond(ngx_http_request_t *r,
     ngx_http_billing_row_t *row);
 ngx_int_t ngx_http_billing_respond(ngx_http_request_t *r,
     ngx_http_billing_pg_op_t *op);
+ngx_int_t ngx_http_billing_respond_page(ngx_http_request_t *r,
+    ngx_http_billing_row_t *row, const char *cursor);
 
 
 #endif /* _NGX_HTTP_BILLING_DB_H_INCLUDED_ */

@@ -33,6 +33,8 @@
 
 typedef struct {
     ngx_uint_t                    magic;
+    uint32_t                      url_crc;     /* the URL the keys came from */
+    size_t                        url_len;
     uint64_t                      generation;
     time_t                        fetched_at;
     time_t                        next_refresh;
@@ -64,19 +66,68 @@ static void ngx_http_billing_jwks_done(ngx_http_billing_http_result_t *res,
 static void ngx_http_billing_jwks_tick(ngx_event_t *ev);
 
 
+/*
+ * shm_zone->data is this cycle's configuration until the zone is set up
+ * (ngx_http_billing_jwks_zone_conf); the zone's structure afterwards.
+ */
+void
+ngx_http_billing_jwks_zone_conf(ngx_shm_zone_t *shm_zone,
+    ngx_http_billing_main_conf_t *bmcf)
+{
+    shm_zone->data = bmcf;
+}
+
+
 ngx_int_t
 ngx_http_billing_jwks_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 {
-    ngx_http_billing_jwks_shm_t  *jw;
+    uint32_t                       crc;
+    ngx_slab_pool_t               *shpool;
+    ngx_http_billing_jwks_shm_t   *jw;
+    ngx_http_billing_main_conf_t  *bmcf;
 
-    /* a reload keeps the keys fetched so far */
+    bmcf = shm_zone->data;
+    crc = ngx_crc32_long(bmcf->jwks_url.data, bmcf->jwks_url.len);
+
+    /* a reload keeps the keys fetched so far ... */
     jw = ngx_http_billing_shm_init(shm_zone, data,
                                    sizeof(ngx_http_billing_jwks_shm_t), "JWKS");
     if (jw == NULL) {
         return NGX_ERROR;
     }
 
+    if (jw->magic == NGX_HTTP_BILLING_JWKS_MAGIC
+        && jw->url_crc == crc && jw->url_len == bmcf->jwks_url.len)
+    {
+        return NGX_OK;
+    }
+
+    /*
+     * ... unless they came from another URL: those keys are not the new
+     * issuer's, so they go now, not at the next refresh.  The old workers
+     * still read the zone: the lock, as for any change.
+     */
+    shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+
+    ngx_shmtx_lock(&shpool->mutex);
+
+    if (jw->nkeys) {
+        ngx_log_error(NGX_LOG_NOTICE, shm_zone->shm.log, 0,
+                      "billing: the JWKS URL changed: the keys of the "
+                      "previous one are dropped (%ui)", jw->nkeys);
+    }
+
     jw->magic = NGX_HTTP_BILLING_JWKS_MAGIC;
+    jw->url_crc = crc;
+    jw->url_len = bmcf->jwks_url.len;
+    jw->nkeys = 0;
+    jw->generation++;
+    jw->fetched_at = 0;
+    jw->next_refresh = 0;       /* the new workers fetch at once */
+    jw->lease_until = 0;
+    jw->last_forced = 0;
+
+    ngx_shmtx_unlock(&shpool->mutex);
 
     return NGX_OK;
 }
@@ -345,6 +396,23 @@ ngx_http_billing_jwks_done(ngx_http_billing_http_result_t *res, void *data)
                    res ? "" : ", never started");
 
     ngx_shmtx_lock(&shpool->mutex);
+
+    if (jw->url_crc != ngx_crc32_long(bmcf->jwks_url.data, bmcf->jwks_url.len)
+        || jw->url_len != bmcf->jwks_url.len)
+    {
+        /* a worker of the previous configuration: its URL is not the zone's */
+        ngx_shmtx_unlock(&shpool->mutex);
+
+        ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
+                      "billing: JWKS keys from a previous configuration's URL "
+                      "are not kept");
+
+        if (keys) {
+            billing_jwks_free(keys);
+        }
+
+        return;
+    }
 
     if (keys && nkeys) {
         ngx_memcpy(jw->keys, keys, nkeys * sizeof(billing_jwk_t));

@@ -18,6 +18,8 @@
 #include "ngx_http_billing.h"
 
 
+void ngx_http_billing_jwks_zone_conf(ngx_shm_zone_t *shm_zone,
+    ngx_http_billing_main_conf_t *bmcf);
 ngx_int_t ngx_http_billing_jwks_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
 ngx_int_t ngx_http_billing_jwks_init_process(ngx_cycle_t *cycle,

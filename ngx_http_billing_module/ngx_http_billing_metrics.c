@@ -88,7 +88,9 @@ static const char
     *ngx_http_billing_endpoint_names[NGX_HTTP_BILLING_EP_COUNT] =
 {
     "other", "health", "readyz", "metrics", "packages", "balance", "ledger",
-    "reconcile", "holds", "purchases", "webhook", "error"
+    "reconcile", "holds", "purchases", "webhook", "models", "usage_summary",
+    "admin_adjustments", "admin_usage", "admin_users", "admin_models",
+    "error"
 };
 
 
@@ -144,13 +146,15 @@ static const ngx_http_billing_metric_desc_t
 };
 
 
-static const char  *ngx_http_billing_webhook_types[] = {
+static const char  *ngx_http_billing_webhook_types[NGX_HTTP_BILLING_WEBHOOK_TYPES] = {
     "checkout.session.completed",
     "checkout.session.async_payment_succeeded",
     "checkout.session.async_payment_failed",
     "checkout.session.expired",
     "payment_intent.succeeded",
     "charge.refunded",
+    "charge.dispute.created",
+    "charge.dispute.closed",
     "other"
 };
 
@@ -497,7 +501,7 @@ ngx_http_billing_metrics_render(ngx_pool_t *pool, size_t *len)
                                    "Stripe webhook events by type and "
                                    "outcome.");
 
-    for (i = 0; i < 7; i++) {
+    for (i = 0; i < NGX_HTTP_BILLING_WEBHOOK_TYPES; i++) {
         for (j = 0; j < 5; j++) {
             v = m->counter[NGX_HTTP_BILLING_M_WEBHOOK + i * 5 + j];
             if (v == 0) {
@@ -548,12 +552,31 @@ ngx_http_billing_metrics_render(ngx_pool_t *pool, size_t *len)
                          (uint64_t)
                          m->shared[NGX_HTTP_BILLING_S_OUTBOX_BACKLOG]);
 
+    ngx_http_billing_render_header(&o, "billing_outbox_dead_letters", "gauge",
+                                   "Notifications that kept failing and are "
+                                   "no longer retried.");
+    ngx_http_billing_out(&o, "billing_outbox_dead_letters %uL\n",
+                         (uint64_t)
+                         m->shared[NGX_HTTP_BILLING_S_OUTBOX_DEAD_LETTERS]);
+
     ngx_http_billing_render_header(&o, "billing_invariant_violations", "gauge",
                                    "Ledger invariant violations found by the "
-                                   "last check.");
+                                   "audit and not yet cleared by a full pass.");
     ngx_http_billing_out(&o, "billing_invariant_violations %uL\n",
                          (uint64_t)
                          m->shared[NGX_HTTP_BILLING_S_INVARIANT_VIOLATIONS]);
+
+    ngx_http_billing_render_header(&o,
+                        "billing_invariant_check_last_success_timestamp_seconds",
+                        "gauge",
+                        "When a run of the ledger audit last completed, "
+                        "anywhere in the cluster (Unix time; 0: not known "
+                        "yet).");
+    ngx_http_billing_out(&o,
+                     "billing_invariant_check_last_success_timestamp_seconds "
+                     "%uL\n",
+                     (uint64_t)
+                     m->shared[NGX_HTTP_BILLING_S_INVARIANT_CHECK_SUCCESS]);
 
     b->last = o.pos;
     b->last_buf = 1;

@@ -18,6 +18,10 @@
  * The order here is the layout of the zone: append, never reorder
  * without changing the layout hash (done automatically from the table).
  */
+/* the Stripe event types counted on their own, "other" included */
+#define NGX_HTTP_BILLING_WEBHOOK_TYPES  9
+
+
 typedef enum {
     NGX_HTTP_BILLING_M_DB_CONNECT_ERROR = 0,
     NGX_HTTP_BILLING_M_DB_QUERY_ERROR,
@@ -54,7 +58,8 @@ typedef enum {
     /* webhooks: NGX_HTTP_BILLING_M_WEBHOOK + type * outcomes + outcome */
     NGX_HTTP_BILLING_M_WEBHOOK,
 
-    NGX_HTTP_BILLING_M_COUNT = NGX_HTTP_BILLING_M_WEBHOOK + 7 * 5
+    NGX_HTTP_BILLING_M_COUNT = NGX_HTTP_BILLING_M_WEBHOOK
+                               + NGX_HTTP_BILLING_WEBHOOK_TYPES * 5
 } ngx_http_billing_counter_e;
 
 
@@ -81,6 +86,8 @@ typedef enum {
 typedef enum {
     NGX_HTTP_BILLING_S_OUTBOX_BACKLOG = 0,
     NGX_HTTP_BILLING_S_INVARIANT_VIOLATIONS,
+    NGX_HTTP_BILLING_S_INVARIANT_CHECK_SUCCESS,     /* Unix time */
+    NGX_HTTP_BILLING_S_OUTBOX_DEAD_LETTERS,
     NGX_HTTP_BILLING_S_COUNT
 } ngx_http_billing_shared_gauge_e;
 

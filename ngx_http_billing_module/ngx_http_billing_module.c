@@ -9,6 +9,7 @@
 #include <ngx_http.h>
 
 #include "ngx_http_billing.h"
+#include "ngx_http_billing_admin.h"
 #include "ngx_http_billing_api.h"
 #include "ngx_http_billing_audit.h"
 #include "ngx_http_billing_auth.h"
@@ -93,14 +94,23 @@ static ngx_http_billing_zone_t  ngx_http_billing_jwks_zone = {
 
 #define NGX_HTTP_BILLING_GET     NGX_HTTP_GET|NGX_HTTP_HEAD, "GET, HEAD"
 #define NGX_HTTP_BILLING_POST    NGX_HTTP_POST, "POST"
+#define NGX_HTTP_BILLING_PUT     NGX_HTTP_PUT, "PUT"
 #define NGX_HTTP_BILLING_DELETE  NGX_HTTP_DELETE, "DELETE"
+#define NGX_HTTP_BILLING_GET_POST                                             \
+    NGX_HTTP_GET|NGX_HTTP_HEAD|NGX_HTTP_POST, "GET, HEAD, POST"
 #define NGX_HTTP_BILLING_ANY     (ngx_uint_t) -1, NULL
 
 #define NGX_HTTP_BILLING_PUBLIC  0, NULL
 #define NGX_HTTP_BILLING_TOKEN   1, NULL
 #define NGX_HTTP_BILLING_USAGE   1, "billing:usage"
+#define NGX_HTTP_BILLING_ADMIN   1, "billing:admin"
 
 #define NGX_HTTP_BILLING_NO_ITEMS  { 0, NULL, 0, NULL, NULL }
+
+/* the collection of an endpoint that has only items: nothing there */
+#define NGX_HTTP_BILLING_NOTHING                                              \
+    { NGX_HTTP_BILLING_ANY, NGX_HTTP_BILLING_PUBLIC,                          \
+      ngx_http_billing_not_found_handler }
 
 
 /*
@@ -130,6 +140,11 @@ static ngx_http_billing_endpoint_t  ngx_http_billing_endpoints[] = {
         ngx_http_billing_packages_handler },
       NGX_HTTP_BILLING_NO_ITEMS },
 
+    { ngx_string("models"), NGX_HTTP_BILLING_EP_MODELS,
+      { NGX_HTTP_BILLING_GET, NGX_HTTP_BILLING_PUBLIC,
+        ngx_http_billing_models_handler },
+      NGX_HTTP_BILLING_NO_ITEMS },
+
     { ngx_string("balance"), NGX_HTTP_BILLING_EP_BALANCE,
       { NGX_HTTP_BILLING_GET, NGX_HTTP_BILLING_TOKEN,
         ngx_http_billing_balance_handler },
@@ -138,6 +153,11 @@ static ngx_http_billing_endpoint_t  ngx_http_billing_endpoints[] = {
     { ngx_string("ledger"), NGX_HTTP_BILLING_EP_LEDGER,
       { NGX_HTTP_BILLING_GET, NGX_HTTP_BILLING_TOKEN,
         ngx_http_billing_ledger_handler },
+      NGX_HTTP_BILLING_NO_ITEMS },
+
+    { ngx_string("usage_summary"), NGX_HTTP_BILLING_EP_USAGE_SUMMARY,
+      { NGX_HTTP_BILLING_GET, NGX_HTTP_BILLING_TOKEN,
+        ngx_http_billing_usage_summary_handler },
       NGX_HTTP_BILLING_NO_ITEMS },
 
     { ngx_string("reconcile"), NGX_HTTP_BILLING_EP_RECONCILE,
@@ -152,7 +172,7 @@ static ngx_http_billing_endpoint_t  ngx_http_billing_endpoints[] = {
         ngx_http_billing_hold_release_handler } },
 
     { ngx_string("purchases"), NGX_HTTP_BILLING_EP_PURCHASES,
-      { NGX_HTTP_BILLING_POST, NGX_HTTP_BILLING_TOKEN,
+      { NGX_HTTP_BILLING_GET_POST, NGX_HTTP_BILLING_TOKEN,
         ngx_http_billing_purchase_handler },
       { NGX_HTTP_BILLING_GET, NGX_HTTP_BILLING_TOKEN,
         ngx_http_billing_purchase_get_handler } },
@@ -161,6 +181,27 @@ static ngx_http_billing_endpoint_t  ngx_http_billing_endpoints[] = {
       { NGX_HTTP_BILLING_POST, NGX_HTTP_BILLING_PUBLIC,
         ngx_http_billing_webhook_handler },
       NGX_HTTP_BILLING_NO_ITEMS },
+
+    /* administration, docs/spec.md §4.7 */
+    { ngx_string("admin_adjustments"), NGX_HTTP_BILLING_EP_ADMIN_ADJUSTMENTS,
+      { NGX_HTTP_BILLING_POST, NGX_HTTP_BILLING_ADMIN,
+        ngx_http_billing_adjustment_handler },
+      NGX_HTTP_BILLING_NO_ITEMS },
+
+    { ngx_string("admin_usage"), NGX_HTTP_BILLING_EP_ADMIN_USAGE,
+      NGX_HTTP_BILLING_NOTHING,
+      { NGX_HTTP_BILLING_POST, NGX_HTTP_BILLING_ADMIN,
+        ngx_http_billing_reversal_handler } },
+
+    { ngx_string("admin_users"), NGX_HTTP_BILLING_EP_ADMIN_USERS,
+      NGX_HTTP_BILLING_NOTHING,
+      { NGX_HTTP_BILLING_GET, NGX_HTTP_BILLING_ADMIN,
+        ngx_http_billing_user_view_handler } },
+
+    { ngx_string("admin_models"), NGX_HTTP_BILLING_EP_ADMIN_MODELS,
+      NGX_HTTP_BILLING_NOTHING,
+      { NGX_HTTP_BILLING_PUT, NGX_HTTP_BILLING_ADMIN,
+        ngx_http_billing_price_handler } },
 
     /* problem+json for the answers nginx gives itself (error_page) */
     { ngx_string("error"), NGX_HTTP_BILLING_EP_ERROR,
@@ -242,6 +283,13 @@ static ngx_command_t  ngx_http_billing_commands[] = {
       offsetof(ngx_http_billing_main_conf_t, audit_interval),
       NULL },
 
+    { ngx_string("billing_audit_budget"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_billing_main_conf_t, audit_budget),
+      NULL },
+
     { ngx_string("billing_metrics_zone"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE2,
       ngx_http_billing_zone,
@@ -261,6 +309,13 @@ static ngx_command_t  ngx_http_billing_commands[] = {
       ngx_conf_set_str_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_billing_main_conf_t, jwks_url),
+      NULL },
+
+    { ngx_string("billing_jwt_jwks_allow_http"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_billing_main_conf_t, jwks_allow_http),
       NULL },
 
     { ngx_string("billing_jwt_jwks_zone"),
@@ -436,9 +491,11 @@ ngx_http_billing_create_main_conf(ngx_conf_t *cf)
     bmcf->connect_timeout = NGX_CONF_UNSET_MSEC;
     bmcf->query_timeout = NGX_CONF_UNSET_MSEC;
     bmcf->audit_interval = NGX_CONF_UNSET_MSEC;
+    bmcf->audit_budget = NGX_CONF_UNSET_MSEC;
     bmcf->jwt_leeway = NGX_CONF_UNSET;
     bmcf->jwks_refresh = NGX_CONF_UNSET;
     bmcf->jwks_cooldown = NGX_CONF_UNSET;
+    bmcf->jwks_allow_http = NGX_CONF_UNSET;
     bmcf->stripe_tolerance = NGX_CONF_UNSET;
     bmcf->stripe_connect_timeout = NGX_CONF_UNSET_MSEC;
     bmcf->stripe_total_timeout = NGX_CONF_UNSET_MSEC;
@@ -458,15 +515,49 @@ ngx_http_billing_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_uint_value(bmcf->pool_queue, 128);
     ngx_conf_init_msec_value(bmcf->connect_timeout, 5000);
     ngx_conf_init_msec_value(bmcf->query_timeout, 10000);
-    ngx_conf_init_msec_value(bmcf->audit_interval, 300000);
+    ngx_conf_init_msec_value(bmcf->audit_interval, 60000);
+
+    /*
+     * An audit run stops itself after its budget, keeping its progress, so
+     * that the pool's query timeout (the server's statement_timeout too)
+     * never cancels it: the budget must leave room for the last chunk.
+     */
+    if (bmcf->audit_budget == NGX_CONF_UNSET_MSEC) {
+        bmcf->audit_budget = ngx_min(1000, bmcf->query_timeout / 2);
+
+    } else if (bmcf->audit_budget == 0
+               || bmcf->audit_budget > bmcf->query_timeout / 2)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"billing_audit_budget\" must be positive and at "
+                           "most half the query timeout (%M ms)",
+                           bmcf->query_timeout);
+        return NGX_CONF_ERROR;
+    }
     ngx_conf_init_value(bmcf->jwt_leeway, 60);
     ngx_conf_init_value(bmcf->jwks_refresh, 600);
     ngx_conf_init_value(bmcf->jwks_cooldown, 30);
+    ngx_conf_init_value(bmcf->jwks_allow_http, 0);
 
     if (bmcf->jwt_key && bmcf->jwks_url.len) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"billing_jwt_key\" and \"billing_jwt_jwks_url\" "
                            "cannot both be set");
+        return NGX_CONF_ERROR;
+    }
+
+    /* keys fetched in plain text could be swapped by anyone on the path */
+    if (bmcf->jwks_url.len
+        && !billing_url_scheme_allowed((const char *) bmcf->jwks_url.data,
+                                       bmcf->jwks_url.len,
+                                       bmcf->jwks_allow_http))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"billing_jwt_jwks_url\" must be an https:// URL%s",
+                           bmcf->jwks_allow_http
+                           ? " or an http:// one"
+                           : " (\"billing_jwt_jwks_allow_http on\" also "
+                             "allows http://, for tests)");
         return NGX_CONF_ERROR;
     }
     ngx_conf_init_value(bmcf->stripe_tolerance, 300);
@@ -577,6 +668,11 @@ ngx_http_billing_postconfiguration(ngx_conf_t *cf)
            != NGX_CONF_OK)
     {
         return NGX_ERROR;
+    }
+
+    /* the zone compares the URL its keys came from with this one */
+    if (bmcf->jwks_zone) {
+        ngx_http_billing_jwks_zone_conf(bmcf->jwks_zone, bmcf);
     }
 
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
@@ -1081,7 +1177,8 @@ ngx_http_billing_zone_add(ngx_conf_t *cf, void *conf,
         return NGX_CONF_ERROR;
     }
 
-    if ((*zone)->data) {
+    /* one name for two of this module's zones: one would use the other's */
+    if ((*zone)->data || (*zone)->init) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "duplicate zone \"%V\"", name);
         return NGX_CONF_ERROR;

@@ -7,14 +7,17 @@
  * on a cancelable timer (billing_notify_interval) when billing_notify_url
  * is set, one round at a time:
  *
- *   1. one statement: the backlog (for the billing_outbox_backlog gauge)
- *      and outbox_claim(10, lease): FOR UPDATE SKIP LOCKED plus a lease
- *      keep other workers and pods off the claimed rows;
+ *   1. one statement: outbox_maintain() prunes a batch of delivered rows
+ *      past their retention and counts the backlog and the dead letters
+ *      (the billing_outbox_backlog and billing_outbox_dead_letters gauges);
+ *      outbox_claim(10, lease): FOR UPDATE SKIP LOCKED plus a lease keep
+ *      other workers and pods off the claimed rows;
  *   2. every claimed notification is POSTed at once through the curl
  *      multi, signed: X-Billing-Signature: t=<unix>,v1=<hex HMAC-SHA256
  *      of "<t>.<body>"> with billing_notify_secret;
  *   3. one statement records the outcomes: outbox_done() for 2xx,
- *      outbox_retry() (exponential back-off in SQL) for anything else.
+ *      outbox_retry() (exponential back-off in SQL; a dead letter once its
+ *      attempts or its age are spent) for anything else.
  *
  * Delivery is at least once: a worker that dies mid-round leaves its rows
  * to be claimed again when the lease runs out.  Nothing here blocks, and
@@ -33,9 +36,11 @@
 #include "ngx_http_billing_pg.h"
 
 #include "billing_stripe.h"
+#include "billing_util.h"
 
 
 #define NGX_HTTP_BILLING_OUTBOX_BATCH  10
+#define NGX_HTTP_BILLING_OUTBOX_PRUNE  "500"    /* rows deleted per round */
 
 
 typedef struct ngx_http_billing_outbox_s  ngx_http_billing_outbox_t;
@@ -194,8 +199,9 @@ ngx_http_billing_outbox_tick(ngx_event_t *ev)
     ob->params[1] = (const char *) ob->lease;
 
     rc = ngx_http_billing_outbox_query(ob,
-                 "SELECT b.n, c.id, c.event_id, c.payload "
-                 "FROM (SELECT billing.outbox_backlog() AS n) b "
+                 "SELECT m.backlog, m.dead, c.id, c.event_id, c.payload "
+                 "FROM billing.outbox_maintain("
+                     NGX_HTTP_BILLING_OUTBOX_PRUNE ") m "
                  "LEFT JOIN billing.outbox_claim($1::int, $2::int) c ON true",
                  2, ngx_http_billing_outbox_claimed);
 
@@ -252,7 +258,7 @@ static void
 ngx_http_billing_outbox_claimed(ngx_http_billing_pg_op_t *op)
 {
     int                           i, rows;
-    off_t                         backlog;
+    off_t                         backlog, dead;
     ngx_uint_t                    n;
     ngx_http_billing_outbox_t    *ob;
     ngx_http_billing_delivery_t  *d;
@@ -260,7 +266,7 @@ ngx_http_billing_outbox_claimed(ngx_http_billing_pg_op_t *op)
     ob = op->data;
     ob->op_pending = 0;
 
-    if (!ngx_http_billing_pg_shape(op, -1, 4)) {
+    if (!ngx_http_billing_pg_shape(op, -1, 5)) {
         ngx_log_error(NGX_LOG_WARN, ob->log, 0,
                       "billing: outbox: cannot claim notifications");
         ngx_http_billing_outbox_end_round(ob, ob->bmcf->notify_interval);
@@ -279,6 +285,16 @@ ngx_http_billing_outbox_claimed(ngx_http_billing_pg_op_t *op)
         }
     }
 
+    if (rows > 0 && !PQgetisnull(op->res, 0, 1)) {
+        dead = ngx_atoof((u_char *) PQgetvalue(op->res, 0, 1),
+                         PQgetlength(op->res, 0, 1));
+
+        if (dead >= 0) {
+            ngx_http_billing_metrics_shared_gauge(
+                NGX_HTTP_BILLING_S_OUTBOX_DEAD_LETTERS, (uint64_t) dead);
+        }
+    }
+
     ob->deliveries = ngx_pcalloc(ob->round, (rows ? rows : 1)
                                  * sizeof(ngx_http_billing_delivery_t));
     if (ob->deliveries == NULL) {
@@ -289,21 +305,24 @@ ngx_http_billing_outbox_claimed(ngx_http_billing_pg_op_t *op)
     n = 0;
 
     for (i = 0; i < rows; i++) {
-        if (PQgetisnull(op->res, i, 1) || PQgetisnull(op->res, i, 3)) {
+        if (PQgetisnull(op->res, i, 2) || PQgetisnull(op->res, i, 4)) {
             continue;
         }
 
         d = &ob->deliveries[n];
         d->ob = ob;
-        d->id = ngx_http_billing_outbox_copy(ob->round, op->res, i, 1, NULL);
-        d->event_id = ngx_http_billing_outbox_copy(ob->round, op->res, i, 2,
+        d->id = ngx_http_billing_outbox_copy(ob->round, op->res, i, 2, NULL);
+        d->event_id = ngx_http_billing_outbox_copy(ob->round, op->res, i, 3,
                                                    NULL);
-        d->payload = ngx_http_billing_outbox_copy(ob->round, op->res, i, 3,
+        d->payload = ngx_http_billing_outbox_copy(ob->round, op->res, i, 4,
                                                   &d->len);
 
         if (d->id == NULL || d->event_id == NULL || d->payload == NULL) {
             break;
         }
+
+        /* the answers' style (docs/api.md "Answers"), before it is signed */
+        d->len = billing_json_compact((char *) d->payload, d->len);
 
         n++;
     }

@@ -10,6 +10,7 @@
  * session may exist at Stripe already, and if it is ever paid its webhook
  * credits the purchase (or checkout.session.expired marks it failed).
  *
+ * GET /api/purchases: the caller's purchases, newest first, in pages.
  * GET /api/purchases/{id}: the caller's own purchase.
  */
 
@@ -28,6 +29,7 @@
 #include "ngx_http_billing_request.h"
 #include "ngx_http_billing_response.h"
 
+#include "billing_cursor.h"
 #include "billing_form.h"
 #include "billing_json.h"
 
@@ -39,6 +41,10 @@ typedef struct {
 } ngx_http_billing_purchase_t;
 
 
+static ngx_int_t ngx_http_billing_purchase_create(ngx_http_request_t *r);
+static ngx_int_t ngx_http_billing_purchase_list(ngx_http_request_t *r);
+static ngx_int_t ngx_http_billing_purchase_list_done(ngx_http_request_t *r,
+    ngx_http_billing_pg_op_t *op);
 static ngx_int_t ngx_http_billing_purchase_body(ngx_http_request_t *r,
     ngx_str_t *body, void *data);
 static ngx_int_t ngx_http_billing_purchase_created(ngx_http_request_t *r,
@@ -56,9 +62,103 @@ static ngx_int_t ngx_http_billing_purchase_fail(ngx_http_request_t *r,
     ngx_http_billing_purchase_t *p, const char *reason);
 
 
-/* POST /api/purchases */
+/* /api/purchases: GET lists, POST buys (the route admits only these) */
 ngx_int_t
 ngx_http_billing_purchase_handler(ngx_http_request_t *r)
+{
+    if (r->method == NGX_HTTP_POST) {
+        return ngx_http_billing_purchase_create(r);
+    }
+
+    return ngx_http_billing_purchase_list(r);
+}
+
+
+/* GET /api/purchases?limit=&cursor=: the caller's, newest first */
+static ngx_int_t
+ngx_http_billing_purchase_list(ngx_http_request_t *r)
+{
+    char                    *uuid;
+    ngx_int_t                limit;
+    ngx_str_t                arg;
+    ngx_http_billing_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_billing_module);
+
+    ctx->params[0] = (const char *) ctx->user_id.data;
+    ctx->params[1] = "50";
+    ctx->params[2] = NULL;
+
+    /* the ledger's rules and words (api_purchases says the same) */
+    if (ngx_http_arg(r, (u_char *) "limit", 5, &arg) == NGX_OK) {
+        limit = ngx_atoi(arg.data, arg.len);
+        if (limit < 1 || limit > 200) {
+            return ngx_http_billing_invalid(r, "limit must be an integer "
+                                               "from 1 to 200");
+        }
+
+        ctx->params[1] = (const char *) ngx_pnalloc(r->pool, NGX_INT_T_LEN + 1);
+        if (ctx->params[1] == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        (void) ngx_sprintf((u_char *) ctx->params[1], "%i%Z", limit);
+    }
+
+    if (ngx_http_arg(r, (u_char *) "cursor", 6, &arg) == NGX_OK) {
+        uuid = ngx_pnalloc(r->pool, BILLING_UUID_LEN + 1);
+        if (uuid == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        if (billing_purchase_cursor_decode((const char *) arg.data, arg.len,
+                                           uuid)
+            != 0)
+        {
+            return ngx_http_billing_invalid(r, "cursor is not valid");
+        }
+
+        ctx->params[2] = uuid;
+    }
+
+    return ngx_http_billing_read(r,
+                                 "SELECT status, code, body, meta "
+                                 "FROM billing.api_purchases($1, $2, $3::uuid)",
+                                 3, ctx->params,
+                                 ngx_http_billing_purchase_list_done);
+}
+
+
+static ngx_int_t
+ngx_http_billing_purchase_list_done(ngx_http_request_t *r,
+    ngx_http_billing_pg_op_t *op)
+{
+    char                    cursor[BILLING_PURCHASE_CURSOR_MAX];
+    ngx_http_billing_row_t  row;
+
+    if (ngx_http_billing_api_row(r, op, &row) != NGX_OK) {
+        return ngx_http_billing_db_failure(r, op);
+    }
+
+    if (row.code.len || row.meta.len == 0) {
+        return ngx_http_billing_respond_page(r, &row, NULL);
+    }
+
+    /* meta: the last purchase shown, when more follow */
+    if (billing_purchase_cursor_encode((const char *) row.meta.data,
+                                       row.meta.len, cursor, sizeof(cursor))
+        != 0)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_billing_respond_page(r, &row, cursor);
+}
+
+
+/* POST /api/purchases */
+static ngx_int_t
+ngx_http_billing_purchase_create(ngx_http_request_t *r)
 {
     ngx_http_billing_main_conf_t  *bmcf;
 

@@ -214,6 +214,15 @@ ngx_http_billing_not_configured(ngx_http_request_t *r, const char *code,
 }
 
 
+/* a path with nothing at it: "/api/admin/users" without a user, say */
+ngx_int_t
+ngx_http_billing_not_found_handler(ngx_http_request_t *r)
+{
+    return ngx_http_billing_problem_s(r, NGX_HTTP_NOT_FOUND, "not_found",
+                                      "no such resource");
+}
+
+
 /*
  * "billing error;" in a location named by error_page turns nginx's own
  * answers (413 from client_max_body_size, 429 from limit_req, ...) into

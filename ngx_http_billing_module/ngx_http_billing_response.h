@@ -35,6 +35,7 @@ ngx_int_t ngx_http_billing_invalid(ngx_http_request_t *r, const char *detail);
 ngx_int_t ngx_http_billing_not_configured(ngx_http_request_t *r,
     const char *code, const char *detail, const char *missing);
 ngx_int_t ngx_http_billing_error_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_billing_not_found_handler(ngx_http_request_t *r);
 
 
 #endif /* _NGX_HTTP_BILLING_RESPONSE_H_INCLUDED_ */

@@ -228,7 +228,9 @@ ngx_http_billing_webhook_done(ngx_http_request_t *r,
                                          NGX_HTTP_BILLING_WH_ERROR);
 
         /* 5xx: Stripe retries the event later */
-        if (op->status == NGX_HTTP_BILLING_PG_SQL_ERROR) {
+        if (op->status == NGX_HTTP_BILLING_PG_SQL_ERROR
+            || op->status == NGX_HTTP_BILLING_PG_BUSY)
+        {
             return ngx_http_billing_db_failure(r, op);
         }
 

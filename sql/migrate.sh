@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
-# Bring the database to this checkout's schema, in ONE transaction under an
-# advisory lock (psql only; safe to run twice and concurrently):
+# Bring the database to this checkout's schema (psql only; safe to run twice
+# and concurrently):
+#   0. before the transaction, in autocommit: sql/online/*.sql, the steps
+#      that cannot run in a transaction (CREATE INDEX CONCURRENTLY on a live
+#      ledger), each a no-op when done already (sql/README.md, "Indexes on a
+#      live ledger");
+# then in ONE transaction under an advisory lock:
 #   1. the numbered migrations (sql/NNN_name.sql) not yet recorded in
 #      billing.schema_migrations, in order, each with its row;
 #   2. every function file (sql/functions/_*.sql first, then the others),
@@ -11,8 +16,11 @@
 #
 # Usage:
 #   sql/migrate.sh [--grant ROLE]... [--grant-runtime] [DATABASE_URL]
+#   sql/migrate.sh --online-only [DATABASE_URL]
 #   DATABASE_URL=... sql/migrate.sh          (or MIGRATE_DATABASE_URL, which wins)
 #
+# --online-only    only step 0: build the new indexes ahead of a deployment,
+#                  without a deadline (docs/operations.md).
 # --grant ROLE     also GRANT billing_app TO ROLE (the runtime login).
 # --grant-runtime  also GRANT billing_app TO the login of $DATABASE_URL, the
 #                  server's URL (asked from the server with one connection):
@@ -24,7 +32,7 @@
 set -euo pipefail
 
 usage() {
-    sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 die() {
@@ -70,6 +78,7 @@ psql_quote() {
 
 grants=()
 grant_runtime=
+online_only=
 url=
 while [[ $# -gt 0 ]]; do
     case $1 in
@@ -80,6 +89,10 @@ while [[ $# -gt 0 ]]; do
             ;;
         --grant-runtime)
             grant_runtime=1
+            shift
+            ;;
+        --online-only)
+            online_only=1
             shift
             ;;
         --grant=*)
@@ -128,6 +141,7 @@ c_sorted() {
 
 shopt -s nullglob
 mapfile -t files < <(c_sorted "$sql_dir"/[0-9][0-9][0-9]_*.sql)
+mapfile -t online < <(c_sorted "$sql_dir"/online/[0-9][0-9][0-9]_*.sql)
 # the helpers shared by several files (_*.sql) before the files that use them
 mapfile -t functions < <(c_sorted "$sql_dir"/functions/_*.sql
                          c_sorted "$sql_dir"/functions/[!_]*.sql)
@@ -137,6 +151,24 @@ shopt -u nullglob
 
 script=$(mktemp)
 trap 'rm -f "$script"' EXIT
+
+# 0. the online steps: autocommit, one statement at a time, before the
+# transaction (which may then rely on what they built)
+if [[ ${#online[@]} -gt 0 ]]; then
+    {
+        printf '%s\n' '\set ON_ERROR_STOP 1'
+        printf '%s\n' 'SET client_min_messages = warning;'
+        for f in "${online[@]}"; do
+            printf '\\i %s\n' "$(psql_quote "$f")"
+        done
+    } > "$script"
+    psql -X -q -v ON_ERROR_STOP=1 -d "$url" -f "$script" \
+        || die "an online step (sql/online/) failed; the migrations were not run"
+fi
+if [[ -n $online_only ]]; then
+    printf 'online steps done: %d files\n' "${#online[@]}"
+    exit 0
+fi
 
 {
     printf '%s\n' '\set ON_ERROR_STOP 1'

@@ -199,3 +199,81 @@ location = /health { billing health; }
 invalid DNS server "[::1]:53": an IPv4 address
 --- no_error_log
 topsecret
+
+
+
+=== TEST 15: a JWKS URL in plain http:// is refused
+Keys fetched in plain text could be replaced by anyone on the path.
+--- http_config
+billing_jwt_jwks_url http://idp.example/.well-known/jwks.json;
+billing_jwt_issuer https://student-pilot.replit.app;
+billing_jwt_audience https://billing.scholarlink.app;
+--- config
+location = /health { billing health; }
+--- must_die
+--- error_log
+[emerg]
+"billing_jwt_jwks_url" must be an https:// URL ("billing_jwt_jwks_allow_http on" also allows http://, for tests)
+
+
+
+=== TEST 16: a JWKS URL of another scheme is refused even when http is allowed
+--- http_config
+billing_jwt_jwks_url file:///etc/passwd;
+billing_jwt_jwks_allow_http on;
+--- config
+location = /health { billing health; }
+--- must_die
+--- error_log
+[emerg]
+"billing_jwt_jwks_url" must be an https:// URL or an http:// one
+
+
+
+=== TEST 17: billing_jwt_jwks_allow_http on admits a plain http:// JWKS URL (tests)
+--- http_config
+billing_jwt_jwks_url http://127.0.0.1:9/.well-known/jwks.json;
+billing_jwt_jwks_allow_http on;
+billing_jwt_issuer https://student-pilot.replit.app;
+billing_jwt_audience https://billing.scholarlink.app;
+--- config
+location = /health { billing health; }
+--- request
+GET /health
+--- response_body chomp
+{"status":"ok"}
+--- no_error_log
+[emerg]
+
+
+
+=== TEST 18: an audit budget the query timeout could cut short is refused
+The audit stops itself at its budget; the pool's query timeout must never be
+what stops it.
+--- http_config
+billing_db_timeouts connect=1s query=2s;
+billing_audit_budget 1500ms;
+--- config
+location = /health { billing health; }
+--- must_die
+--- error_log
+[emerg]
+"billing_audit_budget" must be positive and at most half the query timeout (2000 ms)
+
+
+
+=== TEST 19: the metrics and the JWKS keys cannot share a zone
+Each zone holds one structure; with one name the JWKS setup would take the
+metrics' memory.
+--- http_config
+billing_metrics_zone shared_zone 256k;
+billing_jwt_jwks_zone shared_zone 256k;
+billing_jwt_jwks_url https://idp.example/.well-known/jwks.json;
+billing_jwt_issuer https://student-pilot.replit.app;
+billing_jwt_audience https://billing.scholarlink.app;
+--- config
+location = /health { billing health; }
+--- must_die
+--- error_log
+[emerg]
+duplicate zone "shared_zone"

@@ -286,3 +286,20 @@ main::bearer(BillingTest::mint_token(sub => 'auth-user-6', aud => 'https://other
 --- response_headers
 X-User: []
 
+
+
+=== TEST 21: an exp at the end of int64_t is accepted twice (verified, then cached) without overflow
+exp + leeway would pass INT64_MAX. Under the ASan/UBSan suite the overflow
+is a "runtime error" line in the error log: UBSan starts in the worker, whose
+environment nginx cleared, so it writes there rather than to its log_path.
+--- http_config eval: $::HttpConfig
+--- config eval: $::Config
+--- request eval
+["GET /whoami", "GET /whoami"]
+--- more_headers eval
+main::bearer(BillingTest::mint_token(sub => 'auth-user-max-exp', exp => 9223372036854775807))
+--- response_headers eval
+["X-User: [auth-user-max-exp]", "X-User: [auth-user-max-exp]"]
+--- no_error_log
+[error]
+runtime error

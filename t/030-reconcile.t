@@ -178,14 +178,24 @@ main::ledger('t8', 2, 100_000_000_000 - 18_000_000_000);
 
 
 
-=== TEST 9: zero tokens cost nothing
+=== TEST 9: zero tokens cost nothing, but need a positive balance
+docs/spec.md §3.5: usage is refused while the balance is not positive, even
+a free one; once the user has money, zero tokens are charged nothing.
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
+--- init
+main::fund('t9-funded', 1_000);
 --- more_headers eval: $::Svc
---- request eval: main::body('t9', inputTokens => 0, outputTokens => 0, idempotencyKey => 'k-zero')
---- error_code: 201
---- response_body_like chomp
-"chargedMicros":0,"balanceMicros":0,"replayed":false\}$
+--- request eval
+[main::body('t9', inputTokens => 0, outputTokens => 0, idempotencyKey => 'k-zero'),
+ main::body('t9-funded', inputTokens => 0, outputTokens => 0, idempotencyKey => 'k-zero')]
+--- error_code eval: [402, 201]
+--- response_body_like eval
+['"detail":"The balance is 0 micros; usage needs a positive balance","code":"insufficient_credits"',
+ '"chargedMicros":0,"balanceMicros":1000,"replayed":false\}$']
+--- after_requests
+main::ledger('t9', 0, 0);
+main::ledger('t9-funded', 2, 1_000);
 
 
 
@@ -332,8 +342,11 @@ Allow: POST
 
 
 === TEST 20: unknown fields are ignored
+(funded: usage needs a positive balance, docs/spec.md §3.5)
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
+--- init
+main::fund('t20', 1_000);
 --- more_headers eval: $::Svc
 --- request eval: main::body('t20', inputTokens => 0, outputTokens => 0, idempotencyKey => 'k-extra', traceId => 'abc', extra => { nested => [1, 2, { deep => JSON::PP::true }] })
 --- error_code: 201

@@ -22,6 +22,12 @@
 #      for a lookup: every request is answered (201 or 503, none hangs),
 #      /health keeps answering, and once the DNS answers again the pool
 #      recovers without reload; every key ends with exactly one entry.
+#  (g) dispute storm: 6 paid purchases, each disputed (two created events
+#      of one dispute) and closed (won for three, lost for three), every
+#      event delivered 12 times, shuffled and concurrent on two instances:
+#      whatever the order, a won dispute leaves the credits whole (debited
+#      and credited back once, or never debited when won came first) and a
+#      lost one takes them exactly once.
 #  (f) TLS-fallback connect: a second PostgreSQL with TLS on and pg_hba
 #      accepting TCP only without it, killed (-m immediate) and restarted
 #      under a load of reconciles: every reconnect goes through libpq's
@@ -498,6 +504,71 @@ my $svc = mint_token(sub => 'ai-backend', scope => 'billing:usage');
     }
     is(psql_admin("SELECT count(*) FROM billing.stripe_events WHERE id LIKE 'evt_storm_%' AND id LIKE '%_$RUN'"),
        15, '(d) fifteen distinct events recorded');
+}
+
+# ============================================================ (g) dispute storm
+{
+    my $via_http = $wh1 && $wh2 && !$ENV{BILLING_CHAOS_WEBHOOK_SQL}
+                   && http_webhook_works($port1, 'whsec_test') && http_webhook_works($port2, 'whsec_test');
+    my (@disputes, @payloads);
+    for my $n (1 .. 6) {
+        my $user = "$RUN-g$n";
+        my $pid = purchase_insert($user, 5_000_000, 500);
+        my $pi = "pi_gstorm_${n}_$RUN";
+        my $m = stripe_event_sql(payment_event(purchase => $pid, pi => $pi, id => "evt_gpay_${n}_$RUN"));
+        die "(g) payment: $m" unless $m eq 'processed';
+        my $outcome = $n <= 3 ? 'won' : 'lost';
+        push @disputes, [$user, $pid, $outcome];
+        for my $ev (dispute_event(id => "evt_gstorm_${n}_a_$RUN", dispute => "dp_gstorm_${n}_$RUN", pi => $pi,
+                                  amount => 500),
+                    dispute_event(id => "evt_gstorm_${n}_b_$RUN", dispute => "dp_gstorm_${n}_$RUN", pi => $pi,
+                                  amount => 500),
+                    dispute_event(id => "evt_gstorm_${n}_c_$RUN", dispute => "dp_gstorm_${n}_$RUN", pi => $pi,
+                                  amount => 500, type => 'charge.dispute.closed', status => $outcome)) {
+            push @payloads, ($ev) x 12;
+        }
+    }
+    @payloads = shuffle @payloads;
+    my %st;
+    if ($via_http) {
+        my @res = parallel_requests_multi(
+            [map { +{ %{ webhook_req('whsec_test', $payloads[$_]) }, port => ($_ % 2 ? $port2 : $port1) } } 0 .. $#payloads],
+            64, 45);
+        $st{ $_->[0] }++ for @res;
+    } else {
+        my @kids;
+        for my $k (0 .. 7) {
+            my @mine = @payloads[grep { $_ % 8 == $k } 0 .. $#payloads];
+            push @kids, fork_client("g$k", sub {
+                my $sql = join '', map { 'SELECT (billing.api_stripe_event(' . sql_quote($_) . "::jsonb)).status;\n" } @mine;
+                my %s; $s{$_}++ for split /\n/, psql_admin($sql);
+                return { st => \%s };
+            });
+        }
+        for my $k (0 .. 7) {
+            my $r = join_client("g$k", $kids[$k], 60);
+            $st{$_} += $r->{st}{$_} for keys %{ $r->{st} };
+        }
+    }
+    is_deeply(\%st, { 200 => scalar @payloads }, '(g) every dispute delivery answered 200') or diag explain \%st;
+    for my $d (@disputes) {
+        my ($user, $pid, $outcome) = @$d;
+        my ($debits, $credits) = split /\|/, psql_admin(
+            "SELECT count(*) FILTER (WHERE type = 'dispute') || '|' || count(*) FILTER (WHERE type = 'dispute_reversal') "
+            . "FROM billing.ledger_entries WHERE purchase_id = '$pid'");
+        if ($outcome eq 'won') {
+            is(balance_of($user), 5_000_000, "(g) $user: won, the credits are whole");
+            ok($debits == $credits && $debits <= 1, "(g) $user: debited and credited back as often ($debits, $credits), at most once");
+        } else {
+            is(balance_of($user), 0, "(g) $user: lost, the credits are gone");
+            is("$debits $credits", '1 0', "(g) $user: debited exactly once");
+        }
+        is(psql_admin("SELECT status FROM billing.disputes WHERE purchase_id = '$pid'"), $outcome,
+           "(g) $user: the dispute is $outcome");
+    }
+    is(psql_admin("SELECT count(*) FROM billing.stripe_events WHERE id LIKE 'evt_gstorm_%' AND id LIKE '%_$RUN'"),
+       18, '(g) eighteen distinct events recorded');
+    invariants_ok('(g) invariants hold after the dispute storm');
 }
 
 # a load of reconciles with unique keys on $port until $stop exists (or

@@ -13,9 +13,13 @@
 # Operations: fund (signed Stripe webhook over HTTP when the module serves
 # `billing webhook`, else billing.api_stripe_event through psql), reconcile
 # (new key, replay of an earlier key with the same body, the same key with
-# another body, unknown model, concurrent duplicates), holds (create, replay,
-# capture through reconcile holdId, release, release again), refunds
-# (charge.refunded, cumulative amount_refunded), balance reads.
+# another body, unknown model, concurrent duplicates; refused while the
+# balance is not positive), holds (create, replay, capture through
+# reconcile holdId, release, release again), refunds (charge.refunded,
+# cumulative amount_refunded), disputes (created, closed won or lost, in
+# either order, duplicated; a debt), admin adjustments (credit, debit, 402,
+# replay, conflict) and usage reversals (once per entry, replay,
+# already_reversed), balance reads.
 # Batches of 8 concurrent operations on 8 distinct users: the order between
 # users does not matter, so the model's prediction is exact; the only
 # same-user concurrency is a duplicated identical request, whose outcome as
@@ -71,6 +75,7 @@ ok(wait_http_status($port, '/readyz', 200, 15), 'nginx ready');
 my $VIA_HTTP = $wh && !$ENV{BILLING_MODEL_EVENTS_SQL} && http_webhook_works($port, 'whsec_test') ? 1 : 0;
 note('funding and refunds ' . ($VIA_HTTP ? 'through signed webhooks over HTTP' : 'through billing.api_stripe_event (psql)'));
 my $svc = mint_token(sub => 'ai-backend', scope => 'billing:usage');
+my $admin = mint_token(sub => 'support-model', scope => 'billing:admin');
 
 # ---------------------------------------------------------------- model state
 my $NUSERS = 10;
@@ -81,7 +86,9 @@ for my $i (0 .. $NUSERS - 1) {
                tried => [],     # [key, body-hash] of reconciles sent (for replays)
                hkeys => {},     # hold key -> {fp, body}
                holds => [],     # {id, amount, status}
-               purchases => [], # {id, pi, credits, cents, ar, refunded}
+               purchases => [], # {id, pi, credits, cents, ar, refunded, dispute}
+               reversed => {},  # usage entry id -> 1
+               akeys => [],     # [key, body, answer] of adjustments sent
                token => undef };
 }
 my $JS = JSON::PP->new->canonical;
@@ -101,9 +108,8 @@ sub predict_reconcile {
     if (!$u->{exists}) {
         return { status => 422, code => 'unknown_model' } unless $PRICE{$m};
         return { status => 404, code => 'hold_not_found' } if defined $b->{holdId};
-        my $c = charge_of($m, $b->{inputTokens}, $b->{outputTokens});
-        return { status => 402, code => 'insufficient_credits' } if $c > 0;
-        return fresh_charge($u, $b, 0, undef);
+        # no account: no money, and usage needs a positive balance (§3.5)
+        return { status => 402, code => 'insufficient_credits' };
     }
     if (my $e = $u->{keys}{ $b->{idempotencyKey} }) {
         return { status => 409, code => 'idempotency_key_reused' } if $e->{fp} ne fp_rec($b);
@@ -117,6 +123,8 @@ sub predict_reconcile {
     }
     my $avail = $u->{balance} - held_of($u, $hold);
     return { status => 402, code => 'insufficient_credits' } if $c > 0 && $c > $avail;
+    # docs/spec.md §3.5: nothing, not even a free charge, without a positive balance
+    return { status => 402, code => 'insufficient_credits' } if $u->{balance} <= 0;
     return fresh_charge($u, $b, $c, $hold);
 }
 
@@ -158,6 +166,77 @@ sub predict_hold {
             push @{ $u->{holds} }, { id => $body->{holdId}, amount => $b->{amountMicros}, status => 'active' };
         },
     };
+}
+
+# docs/spec.md §4.7: a signed amount; a debit at most the available balance
+sub predict_adjustment {
+    my ($u, $b) = @_;
+    for my $k (@{ $u->{akeys} }) {
+        next unless $k->[0] eq $b->{idempotencyKey};
+        return { status => 409, code => 'idempotency_key_reused' }
+            if $JS->encode($k->[1]) ne $JS->encode($b);
+        return { status => 201, replay => $k->[2] };
+    }
+    my $a = $b->{amountMicros};
+    return { status => 402, code => 'insufficient_credits' }
+        if $a < 0 && -$a > ($u->{exists} ? $u->{balance} - held_of($u) : 0);
+    my $after = $u->{balance} + $a;
+    return {
+        status => 201, fresh => 1,
+        expect => { userId => $u->{name}, type => 'adjustment', amountMicros => $a,
+                    reason => $b->{reason}, actor => 'support-model', balanceMicros => $after },
+        apply => sub {
+            my ($body) = @_;
+            $u->{exists} = 1;
+            $u->{balance} = $after;
+            $u->{entries}++;
+            push @{ $u->{akeys} }, [$b->{idempotencyKey}, $b, $body];
+        },
+    };
+}
+
+# a usage reversal credits back exactly what the entry charged, once
+sub predict_reversal {
+    my ($u, $e, $key) = @_;     # $e: a committed usage answer (entryId, chargedMicros)
+    if (my $r = $u->{reversed}{ $e->{entryId} }) {
+        return { status => 201, replay => $r->{body} } if $r->{key} eq $key;
+        return { status => 409, code => 'already_reversed' };
+    }
+    my $after = $u->{balance} + $e->{chargedMicros};
+    return {
+        status => 201, fresh => 1,
+        expect => { userId => $u->{name}, type => 'usage_reversal', reversedEntryId => $e->{entryId},
+                    amountMicros => $e->{chargedMicros}, balanceMicros => $after },
+        apply => sub {
+            my ($body) = @_;
+            $u->{balance} = $after;
+            $u->{entries}++;
+            $u->{reversed}{ $e->{entryId} } = { key => $key, body => $body };
+        },
+    };
+}
+
+# docs/spec.md §4.2: a dispute debits floor(credits x amount / cents) once;
+# won credits that back once; won before created moves nothing
+sub dispute_apply {
+    my ($u, $p, $kind) = @_;      # kind: created | won | lost
+    my $d = $p->{dispute} //= { state => 'none', debit => 0 };
+    if ($d->{state} eq 'none') {
+        if ($kind eq 'won') { $d->{state} = 'won'; return }
+        my $debit;
+        { use integer; $debit = $p->{credits} * $d->{amount} / $p->{cents}; }
+        $debit = $p->{credits} if $debit > $p->{credits};
+        $d->{debit} = $debit;
+        $d->{state} = $kind eq 'created' ? 'open' : $kind;
+        if ($debit > 0) { $u->{balance} -= $debit; $u->{entries}++ }
+        return;
+    }
+    return if $kind eq 'created';
+    if ($kind eq 'won' && $d->{state} ne 'won' && $d->{debit} > 0) {
+        $u->{balance} += $d->{debit};
+        $u->{entries}++;
+    }
+    $d->{state} = $kind if $d->{state} ne 'won';
 }
 
 # ---------------------------------------------------------------- op generator
@@ -241,7 +320,53 @@ sub gen_op {
         return { user => $u, label => $label, reqs => [reconcile_req($svc, $b)],
                  pred => predict_reconcile($u, $b, $hold) };
     }
-    if ($r < 440) {                                                       # balance read
+    if ($r < 470) {                                                       # adjustment
+        my $b;
+        my @old = @{ $u->{akeys} };
+        if (@old && chance(0.25)) {
+            my $k = pick(\@old);
+            $b = { %{ $k->[1] } };
+            $b->{amountMicros} += 1 if chance(0.4);
+        } else {
+            my $a = pick([5_000, 40_000, 150_000, 600_000]);
+            $a = -$a if chance(0.5);
+            $b = { userId => $u->{name}, amountMicros => $a, reason => pick(['goodwill', 'correction', 'outage']),
+                   idempotencyKey => "$RUN-a" . newkey() };
+        }
+        return { user => $u, label => 'adjust', reqs => [admin_req('/api/admin/adjustments', $b)],
+                 pred => predict_adjustment($u, $b) };
+    }
+    my @usage = map { $u->{keys}{$_}{body} } sort keys %{ $u->{keys} };
+    if ($r < 500 && @usage) {                                             # usage reversal
+        my $e = pick(\@usage);
+        my $r0 = $u->{reversed}{ $e->{entryId} };
+        my $key = $r0 && chance(0.5) ? $r0->{key} : "$RUN-r" . newkey();
+        return { user => $u, label => 'reversal',
+                 reqs => [admin_req("/api/admin/usage/$e->{entryId}/reversal",
+                                    { reason => 'the model failed', idempotencyKey => $key })],
+                 pred => predict_reversal($u, $e, $key) };
+    }
+    my @paid = grep { !$_->{dispute} || $_->{dispute}{state} eq 'open' } @{ $u->{purchases} };
+    if ($r < 540 && @paid) {                                              # dispute event
+        my $p = pick(\@paid);
+        my $kind = !$p->{dispute} ? pick(['created', 'created', 'won', 'lost']) : pick(['won', 'lost', 'created']);
+        $p->{dispute_amount} //= 1 + rnd($p->{cents});
+        my $op = { user => $u, label => "dispute $kind", event => 1 };
+        $op->{pre} = sub {
+            my $ev = dispute_event(id => "evt_m_dp_" . newkey() . "_$RUN", dispute => "dp_$p->{id}",
+                                   pi => $p->{pi}, amount => $p->{dispute_amount},
+                                   type => $kind eq 'created' ? 'charge.dispute.created' : 'charge.dispute.closed',
+                                   status => $kind eq 'created' ? 'needs_response' : $kind);
+            return [ ($ev) x (chance(0.3) ? 2 : 1) ];
+        };
+        $op->{pred} = { status => 200, apply => sub {
+            $p->{dispute} //= { state => 'none', amount => $p->{dispute_amount} };
+            $p->{dispute}{amount} //= $p->{dispute_amount};
+            dispute_apply($u, $p, $kind);
+        } };
+        return $op;
+    }
+    if ($r < 560) {                                                       # balance read
         my $held = held_of($u);
         return { user => $u, label => 'balance',
                  reqs => [user_get($u->{token} //= mint_token(sub => $u->{name}), '/api/balance')],
@@ -261,6 +386,13 @@ sub gen_op {
     my $n = chance(0.12) ? 2 + rnd(2) : 1;
     return { user => $u, label => ($n > 1 ? 'dup' : 'reconcile'), reqs => [(reconcile_req($svc, $b)) x $n],
              multi => ($n > 1), pred => predict_reconcile($u, $b, undef) };
+}
+
+sub admin_req {
+    my ($path, $body) = @_;
+    return { method => 'POST', path => $path,
+             headers => [Authorization => "Bearer $admin", 'Content-Type' => 'application/json'],
+             body => $JS->encode($body) };
 }
 
 # ---------------------------------------------------------------- checking
@@ -382,7 +514,8 @@ is(scalar @fail, 0, "every answer matched the model (seed $SEED)") or diag("firs
 # every outcome the model knows was exercised at least once in a normal run
 if (!@fail && $NOPS >= 400) {
     for my $want ('reconcile 201', 'reconcile 402', 'replay replay', 'conflict 409', 'hold 201',
-                  'capture 201', 'release 200', 'fund 200') {
+                  'capture 201', 'release 200', 'fund 200', 'adjust 201', 'adjust 402',
+                  'reversal 201', 'dispute created 200') {
         ok($stat{$want}, "the workload exercised '$want'");
     }
 }

@@ -3,7 +3,7 @@
 # problem+json errors) with the Stripe stand-in: every check must pass.
 use strict;
 use warnings;
-use lib 't/lib';
+use lib 't/lib', 'dev/lib';
 use Test::More;
 use BillingTest;
 use StripeStandIn;

@@ -54,6 +54,9 @@ test_teardown() {
 test_asan_wrapper() {
     local wrapper="$TEST_TMP/nginx-asan"
     mkdir -p "$TEST_TMP/asan"
+    # workers of a config without a "user" directive run as nobody when the
+    # suite runs as root (t/090 renders ./build.sh run's own config)
+    chmod 1777 "$TEST_TMP/asan"
     cat > "$wrapper" <<WRAPPER
 #!/bin/sh
 export LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)"
@@ -71,7 +74,7 @@ test_asan_suite() {
     wrapper=$(test_asan_wrapper)
     TEST_NGINX_BINARY="$wrapper" TEST_NGINX_TIMEOUT=10 \
     TEST_NGINX_LOAD_MODULES="$BUILD_DIR/$MODULE_NAME-asan.so" \
-        prove -I"$ROOT/t/lib" -j1 "$ROOT"/t/0[1-9]*.t || return 1
+        prove -I"$ROOT/t/lib" -j1 "$ROOT"/t/002-*.t "$ROOT"/t/0[1-9]*.t || return 1
     if compgen -G "$TEST_TMP/asan/*" >/dev/null; then
         echo "sanitizer reports:" >&2
         head -n 40 "$TEST_TMP"/asan/* >&2
@@ -113,6 +116,16 @@ test_fuzz_suite() {
         | awk '{ printf "  %-12s %10s runs, no crash\n", $2, $NF }'
 }
 
+# docs/openapi.yaml against the OpenAPI 3.0 rules and docs/redocly.yaml
+# (every recommended rule an error); the t/ suite checks the answers
+# against the same document (t/lib/BillingTest/OpenAPI.pm).
+test_openapi_lint() {
+    npm_tools || return 1
+    REDOCLY_TELEMETRY=off REDOCLY_SUPPRESS_UPDATE_NOTICE=true \
+        "$BUILD_DIR/npm/node_modules/.bin/redocly" lint \
+        --config "$ROOT/docs/redocly.yaml" "$ROOT/docs/openapi.yaml"
+}
+
 test_main() {
     local failed=0 suites=0
 
@@ -130,6 +143,7 @@ test_main() {
     }
 
     run_suite "unit tests (pure core)" make -s -C "$ROOT/tests/unit" check
+    run_suite "API description (redocly lint docs/openapi.yaml)" test_openapi_lint
     run_suite "nginx tests (t/*.t)" \
         prove -I"$ROOT/t/lib" -j1 "$ROOT"/t/*.t
     run_suite "nginx tests under ASan/UBSan" test_asan_suite

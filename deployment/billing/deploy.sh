@@ -28,7 +28,8 @@
 #   MIGRATION_TIMEOUT seconds for the migration Job (default 300)
 #   ROLLOUT_TIMEOUT   seconds for each rollout (default 600)
 #   SKIP_MIGRATION    true: do not run the migration Job
-#   APPLY_MONITORING  false: skip PodMonitor and PrometheusRule (no operator CRDs)
+#   APPLY_MONITORING  false: skip PodMonitor, PrometheusRule (no operator CRDs) and
+#                     the Grafana dashboard
 #   APPLY_CERTIFICATE false: skip the cert-manager Certificate (Secret made by hand)
 #   KUBECTL, CURL     commands to use (tests substitute fakes)
 set -euo pipefail
@@ -216,6 +217,7 @@ apply_infrastructure() {
     if [ "$APPLY_MONITORING" = true ]; then
         apply_file podmonitor.yaml
         apply_file prometheusrule.yaml
+        apply_file grafana-dashboard.yaml
     fi
 }
 

@@ -24,6 +24,8 @@
 #   ORIGIN_ALLOWED    CORS origin that must be allowed (default https://student-pilot.replit.app)
 #   ORIGIN_DENIED     CORS origin that must not be (default https://evil.example)
 #   RATE_LIMIT_BURST  per-user burst (default 20); RATE_LIMIT_EXTRA more (default 40)
+#   RATE_LIMIT_PODS   pods behind the ingress (default 2): each keeps its own
+#                     count, so PODS x (BURST + 1) requests pass before a 429
 #   SKIP_RATE_LIMIT=1 skip the rate-limit test (it uses up USER_TOKEN's allowance
 #                     for about a minute, so it runs last)
 #   CURL_OPTS         extra curl options, e.g. "-k" or "--resolve host:443:1.2.3.4"
@@ -41,6 +43,7 @@ ORIGIN_ALLOWED="${ORIGIN_ALLOWED:-https://student-pilot.replit.app}"
 ORIGIN_DENIED="${ORIGIN_DENIED:-https://evil.example}"
 RATE_LIMIT_BURST="${RATE_LIMIT_BURST:-20}"
 RATE_LIMIT_EXTRA="${RATE_LIMIT_EXTRA:-40}"
+RATE_LIMIT_PODS="${RATE_LIMIT_PODS:-2}"
 CURL_OPTS="${CURL_OPTS:-}"
 
 TMP="$(mktemp -d)"
@@ -236,7 +239,8 @@ if [ "${SKIP_RATE_LIMIT:-}" = 1 ]; then
 elif [ -z "$USER_TOKEN" ]; then
     skip "rate limit (USER_TOKEN not set)"
 else
-    n=$((RATE_LIMIT_BURST + RATE_LIMIT_EXTRA))
+    # the limit is per pod and the ingress spreads the requests over them
+    n=$((RATE_LIMIT_PODS * (RATE_LIMIT_BURST + 1) + RATE_LIMIT_EXTRA))
     urls=()
     # -o applies to one URL only: give every URL its own
     for _ in $(seq 1 "$n"); do urls+=(-o /dev/null "$BASE_URL/api/balance"); done

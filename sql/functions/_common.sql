@@ -28,3 +28,14 @@ LANGUAGE sql STABLE ROWS 1 AS $$
     WHERE user_id = p_user AND status = 'active' AND expires_at > now()
       AND id IS DISTINCT FROM p_except
 $$;
+
+-- A price version as the API shows it (GET /api/models, PUT
+-- /api/admin/models/{model}/price), the model first.
+CREATE OR REPLACE FUNCTION billing._price_body(p billing.model_prices) RETURNS json
+LANGUAGE sql STABLE SET search_path = billing, pg_temp AS $$
+    SELECT json_build_object(
+        'model', p.model,
+        'inputMicrosPerMTok', p.input_micros_per_mtok,
+        'outputMicrosPerMTok', p.output_micros_per_mtok,
+        'effectiveFrom', _ts(p.effective_from))
+$$;

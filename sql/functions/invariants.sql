@@ -1,30 +1,14 @@
--- invariants.sql — billing.invariant_violations(): docs/spec.md §3 as a query.
--- Empty result = healthy. Used by tests and by the billing_invariant_violations
--- gauge / alerts (billing_app may execute it: the module's audit calls it).
+-- invariants.sql — billing.invariant_violations(): docs/spec.md §3 as a query
+-- over the whole ledger. Empty result = healthy. Used by tests, by the full
+-- pass of the audit (billing.audit_full(), audit.sql) and by module versions
+-- older than the incremental audit, whose periodic check calls it (so
+-- billing_app may still execute it).
 
 CREATE OR REPLACE FUNCTION billing.invariant_violations()
 RETURNS TABLE (invariant int, user_id text, detail text)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = billing, pg_temp AS $$
-    -- (1) append-only: triggers present and enabled, and no UPDATE/DELETE/TRUNCATE
-    --     for the role the server's sessions run as. The module's sessions
-    --     SET ROLE billing_app when they open, so that is billing_app; asked
-    --     from a session of the module itself (the periodic audit), it is the
-    --     role that session really runs as: its login when it did not SET ROLE
-    --     (an older module), which may own the schema.
-    SELECT 1, NULL::text, 'missing or disabled append-only trigger ' || t.name
-      FROM (VALUES ('ledger_entries_no_update_delete'), ('ledger_entries_no_truncate')) AS t(name)
-     WHERE NOT EXISTS (SELECT 1 FROM pg_trigger g
-                        WHERE g.tgrelid = 'billing.ledger_entries'::regclass
-                          AND g.tgname = t.name AND g.tgenabled <> 'D')
-    UNION ALL
-    SELECT 1, NULL, r.name || ' has ' || p.priv || ' on billing.ledger_entries'
-      FROM (SELECT CASE WHEN current_setting('application_name') = 'ngx_billing'
-                        THEN coalesce(nullif(current_setting('role'), 'none'),
-                                      session_user::text)
-                        ELSE 'billing_app' END AS name) AS r,
-           (VALUES ('UPDATE'), ('DELETE'), ('TRUNCATE')) AS p(priv)
-     WHERE EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r.name)
-       AND has_table_privilege(r.name, 'billing.ledger_entries', p.priv)
+    -- (1) append-only (_append_only.sql)
+    SELECT * FROM _append_only_violations()
     UNION ALL
     -- (2) balance = sum(ledger amounts)
     SELECT 2, a.user_id,
@@ -58,6 +42,14 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = billing, pg_temp AS $$
      GROUP BY h.user_id, h.idempotency_key
     HAVING count(*) > 1
     UNION ALL
+    -- an admin entry is the outcome of exactly one admin request (its key)
+    SELECT 3, l.user_id, format('%s entry %s has %s admin requests', l.type, l.id, count(k.*))
+      FROM ledger_entries l
+      LEFT JOIN admin_requests k ON k.entry_id = l.id AND k.operation = l.type
+     WHERE l.type IN ('adjustment', 'usage_reversal')
+     GROUP BY l.id, l.user_id, l.type
+    HAVING count(k.*) <> 1
+    UNION ALL
     -- (4) a payment credits exactly once
     SELECT 4, p.user_id,
            format('purchase %s (%s) has %s credit entries', p.id, p.status, coalesce(c.n, 0))
@@ -89,16 +81,59 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = billing, pg_temp AS $$
       FROM ledger_entries l JOIN purchases p ON p.id = l.purchase_id
      WHERE l.user_id <> p.user_id
     UNION ALL
-    -- (5) a negative balance only through a refund
-    SELECT 5, a.user_id, format('negative balance %s without any refund entry', a.balance_micros)
+    -- (4) a dispute debits at most once, a won dispute credits back at most
+    --     once and exactly what it debited
+    SELECT 4, d.user_id,
+           format('dispute %s (%s): debited %s, credited back %s; entries: %s debits of %s, %s credits of %s',
+                  d.id, d.status, d.debited_micros, d.credited_back_micros,
+                  coalesce(e.n_debit, 0), coalesce(e.debit, 0), coalesce(e.n_credit, 0), coalesce(e.credit, 0))
+      FROM disputes d
+      LEFT JOIN (SELECT l.dispute_id,
+                        count(*) FILTER (WHERE l.type = 'dispute') AS n_debit,
+                        -sum(l.amount_micros) FILTER (WHERE l.type = 'dispute') AS debit,
+                        count(*) FILTER (WHERE l.type = 'dispute_reversal') AS n_credit,
+                        sum(l.amount_micros) FILTER (WHERE l.type = 'dispute_reversal') AS credit
+                   FROM ledger_entries l
+                  WHERE l.type IN ('dispute', 'dispute_reversal')
+                  GROUP BY l.dispute_id) e ON e.dispute_id = d.id
+     WHERE coalesce(e.n_debit, 0) <> (d.debited_micros > 0)::int
+        OR coalesce(e.debit, 0) <> d.debited_micros
+        OR coalesce(e.n_credit, 0) <> (d.credited_back_micros > 0)::int
+        OR coalesce(e.credit, 0) <> d.credited_back_micros
+        OR (d.credited_back_micros > 0 AND d.status <> 'won')
+    UNION ALL
+    SELECT 4, l.user_id, format('%s entry %s names dispute %s, which belongs to nothing of its user',
+                                l.type, l.id, l.dispute_id)
+      FROM ledger_entries l
+     WHERE l.type IN ('dispute', 'dispute_reversal')
+       AND NOT EXISTS (SELECT 1 FROM disputes d
+                        WHERE d.id = l.dispute_id AND d.user_id = l.user_id
+                          AND d.purchase_id = l.purchase_id)
+    UNION ALL
+    -- a usage reversal credits back exactly one usage entry of its user
+    SELECT 4, r.user_id,
+           format('usage_reversal %s of entry %s: %s', r.id, r.reversed_entry_id,
+                  CASE WHEN u.id IS NULL OR u.type <> 'usage' THEN 'not a usage entry'
+                       WHEN u.user_id <> r.user_id THEN 'usage of user ' || u.user_id
+                       ELSE format('credits %s for a charge of %s', r.amount_micros, -u.amount_micros) END)
+      FROM ledger_entries r
+      LEFT JOIN ledger_entries u ON u.id = r.reversed_entry_id
+     WHERE r.type = 'usage_reversal'
+       AND (u.id IS NULL OR u.type <> 'usage' OR u.user_id <> r.user_id
+            OR r.amount_micros <> -u.amount_micros)
+    UNION ALL
+    -- (5) a negative balance only through a refund or a dispute; neither
+    --     usage nor an administrator's debit ever leaves one
+    SELECT 5, a.user_id, format('negative balance %s without any refund or dispute entry',
+                                a.balance_micros)
       FROM accounts a
      WHERE a.balance_micros < 0
        AND NOT EXISTS (SELECT 1 FROM ledger_entries l
-                        WHERE l.user_id = a.user_id AND l.type = 'refund')
+                        WHERE l.user_id = a.user_id AND l.type IN ('refund', 'dispute'))
     UNION ALL
-    SELECT 5, l.user_id, format('usage entry %s left balance %s', l.id, l.balance_after_micros)
+    SELECT 5, l.user_id, format('%s entry %s left balance %s', l.type, l.id, l.balance_after_micros)
       FROM ledger_entries l
-     WHERE l.type = 'usage' AND l.amount_micros < 0 AND l.balance_after_micros < 0
+     WHERE l.type IN ('usage', 'adjustment') AND l.amount_micros < 0 AND l.balance_after_micros < 0
 $$;
 
 GRANT EXECUTE ON FUNCTION billing.invariant_violations() TO billing_app;

@@ -1,6 +1,7 @@
--- ledger.sql — GET /api/ledger (docs/spec.md §4): the caller's entries, newest
--- first, id < p_before_id; meta = the last id shown when more entries exist
--- (the module turns it into the opaque nextCursor).
+-- ledger.sql — GET /api/ledger (docs/spec.md §4), and GET
+-- /api/admin/users/{userId}/ledger for support (§4.7): a user's entries,
+-- newest first, id < p_before_id; meta = the last id shown when more entries
+-- exist (the module turns it into the opaque nextCursor).
 
 CREATE OR REPLACE FUNCTION billing.api_ledger(p_user text, p_limit int, p_before_id bigint) RETURNS billing.api_result
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = billing, pg_temp AS $$
@@ -41,14 +42,28 @@ BEGIN
                                    'outputTokens', e.output_tokens,
                                    'idempotencyKey', e.idempotency_key,
                                    'holdId', e.hold_id::text))
-                           ELSE
-                               json_build_object(
+                           WHEN e.type IN ('adjustment', 'usage_reversal') THEN
+                               -- an administrator's entry: what it reverses, and why
+                               -- (the reason is written for the user to read; the
+                               -- actor stays with support, docs/api.md)
+                               json_strip_nulls(json_build_object(
                                    'id', e.id::text,
                                    'type', e.type,
                                    'amountMicros', e.amount_micros,
                                    'balanceAfterMicros', e.balance_after_micros,
                                    'createdAt', _ts(e.created_at),
-                                   'purchaseId', e.purchase_id::text)
+                                   'reversedEntryId', e.reversed_entry_id::text,
+                                   'reason', e.reason))
+                           ELSE
+                               -- purchase, refund, dispute, dispute_reversal
+                               json_strip_nulls(json_build_object(
+                                   'id', e.id::text,
+                                   'type', e.type,
+                                   'amountMicros', e.amount_micros,
+                                   'balanceAfterMicros', e.balance_after_micros,
+                                   'createdAt', _ts(e.created_at),
+                                   'purchaseId', e.purchase_id::text,
+                                   'disputeId', e.dispute_id))
                            END AS j
                       FROM ledger_entries e
                      WHERE e.user_id = p_user

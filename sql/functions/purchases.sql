@@ -1,4 +1,4 @@
--- purchases.sql — POST /api/purchases and GET /api/purchases/{id}
+-- purchases.sql — POST /api/purchases, GET /api/purchases and GET /api/purchases/{id}
 -- (docs/spec.md §4, §4.5): a pending purchase (step 1), the Checkout Session
 -- stored (step 3) or the purchase failed (Stripe error), and the owner's view.
 -- The Stripe events that pay or refund it are stripe_event.sql.
@@ -105,3 +105,49 @@ BEGIN
 END
 $$;
 GRANT EXECUTE ON FUNCTION billing.api_purchase_get(text, uuid) TO billing_app;
+
+-- GET /api/purchases?limit=&cursor=: the caller's purchases, newest first
+-- (created_at, then id), after p_after (the last purchase of the previous
+-- page, which the module turns into the opaque cursor and back); meta = the
+-- last id shown when more purchases exist.
+CREATE OR REPLACE FUNCTION billing.api_purchases(p_user text, p_limit int, p_after uuid)
+RETURNS billing.api_result
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = billing, pg_temp AS $$
+DECLARE
+    v_limit int := coalesce(p_limit, 50);
+    v_err   text := coalesce(_check_user_id(p_user),
+                             -- the module's own words (it checks the limit first)
+                             CASE WHEN v_limit NOT BETWEEN 1 AND 200
+                                  THEN 'limit must be an integer from 1 to 200' END);
+    v_after timestamptz;
+    v_list  json;
+    v_more  boolean;
+    v_last  uuid;
+BEGIN
+    IF v_err IS NOT NULL THEN
+        RETURN _r(400, 'invalid_request', v_err, NULL);
+    END IF;
+    IF p_after IS NOT NULL THEN
+        SELECT created_at INTO v_after FROM purchases WHERE id = p_after AND user_id = p_user;
+        IF NOT FOUND THEN
+            RETURN _r(400, 'invalid_request', 'cursor is not valid', NULL);
+        END IF;
+    END IF;
+
+    SELECT coalesce(json_agg(_purchase_body(t.p, true) ORDER BY t.rn) FILTER (WHERE t.rn <= v_limit),
+                    '[]'::json),
+           coalesce(bool_or(t.rn > v_limit), false),
+           (array_agg((t.p).id ORDER BY t.rn DESC) FILTER (WHERE t.rn <= v_limit))[1]
+      INTO v_list, v_more, v_last
+      FROM (SELECT p, row_number() OVER (ORDER BY p.created_at DESC, p.id DESC) AS rn
+              FROM purchases p
+             WHERE p.user_id = p_user
+               AND (p_after IS NULL OR (p.created_at, p.id) < (v_after, p_after))
+             ORDER BY p.created_at DESC, p.id DESC
+             LIMIT v_limit + 1) t;
+
+    RETURN _r(200, NULL, json_build_object('purchases', v_list)::text,
+              CASE WHEN v_more THEN v_last::text END);
+END
+$$;
+GRANT EXECUTE ON FUNCTION billing.api_purchases(text, int, uuid) TO billing_app;

@@ -45,7 +45,7 @@ $$;
 -- Answer for an existing ledger entry with the same (user, key): its replay
 -- when it is the usage this request reports, else 409. A usage entry holds
 -- every field of its request, so they are compared directly; entries
--- written before migration 010 also carry a request_fingerprint (sha256 of
+-- written before migration 012 also carry a request_fingerprint (sha256 of
 -- the same fields), which is no longer read.
 CREATE OR REPLACE FUNCTION billing._usage_replay(e billing.ledger_entries, p_model text, p_input bigint,
                                                  p_output bigint, p_hold uuid)
@@ -87,56 +87,58 @@ BEGIN
         RETURN _r(400, 'invalid_request', v_err, NULL);
     END IF;
 
-    -- Serialize all money movements of this user on the account row. A user
-    -- without an account has no entries and no holds: decide without writing,
-    -- and create the account only when an entry follows; then decide again
-    -- under its lock (a concurrent request may have written meanwhile). The
-    -- loop runs at most twice; v_bal is NULL while there is no account.
-    LOOP
-        SELECT balance_micros INTO v_bal FROM accounts WHERE user_id = p_user FOR UPDATE;
+    -- Serialize all money movements of this user on the account row; v_bal
+    -- is NULL when the user has no account (and so no entries, no holds).
+    SELECT balance_micros INTO v_bal FROM accounts WHERE user_id = p_user FOR UPDATE;
 
-        -- Under the lock, in one statement: the same (user, key) already
-        -- charged? The holds that count (the named hold's amount is
-        -- available to this charge; other holds are not), the balance.low
-        -- threshold, the price row in force and the charge.
-        SELECT EXISTS (SELECT FROM ledger_entries WHERE user_id = p_user AND idempotency_key = p_key),
-               h, t, p.id, _charge(p_input, p_output, p.input_micros_per_mtok, p.output_micros_per_mtok)
-          INTO v_used, v_held, v_thr, v_price_id, v_charge
-          FROM _held(p_user, p_hold) h
-               CROSS JOIN _low_threshold() t
-               LEFT JOIN _price_in_force(p_model) p ON true;
-        IF v_used OR v_charge IS NULL THEN
-            IF v_used THEN
-                SELECT * INTO v_e FROM ledger_entries WHERE user_id = p_user AND idempotency_key = p_key;
-                RETURN _usage_replay(v_e, p_model, p_input, p_output, p_hold);
-            END IF;
-            RETURN CASE WHEN v_price_id IS NULL
-                        THEN _r(422, 'unknown_model', format('Unknown model %s', p_model), NULL)
-                        ELSE _r(400, 'invalid_request', 'token counts overflow the charge computation', NULL)
-                   END;
+    -- Under the lock, in one statement: the same (user, key) already
+    -- charged? The holds that count (the named hold's amount is
+    -- available to this charge; other holds are not), the balance.low
+    -- threshold, the price row in force and the charge.
+    SELECT EXISTS (SELECT FROM ledger_entries WHERE user_id = p_user AND idempotency_key = p_key),
+           h, t, p.id, _charge(p_input, p_output, p.input_micros_per_mtok, p.output_micros_per_mtok)
+      INTO v_used, v_held, v_thr, v_price_id, v_charge
+      FROM _held(p_user, p_hold) h
+           CROSS JOIN _low_threshold() t
+           LEFT JOIN _price_in_force(p_model) p ON true;
+    IF v_used OR v_charge IS NULL THEN
+        IF v_used THEN
+            SELECT * INTO v_e FROM ledger_entries WHERE user_id = p_user AND idempotency_key = p_key;
+            RETURN _usage_replay(v_e, p_model, p_input, p_output, p_hold);
         END IF;
+        RETURN CASE WHEN v_price_id IS NULL
+                    THEN _r(422, 'unknown_model', format('Unknown model %s', p_model), NULL)
+                    ELSE _r(400, 'invalid_request', 'token counts overflow the charge computation', NULL)
+               END;
+    END IF;
 
-        IF p_hold IS NOT NULL THEN
-            SELECT * INTO v_hold FROM holds WHERE id = p_hold AND user_id = p_user FOR UPDATE;
-            IF NOT FOUND THEN
-                RETURN _r(404, 'hold_not_found', 'No such hold for this user', NULL);
-            END IF;
-            IF v_hold.status <> 'active' OR v_hold.expires_at <= now() THEN
-                RETURN _r(409, 'hold_not_active',
-                          format('Hold is %s', CASE WHEN v_hold.status = 'active' THEN 'expired'
-                                                    ELSE v_hold.status END), NULL);
-            END IF;
+    IF p_hold IS NOT NULL THEN
+        SELECT * INTO v_hold FROM holds WHERE id = p_hold AND user_id = p_user FOR UPDATE;
+        IF NOT FOUND THEN
+            RETURN _r(404, 'hold_not_found', 'No such hold for this user', NULL);
         END IF;
-
-        IF v_charge > 0 AND v_charge > coalesce(v_bal, 0) - v_held THEN
-            RETURN _r(402, 'insufficient_credits',
-                      format('Charge of %s micros exceeds the available balance of %s micros',
-                             v_charge, coalesce(v_bal, 0) - v_held), NULL);
+        IF v_hold.status <> 'active' OR v_hold.expires_at <= now() THEN
+            RETURN _r(409, 'hold_not_active',
+                      format('Hold is %s', CASE WHEN v_hold.status = 'active' THEN 'expired'
+                                                ELSE v_hold.status END), NULL);
         END IF;
+    END IF;
 
-        EXIT WHEN v_bal IS NOT NULL;
-        INSERT INTO accounts (user_id) VALUES (p_user) ON CONFLICT (user_id) DO NOTHING;
-    END LOOP;
+    IF v_charge > 0 AND v_charge > coalesce(v_bal, 0) - v_held THEN
+        RETURN _r(402, 'insufficient_credits',
+                  format('Charge of %s micros exceeds the available balance of %s micros',
+                         v_charge, coalesce(v_bal, 0) - v_held), NULL);
+    END IF;
+
+    -- docs/spec.md §3.5: no usage at all while the balance is not positive
+    -- (no account yet, or a debt a refund or a dispute left), not even a
+    -- free one; a charge is refused above already (available <= balance).
+    -- So an entry always follows on an existing, locked account row.
+    IF coalesce(v_bal, 0) <= 0 THEN
+        RETURN _r(402, 'insufficient_credits',
+                  format('The balance is %s micros; usage needs a positive balance',
+                         coalesce(v_bal, 0)), NULL);
+    END IF;
 
     INSERT INTO ledger_entries (user_id, type, amount_micros, balance_after_micros, idempotency_key,
                                 price_id, model, input_tokens, output_tokens, hold_id)

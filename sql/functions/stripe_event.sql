@@ -1,7 +1,8 @@
 -- stripe_event.sql — POST /webhooks/stripe after the module verified the
 -- signature (docs/spec.md §4.2): the whole event in one transaction; a payment
 -- credits its purchase exactly once (invariant 4), a refund debits what the
--- charge's cumulative amount_refunded says.
+-- charge's cumulative amount_refunded says, a dispute debits once and a won
+-- dispute credits that back once.
 
 -- Stripe ids may be a string or an expanded object {"id": ...}.
 CREATE OR REPLACE FUNCTION billing._stripe_id(p jsonb) RETURNS text
@@ -103,6 +104,93 @@ BEGIN
 END
 $$;
 
+-- One ledger entry of a dispute on the LOCKED account of a purchase: the
+-- debit ('dispute', may leave a debt) or the credit back
+-- ('dispute_reversal'); its key names the dispute, so the unique (user_id,
+-- idempotency_key) allows each once.
+CREATE OR REPLACE FUNCTION billing._dispute_entry(p billing.purchases, p_dispute text, p_type text,
+                                                  p_amount bigint, p_event_id text) RETURNS void
+LANGUAGE plpgsql SET search_path = billing, pg_temp AS $$
+DECLARE
+    v_bal bigint;
+    v_new bigint;
+BEGIN
+    SELECT balance_micros INTO v_bal FROM accounts WHERE user_id = p.user_id FOR UPDATE;
+    v_new := v_bal + p_amount;
+    INSERT INTO ledger_entries (user_id, type, amount_micros, balance_after_micros, idempotency_key,
+                                purchase_id, stripe_event_id, dispute_id)
+    VALUES (p.user_id, p_type, p_amount, v_new, p_type || ' ' || p_dispute, p.id, p_event_id, p_dispute);
+    UPDATE accounts SET balance_micros = v_new, updated_at = now() WHERE user_id = p.user_id;
+    PERFORM _balance_changed(p.user_id, v_bal, v_new);
+END
+$$;
+
+-- charge.dispute.created / charge.dispute.closed for a LOCKED, credited
+-- purchase (docs/spec.md §4.2): the dispute debits floor(creditsMicros x
+-- dispute amount / charge amount) once, and a won dispute credits that back
+-- once, whatever order and however often the events arrive:
+--   created, dispute unknown        -> debit
+--   closed (won), dispute unknown   -> recorded as won; nothing to debit,
+--                                      and a later created debits nothing
+--   closed (lost...), unknown       -> debit (the money is gone; a later
+--                                      created finds it done)
+--   closed (won), debited           -> credit back, once
+--   anything else                   -> the status is recorded, no money moves
+-- Returns the outcome: processed, or ignored (no dispute id, or no amount
+-- where one is needed, or a dispute id of another purchase).
+CREATE OR REPLACE FUNCTION billing._dispute_event(p billing.purchases, p_type text, p_obj jsonb,
+                                                  p_event_id text) RETURNS text
+LANGUAGE plpgsql SET search_path = billing, pg_temp AS $$
+DECLARE
+    v_id     text := CASE WHEN jsonb_typeof(p_obj -> 'id') = 'string' THEN p_obj ->> 'id' END;
+    v_status text := coalesce(p_obj ->> 'status', '');
+    v_amount bigint := _json_int(p_obj -> 'amount');
+    v_closed boolean := p_type = 'charge.dispute.closed';
+    v_debit  bigint;
+    v_d      disputes;
+BEGIN
+    IF v_id IS NULL OR length(v_id) NOT BETWEEN 1 AND 255 THEN
+        RETURN 'ignored';
+    END IF;
+    SELECT * INTO v_d FROM disputes WHERE id = v_id FOR UPDATE;
+
+    IF NOT FOUND THEN
+        IF v_closed AND v_status = 'won' THEN
+            INSERT INTO disputes (id, purchase_id, user_id, amount_cents, status)
+            VALUES (v_id, p.id, p.user_id, coalesce(v_amount, 0), v_status);
+            RETURN 'processed';
+        END IF;
+        IF v_amount IS NULL THEN
+            RETURN 'ignored';
+        END IF;
+        -- exact (numeric, no float), at most what the purchase credited
+        v_debit := least(floor(p.credits_micros::numeric * least(v_amount, p.amount_cents)
+                               / p.amount_cents)::bigint, p.credits_micros);
+        INSERT INTO disputes (id, purchase_id, user_id, amount_cents, status, debited_micros)
+        VALUES (v_id, p.id, p.user_id, v_amount, v_status, v_debit);
+        IF v_debit > 0 THEN
+            PERFORM _dispute_entry(p, v_id, 'dispute', -v_debit, p_event_id);
+        END IF;
+        RETURN 'processed';
+    END IF;
+
+    IF v_d.purchase_id <> p.id THEN
+        RETURN 'ignored';
+    END IF;
+    IF NOT v_closed THEN
+        RETURN 'processed';           -- once per dispute id
+    END IF;
+    IF v_status = 'won' AND v_d.debited_micros > 0 AND v_d.credited_back_micros = 0 THEN
+        PERFORM _dispute_entry(p, v_id, 'dispute_reversal', v_d.debited_micros, p_event_id);
+        v_d.credited_back_micros := v_d.debited_micros;
+    END IF;
+    UPDATE disputes
+       SET status = v_status, credited_back_micros = v_d.credited_back_micros, updated_at = now()
+     WHERE id = v_id;
+    RETURN 'processed';
+END
+$$;
+
 -- meta: processed | duplicate | ignored | unmatched. A processed event that
 -- credited a purchase answers {"received": true, "creditedMicros": N}.
 CREATE OR REPLACE FUNCTION billing.api_stripe_event(p_event jsonb) RETURNS billing.api_result
@@ -156,7 +244,8 @@ BEGIN
         IF v_pid IS NULL AND v_pi IS NOT NULL THEN
             SELECT id INTO v_pid FROM purchases WHERE payment_intent_id = v_pi LIMIT 1;
         END IF;
-    ELSIF v_type = 'charge.refunded' THEN
+    ELSIF v_type IN ('charge.refunded', 'charge.dispute.created', 'charge.dispute.closed') THEN
+        -- a charge or a dispute of one: its payment intent, else our metadata
         v_pi := _stripe_id(v_obj -> 'payment_intent');
         IF v_pi IS NOT NULL THEN
             SELECT id INTO v_pid FROM purchases WHERE payment_intent_id = v_pi LIMIT 1;
@@ -217,6 +306,14 @@ BEGIN
             END IF;
             PERFORM _purchase_refund(v_p, v_amount, v_ar, v_id);
         END IF;
+    WHEN 'charge.dispute.created', 'charge.dispute.closed' THEN
+        -- a disputed charge was a successful charge: credit first if we have
+        -- not seen the payment yet (events may arrive in any order)
+        IF _purchase_credit(v_p, v_pi, v_id) THEN
+            v_credited := v_p.credits_micros;
+            SELECT * INTO v_p FROM purchases WHERE id = v_p.id;
+        END IF;
+        v_outcome := _dispute_event(v_p, v_type, v_obj, v_id);
     END CASE;
 
     UPDATE stripe_events SET outcome = v_outcome, purchase_id = v_p.id WHERE id = v_id;

@@ -1,4 +1,4 @@
--- table_guards.sql — trigger functions that keep two tables honest
+-- table_guards.sql — trigger functions that keep the tables honest
 -- (docs/spec.md §3 invariant 1; versioned prices, docs/spec.md §2).
 --
 -- Tables depend on these (their triggers are created by 001_schema.sql), so
@@ -21,6 +21,16 @@ CREATE OR REPLACE FUNCTION billing.model_prices_immutable() RETURNS trigger
 LANGUAGE plpgsql SET search_path = billing, pg_temp AS $$
 BEGIN
     RAISE EXCEPTION 'billing.model_prices rows are immutable; insert a new row with a later effective_from'
+        USING ERRCODE = 'insufficient_privilege';
+END
+$$;
+
+-- Append-only audit tables (billing.admin_requests, migration 011): the same
+-- refusal as the ledger's, naming the table.
+CREATE OR REPLACE FUNCTION billing.append_only() RETURNS trigger
+LANGUAGE plpgsql SET search_path = billing, pg_temp AS $$
+BEGIN
+    RAISE EXCEPTION 'billing.% is append-only: % rejected', TG_TABLE_NAME, TG_OP
         USING ERRCODE = 'insufficient_privilege';
 END
 $$;

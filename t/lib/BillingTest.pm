@@ -77,6 +77,20 @@ use Digest::SHA qw(hmac_sha256 hmac_sha256_hex);
 use MIME::Base64 qw(encode_base64url);
 use JSON::PP ();
 use Test::More ();
+use BillingTest::OpenAPI ();
+
+# Every Test::Nginx file that loads this module gets each answer checked
+# against docs/openapi.yaml, through the hook upstream Test::Nginx::Socket
+# and the fallback runner both offer (add_response_body_check, exported to
+# the test file). INIT: after the test file's `use` lines, whatever their
+# order; plain Test::More scripts have no hook and are checked by the
+# request helpers below instead.
+INIT {
+    BillingTest::OpenAPI::load();
+    if (my $add = main->can('add_response_body_check')) {
+        $add->(\&BillingTest::OpenAPI::test_nginx_check);
+    }
+}
 
 our @EXPORT = qw(
     psql_admin psql_url invariants_clean invariants_ok
@@ -379,6 +393,31 @@ sub _parse_response {
     return ($status // 0, \%h, $body);
 }
 
+# The request line of a request given to the helpers: (method, target).
+sub _request_line {
+    my ($req) = @_;
+    if (ref $req eq 'HASH') {
+        return ($req->{method} // 'GET', $req->{path} // $req->{uri} // '/');
+    }
+    my ($method, $path) = split ' ', (split /\n/, $req, 2)[0];
+    return ($method, $path // '/');
+}
+
+# Every complete answer is checked against docs/openapi.yaml (a mismatch
+# fails the calling test; see BillingTest::OpenAPI). An answer cut short
+# (a timeout, a connection killed on purpose) has nothing to compare.
+sub _check_answers {
+    my ($requests, $answers) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 2;
+    for my $i (0 .. $#$requests) {
+        my ($status, $h, $body) = @{ $answers->[$i] };
+        next unless $status;
+        next if defined $h->{'content-length'} && $h->{'content-length'} =~ /^\d+$/
+                && length($body) < $h->{'content-length'};
+        BillingTest::OpenAPI::check_answer(_request_line($requests->[$i]), $status, $h, $body);
+    }
+}
+
 sub http_request {
     my ($port, $req, $timeout) = @_;
     my @r = parallel_requests($port, [$req], 1, $timeout);
@@ -452,7 +491,9 @@ sub parallel_requests {
         $results[ $c->{idx} ][0] = 0 unless length $c->{buf};
         close $c->{sock};
     }
-    return map { $_ // [0, {}, ''] } @results[0 .. $#$requests];
+    my @answers = map { $_ // [0, {}, ''] } @results[0 .. $#$requests];
+    _check_answers($requests, \@answers);
+    return @answers;
 }
 
 # ---------------------------------------------------------------- ports
@@ -646,7 +687,8 @@ END {
 #   unique_id($prefix)            -> "$prefix-<time>-<pid>-<n>", unique per run
 #   billing_http_conf(port => P, pool => 'min=2 max=10', webhook => 0|1,
 #                     timeouts => 'connect=2s query=8s', extra => '')
-#                                 -> http-level config with every endpoint
+#                                 -> http-level config with the usage, user
+#                                    and admin write endpoints
 #   start_billing_nginx($name, %opts) -> ($prefix, $webhook_enabled): as
 #       start_nginx with billing_http_conf(%opts); with webhook => 1 it
 #       falls back to a config without `billing webhook;` when this build
@@ -664,6 +706,8 @@ END {
 #   payment_event(%o)             -> Stripe event JSON text (type, id,
 #                                    purchase, pi, session) for the 3 paying types
 #   refund_event(%o)              -> charge.refunded JSON (id, pi, amount, refunded)
+#   dispute_event(%o)             -> charge.dispute.created / .closed JSON (id,
+#                                    type, dispute, pi, amount, status)
 #   parallel_requests_multi(\@reqs, $concurrency, $timeout): like
 #       parallel_requests, but every request names its own `port`
 #   parse_metrics($text)          -> { 'name{labels}' => value }
@@ -676,7 +720,7 @@ push @EXPORT, qw(
     unique_id billing_http_conf start_billing_nginx wait_http_status json_decode
     reconcile_req hold_req hold_release_req user_get
     webhook_req http_webhook_works stripe_event_sql purchase_insert fund_purchase
-    payment_event refund_event
+    payment_event refund_event dispute_event
     parallel_requests_multi parse_metrics promtool_check instance_pg_ports pg_port
 );
 
@@ -713,6 +757,8 @@ $wh_main$extra
         location = /api/ledger { billing ledger; }
         location = /api/usage/reconcile { billing reconcile; }
         location /api/usage/holds { billing holds; }
+        location = /api/admin/adjustments { billing admin_adjustments; }
+        location /api/admin/usage { billing admin_usage; }
 $wh_loc    }
 CONF
 }
@@ -837,6 +883,16 @@ sub refund_event {
                                                   amount_refunded => $o{refunded} + 0 } } });
 }
 
+sub dispute_event {
+    my %o = @_;
+    return $JsonC->encode({ id => $o{id} // unique_id('evt_dp'), object => 'event',
+                            type => $o{type} // 'charge.dispute.created',
+                            data => { object => { id => $o{dispute}, object => 'dispute',
+                                                  amount => $o{amount} + 0, charge => "ch_$o{pi}",
+                                                  payment_intent => $o{pi}, currency => 'usd',
+                                                  status => $o{status} // 'needs_response' } } });
+}
+
 sub fund_purchase {
     my ($user, $micros) = @_;
     my $pid = purchase_insert($user, $micros);
@@ -900,7 +956,9 @@ sub parallel_requests_multi {
         $results[ $c->{idx} ][0] = 0 unless length $c->{buf};
         close $c->{sock};
     }
-    return map { $_ // [0, {}, ''] } @results[0 .. $#$requests];
+    my @answers = map { $_ // [0, {}, ''] } @results[0 .. $#$requests];
+    _check_answers($requests, \@answers);
+    return @answers;
 }
 
 sub parse_metrics {

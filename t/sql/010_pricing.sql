@@ -141,10 +141,15 @@ BEGIN
     ASSERT r.status = 400 AND r.code = 'invalid_request', format('%s', r);
     r := billing.api_reconcile(u, 'gpt-5-imaginary', 1, 0, 'v-1', NULL);
     ASSERT r.status = 422 AND r.code = 'unknown_model', format('%s', r);
-    -- a 255-character key of every printable character class is fine (0 tokens: no funds needed)
+    -- a 255-character key of every printable character class is fine; usage
+    -- needs a positive balance, even a free one (docs/spec.md §3.5)
+    r := billing.api_reconcile(u, 'gpt-4o', 0, 0, repeat('!~', 127) || 'z', NULL);
+    ASSERT r.status = 402 AND r.code = 'insufficient_credits', format('%s', r);
+    ASSERT pg_temp.entries(u) = 0;
+    PERFORM pg_temp.fund(u, 1);
     r := billing.api_reconcile(u, 'gpt-4o', 0, 0, repeat('!~', 127) || 'z', NULL);
     ASSERT r.status = 201, format('%s', r);
-    ASSERT pg_temp.entries(u) = 1;
+    ASSERT pg_temp.entries(u) = 2;
 END $$;
 
 -- Unknown model on an existing account; overflow is 400.

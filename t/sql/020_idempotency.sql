@@ -99,9 +99,9 @@ BEGIN
     ASSERT pg_temp.balance(u) = 0;
     ASSERT (r.body::jsonb ->> 'balanceMicros')::bigint = 0;
 
-    -- zero balance: zero-token usage is still recorded, 1 micro is not
+    -- zero balance: no usage at all, not even zero tokens (docs/spec.md §3.5)
     r := billing.api_reconcile(u, 'gpt-4o', 0, 0, 'zero', NULL);
-    ASSERT r.status = 201, format('%s', r);
+    ASSERT r.status = 402 AND r.code = 'insufficient_credits', format('%s', r);
     r := billing.api_reconcile(u, 'gpt-4o-mini', 1, 0, 'one', NULL);
     ASSERT r.status = 402, format('%s', r);
     ASSERT pg_temp.balance(u) = 0;
@@ -114,6 +114,7 @@ DECLARE
     v_pid uuid;
     r billing.api_result;
 BEGIN
+    PERFORM pg_temp.fund(u, 1);     -- usage needs a positive balance
     INSERT INTO billing.purchases (user_id, package_code, amount_cents, credits_micros)
     VALUES (u, 'starter', 500, 5000000) RETURNING id INTO v_pid;
     r := billing.api_reconcile(u, 'gpt-4o', 0, 0, 'purchase:' || v_pid, NULL);
@@ -121,7 +122,7 @@ BEGIN
     r := billing.api_stripe_event(pg_temp.evt('keys-1', 'payment_intent.succeeded',
             jsonb_build_object('id', 'pi_keys_' || v_pid, 'metadata', jsonb_build_object('purchase_id', v_pid))));
     ASSERT r.status = 200 AND r.meta = 'processed', format('%s', r);
-    ASSERT pg_temp.balance(u) = 5000000;
+    ASSERT pg_temp.balance(u) = 5000001;
 END $$;
 
 -- balance.low is emitted when a charge crosses the threshold (default 1,000,000).

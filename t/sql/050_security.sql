@@ -84,6 +84,8 @@ END $$;
 
 -- As billing_app: the API works, direct writes are refused.
 SELECT pg_temp.u('app') AS app_user \gset
+-- usage needs a positive balance (docs/spec.md §3.5): fund as the owner first
+SELECT pg_temp.fund(:'app_user', 1) IS NOT NULL AS funded \gset
 SET ROLE billing_app;
 DO $$
 DECLARE
@@ -143,7 +145,7 @@ RESET ROLE;
 
 DO $$
 BEGIN
-    ASSERT pg_temp.balance(pg_temp.u('app')) = 0 AND pg_temp.entries(pg_temp.u('app')) = 1;
+    ASSERT pg_temp.balance(pg_temp.u('app')) = 1 AND pg_temp.entries(pg_temp.u('app')) = 2;
     ASSERT (SELECT count(*) FROM billing.invariant_violations()) = 0;
     -- readyz reports the applied schema version
     ASSERT ((billing.api_readyz()).body::jsonb ->> 'schemaVersion')::int

@@ -229,7 +229,39 @@ test_tokens(EVP_PKEY *key, EVP_PKEY *other)
              "\"sub\":\"u\",\"exp\":%lld.5}", NOW + 100);
     tok = make_token(key, pl);
     is_int(check(tok, key, &c), BILLING_JWT_OK, "fractional exp");
+    ok(c.valid_until == NOW + 100 + LEEWAY, "valid until exp + leeway");
     free(tok);
+
+    /* an exp at the end of int64_t: exp + leeway saturates (UBSan here) */
+    snprintf(pl, sizeof(pl), "{\"iss\":\"" ISS "\",\"aud\":\"" AUD "\","
+             "\"sub\":\"u\",\"exp\":9223372036854775807}");
+    tok = make_token(key, pl);
+    is_int(check(tok, key, &c), BILLING_JWT_OK, "exp of INT64_MAX");
+    ok(c.exp == INT64_MAX && c.valid_until == INT64_MAX,
+       "exp + leeway saturates at INT64_MAX");
+    free(tok);
+
+    snprintf(pl, sizeof(pl), "{\"iss\":\"" ISS "\",\"aud\":\"" AUD "\","
+             "\"sub\":\"u\",\"exp\":1e300}");
+    tok = make_token(key, pl);
+    is_int(check(tok, key, &c), BILLING_JWT_OK, "exp of 1e300");
+    ok(c.valid_until == INT64_MAX, "valid until INT64_MAX, no overflow");
+    free(tok);
+
+    {
+        billing_jwt_t  j;
+
+        /* the largest leeway (clamped to a day) on the largest exp */
+        tok = make_token(key, payload(""));
+        rc = billing_jwt_parse(tok, strlen(tok), &j, err, sizeof(err));
+        ok(rc == BILLING_JWT_OK
+           && billing_jwt_check_claims(&j, ISS, AUD, NOW, INT64_MAX, &c, err,
+                                       sizeof(err)) == BILLING_JWT_OK
+           && c.valid_until == NOW + 600 + 86400,
+           "leeway clamped to a day in valid_until");
+        billing_jwt_free(&j);
+        free(tok);
+    }
 
     snprintf(pl, sizeof(pl), "{\"iss\":\"" ISS "\",\"aud\":\"" AUD "\","
              "\"sub\":\"u\"}");

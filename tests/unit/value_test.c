@@ -225,11 +225,45 @@ test_dburl(void)
 }
 
 
+static void
+test_url_scheme(void)
+{
+    ok(billing_url_scheme_allowed("https://idp.example/jwks", 24, 0),
+       "https URL");
+    ok(billing_url_scheme_allowed("HTTPS://idp.example/jwks", 24, 0),
+       "the scheme in any case");
+    ok(!billing_url_scheme_allowed("http://idp.example/jwks", 23, 0),
+       "http refused by default");
+    ok(billing_url_scheme_allowed("http://idp.example/jwks", 23, 1),
+       "http when allowed");
+    ok(billing_url_scheme_allowed("https://idp.example/jwks", 24, 1),
+       "https still when http is allowed");
+    ok(!billing_url_scheme_allowed("https://", 8, 0),
+       "nothing after the scheme");
+    ok(!billing_url_scheme_allowed("file:///etc/passwd", 18, 1),
+       "another scheme, even with http allowed");
+    ok(!billing_url_scheme_allowed("httpsx://idp.example", 20, 1),
+       "a longer scheme");
+    ok(!billing_url_scheme_allowed("https:/idp.example", 18, 0),
+       "one slash");
+    ok(!billing_url_scheme_allowed("idp.example/jwks", 16, 1),
+       "no scheme");
+    ok(!billing_url_scheme_allowed("https://x", 6, 0),
+       "only len bytes are read");
+    ok(billing_url_scheme_allowed("hTtPs://x", 9, 0),
+       "mixed case is the same scheme");
+    ok(!billing_url_scheme_allowed("https\x1a//x", 9, 0),
+       "only letters are folded");
+    ok(!billing_url_scheme_allowed(NULL, 0, 1), "NULL");
+}
+
+
 int
 main(void)
 {
     test_resolve();
     test_dburl();
+    test_url_scheme();
 
     return tap_done();
 }

@@ -23,7 +23,8 @@ package Test::Nginx::Socket;
 #   plan/no_plan, blocks(), repeat_each, no_shuffle, env_to_nginx, log_level,
 #   no_long_string, master_on/master_off, workers, worker_connections,
 #   timeout, no_root_location, server_port, server_root, html_dir,
-#   add_block_preprocessor, add_cleanup_handler, bail_out, run_tests.
+#   add_block_preprocessor, add_cleanup_handler, add_response_body_check,
+#   bail_out, run_tests.
 # Sections: main_config, http_config, config, request (string or array via
 #   `request eval`), more_headers, error_code, error_code_like,
 #   response_body, response_body_like, response_body_unlike,
@@ -62,7 +63,14 @@ package Test::Nginx::Socket;
 #   * error_log / no_error_log patterns are substrings unless they are Regexp
 #     objects (via `eval`); each repetition sees only the lines logged since
 #     the previous check;
-#   * test names are "$0 TEST n: title - ...".
+#   * test names are "$0 TEST n: title - ...";
+#   * add_response_body_check(sub { my ($block, $body, $req_idx,
+#     $repeated_req_idx, $dry_run) = @_; ... }): every check is called for
+#     every response of every block (also when the status or the body
+#     check failed), in registration order, after the body check, from the
+#     sub that was handed the HTTP::Response (check_response($block, $res,
+#     ...), as upstream's check_response_body($block, $res, ...)); $body is
+#     $res->content; $dry_run is false (no dry-run modes here).
 
 use strict;
 use warnings;

@@ -1,4 +1,23 @@
--- 010_usage_shape.sql — the usage entry's shape, checked at less cost, and
+-- 012_lean_money_path.sql — the money path at a lean transaction's cost
+-- (docs/benchmarks.md, "The stored functions"): three changes of private
+-- helpers and of the usage entry's CHECK; sql/functions/ re-creates the
+-- dropped helpers in the same transaction (sql/README.md).
+
+-- (1) helpers in FROM
+-- _held and _price_in_force become set-returning
+-- SQL functions, used in FROM, where the planner inlines them into the
+-- caller's statement (and PL/pgSQL keeps that plan for the session). As
+-- scalar functions with a SET clause they were parsed and planned again on
+-- every call: about a quarter of api_reconcile's cost and most of
+-- api_balance's (docs/benchmarks.md, "The stored functions"). A result type
+-- cannot be changed by CREATE OR REPLACE, so they are dropped here and
+-- re-created by sql/functions/ in the same transaction (sql/README.md:
+-- private helpers may change freely).
+DROP FUNCTION IF EXISTS billing._held(text, uuid);
+DROP FUNCTION IF EXISTS billing._price_in_force(text);
+
+-- (2) the usage entry's shape
+-- the usage entry's shape, checked at less cost, and
 -- without a fingerprint.
 --
 -- * The key rule without a bounded repetition: `idempotency_key ~
@@ -34,7 +53,18 @@ ALTER TABLE billing.ledger_entries
             AND idempotency_key !~ '[^!-~]')) NOT VALID;
 
 COMMENT ON COLUMN billing.ledger_entries.request_fingerprint IS
-    'sha256 of the request''s canonical form; set on usage entries written before migration 010, NULL since (a retry is compared with the entry''s own fields)';
+    'sha256 of the request''s canonical form; set on usage entries written before migration 012, NULL since (a retry is compared with the entry''s own fields)';
 
 -- _usage_replay takes the request's fields instead of a fingerprint.
 DROP FUNCTION IF EXISTS billing._usage_replay(billing.ledger_entries, text);
+
+-- (3) fewer steps
+-- api_reconcile reads the balance.low threshold in the
+-- statement it runs under the account lock, and makes a new entry's answer
+-- from what it knows: _low_threshold becomes a set-returning SQL function
+-- (inlined in FROM, see (1)) and _usage_body takes scalars instead of the
+-- entry's row. Both change their signature or result type, so the old ones
+-- are dropped here and sql/functions/ re-creates them in the same
+-- transaction.
+DROP FUNCTION IF EXISTS billing._low_threshold();
+DROP FUNCTION IF EXISTS billing._usage_body(billing.ledger_entries, boolean);

@@ -1,12 +1,12 @@
--- Migration 010 (sql/010_usage_shape.sql): a retry is compared with the
+-- Migration 012 (sql/012_lean_money_path.sql): a retry is compared with the
 -- entry's own fields, not a fingerprint, and the table's key rule is the
 -- same rule written without a bounded repetition.
-\set test_name usage_shape_010
+\set test_name usage_shape
 \ir lib/setup.psql
 
--- An entry written before 010 carries the sha256 fingerprint the function
+-- An entry written before 012 carries the sha256 fingerprint the function
 -- computed then; a retry of it is a replay, another body is 409. Such an
--- entry is made here as api_reconcile made it before migration 010.
+-- entry is made here as api_reconcile made it before migration 012.
 CREATE FUNCTION pg_temp.old_entry(p_user text, p_model text, p_in bigint, p_out bigint, p_key text,
                                   p_hold uuid) RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE

@@ -1,0 +1,226 @@
+# The incremental ledger audit in the database (sql/functions/audit.sql), on
+# a scratch database of its own so that it may break the ledger on purpose:
+#   * a run's cost follows the new entries: it examines exactly the entries
+#     written since the last run, whatever the ledger's size, a chunk at a
+#     time within its budget, and says when more are waiting;
+#   * an entry committed late, below ids already audited, is still audited
+#     (the checkpoint never passes a transaction that is still writing);
+#   * one runner per cluster: while another session holds the audit's lock
+#     a run skips and reports the last success unchanged;
+#   * what it finds is kept until a full pass (billing.audit_full()) finds
+#     the ledger consistent; a balance changed without an entry is found by
+#     the rotating sweep; the append-only checks are live;
+#   * billing_app may run the audit but not the full pass.
+use strict;
+use warnings;
+use lib 't/lib';
+use Test::More;
+use POSIX ();
+use Time::HiRes qw(sleep time);
+use BillingTest;
+
+my $admin = $ENV{BILLING_TEST_ADMIN_URL} or plan skip_all => 'BILLING_TEST_ADMIN_URL not set';
+my $root = $ENV{BILLING_ROOT} // '.';
+
+my $name = "billing_t018_$$";
+psql_admin(qq{DROP DATABASE IF EXISTS "$name" WITH (FORCE)});
+psql_admin(qq{CREATE DATABASE "$name"});
+END { local $?; eval { psql_admin(qq{DROP DATABASE IF EXISTS "$name" WITH (FORCE)}) } }
+(my $url = $admin) =~ s{/[^/?]*(\?|$)}{/$name$1};
+my $out = `bash '$root/sql/migrate.sh' '$url' 2>&1`;
+is($?, 0, 'a scratch database, migrated') or diag $out;
+
+sub sq { psql_url($url, $_[0]) }
+
+# one run: { ran, examined, more, violations, last_success }
+sub run_audit {
+    my (%o) = @_;
+    my $r = sq(sprintf 'SELECT ran, examined, more, violations, coalesce(last_success, 0) '
+                    . 'FROM billing.audit_run(%d, %d, %d)',
+              $o{budget} // 60000, $o{sweep} // 1000, $o{chunk} // 5000);
+    my @f = split /\|/, $r;
+    return { ran => $f[0] eq 't', examined => $f[1], more => $f[2] eq 't',
+             violations => $f[3], last_success => $f[4] };
+}
+
+# runs until nothing is waiting; the entries examined on the way
+sub settle {
+    my (%o) = @_;
+    my $n = 0;
+    my $quiet = 0;
+    for (1 .. 200) {
+        my $r = run_audit(%o);
+        die 'the audit skipped' unless $r->{ran};
+        $n += $r->{examined};
+        $quiet = ($r->{examined} == 0 && !$r->{more}) ? $quiet + 1 : 0;
+        return $n if $quiet == 2;   # the last horizon was promoted and empty
+    }
+    die 'the audit never settled';
+}
+
+sub findings { sq('SELECT count(*) FROM billing.audit_findings') }
+
+# money through the real paths: a paid purchase, then usage charges
+my $U = "aud-$$";
+sub fund {
+    my ($user, $micros) = @_;
+    my $u = sql_quote($user);
+    my $meta = sq(qq{
+WITH p AS (INSERT INTO billing.purchases (user_id, package_code, amount_cents, credits_micros)
+           VALUES ($u, 'pro', 5000, $micros) RETURNING id)
+SELECT (billing.api_stripe_event(jsonb_build_object(
+    'id', 'evt_' || p.id, 'type', 'payment_intent.succeeded', 'object', 'event',
+    'data', jsonb_build_object('object', jsonb_build_object(
+        'id', 'pi_' || p.id, 'object', 'payment_intent',
+        'metadata', jsonb_build_object('purchase_id', p.id::text)))))).meta FROM p});
+    die "fund($user): $meta" unless $meta eq 'processed';
+}
+sub charges {
+    my ($user, $n, $tag) = @_;
+    my $u = sql_quote($user);
+    sq(qq{DO \$\$ BEGIN FOR i IN 1 .. $n LOOP
+        IF (billing.api_reconcile($u, 'gpt-4o', 1, 1, '$tag-' || i, NULL)).status <> 201 THEN
+            RAISE EXCEPTION 'charge % refused', i;
+        END IF;
+    END LOOP; END \$\$});
+}
+
+# ------------------------------------------------------------ cost follows new entries
+
+fund("$U-big", 1_000_000_000);
+charges("$U-big", 1200, 'k');
+my $first = settle();
+is($first, 1201, 'the first runs audit the whole ledger (1201 entries)');
+is(findings(), 0, '... and find nothing');
+
+fund("$U-a", 10_000_000);
+charges("$U-a", 6, 'k');
+is(settle(), 7, 'later runs examine only the 7 new entries, not the ledger\'s 1208');
+
+# a chunk at a time: the budget stops a run after one chunk, keeping its work
+charges("$U-big", 25, 'chunked');
+run_audit();    # promotes the horizon before the new entries, notes a new one
+my @runs = map { run_audit(budget => 1, chunk => 10) } 1 .. 3;
+is_deeply([map { $_->{examined} } @runs], [10, 10, 5], 'a 1 ms budget: one chunk of 10 per run');
+is_deeply([map { $_->{more} ? 1 : 0 } @runs], [1, 1, 0], '... and "more" while final entries wait');
+is(findings(), 0, 'chunked runs find nothing in a consistent ledger');
+
+# ------------------------------------------------------------ an entry committed late
+
+# A session writes an entry with a wrong balance_after and stays open; other
+# entries, with higher ids, commit and are audited meanwhile. The late entry
+# must be audited once it commits, not skipped by a checkpoint that passed it.
+fund("$U-late", 5_000_000);
+fund("$U-other", 5_000_000);
+settle();
+sq('CREATE TABLE public.gate (open boolean)');
+my $price = sq(q{SELECT id FROM billing.model_prices WHERE model = 'gpt-4o' ORDER BY effective_from DESC LIMIT 1});
+my $late = sql_quote("$U-late");
+my $pid = fork // die "fork: $!";
+if (!$pid) {
+    $ENV{PGAPPNAME} = 'audit-late';
+    open STDOUT, '>', '/dev/null';
+    { exec 'psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d', $url,
+        '-c', 'BEGIN',
+        '-c', "SELECT 1 FROM billing.accounts WHERE user_id = $late FOR UPDATE",
+        '-c', "INSERT INTO billing.ledger_entries (user_id, type, amount_micros, balance_after_micros,
+                   idempotency_key, request_fingerprint, price_id, model, input_tokens, output_tokens)
+               VALUES ($late, 'usage', -1, 12345, 'late-bogus', 'x', $price, 'gpt-4o', 0, 0)",
+        '-c', q{DO $$ BEGIN WHILE NOT EXISTS (SELECT 1 FROM public.gate) LOOP PERFORM pg_sleep(0.02); END LOOP; END $$},
+        '-c', 'COMMIT'; }
+    POSIX::_exit(127);
+}
+# the late entry has its id once the session waits at the gate
+my $deadline = time + 20;
+sleep 0.05 while time < $deadline
+    && sq(q{SELECT count(*) FROM pg_stat_activity WHERE application_name = 'audit-late'
+            AND query LIKE '%public.gate%' AND state = 'active'}) ne '1';
+my $late_id = sq(q{SELECT last_value FROM billing.ledger_entries_id_seq});
+charges("$U-other", 5, 'after');
+my $other_max = sq(qq{SELECT max(id) FROM billing.ledger_entries WHERE user_id = '$U-other'});
+ok($other_max > $late_id, "entries after the open one have higher ids ($other_max > $late_id)");
+run_audit() for 1 .. 3;
+my $checked = sq('SELECT checked_through FROM billing.audit_state');
+ok($checked < $late_id, "while it is open the checkpoint stays below it ($checked < $late_id)");
+
+sq('INSERT INTO public.gate VALUES (true)');
+waitpid $pid, 0;
+is($?, 0, 'the late session committed');
+settle();
+like(sq(qq{SELECT string_agg(detail, ' / ') FROM billing.audit_findings WHERE user_id = $late}),
+     qr/entry $late_id: balance_after 12345 <> previous 5000000 \+ amount -1/,
+     'the late entry was audited: its broken chain is a finding');
+is(sq(qq{SELECT through_id FROM billing.audit_accounts WHERE user_id = $late}), $late_id,
+   '... and the account\'s running sum includes it');
+ok(run_audit()->{violations} >= 1, 'the run reports it');
+ok(run_audit()->{violations} >= 1, '... and keeps reporting it');
+
+# the owner repairs what the test broke (possible only with the trigger off)
+sq(qq{ALTER TABLE billing.ledger_entries DISABLE TRIGGER ledger_entries_no_update_delete;
+     DELETE FROM billing.ledger_entries WHERE id = $late_id;
+     ALTER TABLE billing.ledger_entries ENABLE ALWAYS TRIGGER ledger_entries_no_update_delete});
+ok(run_audit()->{violations} >= 1, 'a finding stays after the repair ...');
+is(sq('SELECT count(*) FROM billing.audit_full()'), 0, '... until a full pass finds the ledger consistent');
+is(run_audit()->{violations}, 0, 'then the runs report 0');
+charges("$U-late", 3, 'after-full');
+settle();
+is(findings(), 0, 'and go on from the full pass without false findings');
+
+# ------------------------------------------------------------ one runner at a time
+
+my $before = run_audit()->{last_success};
+sleep 1.1;      # last_success has a resolution of one second
+$pid = fork // die "fork: $!";
+if (!$pid) {
+    $ENV{PGAPPNAME} = 'audit-lock';
+    open STDOUT, '>', '/dev/null';
+    { exec 'psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d', $url,
+        '-c', 'BEGIN',
+        '-c', 'SELECT pg_advisory_xact_lock(billing._audit_lock_key())',
+        '-c', q{DO $$ BEGIN WHILE NOT EXISTS (SELECT 1 FROM public.gate WHERE NOT open) LOOP PERFORM pg_sleep(0.02); END LOOP; END $$},
+        '-c', 'COMMIT'; }
+    POSIX::_exit(127);
+}
+$deadline = time + 20;
+sleep 0.05 while time < $deadline
+    && sq(q{SELECT count(*) FROM pg_stat_activity WHERE application_name = 'audit-lock'
+            AND query LIKE '%public.gate%' AND state = 'active'}) ne '1';
+charges("$U-a", 2, 'locked');
+my @skipped = map { run_audit() } 1 .. 3;
+is_deeply([map { $_->{ran} ? 1 : 0 } @skipped], [0, 0, 0], 'another session holds the lock: runs skip');
+is_deeply([map { $_->{examined} } @skipped], [0, 0, 0], '... and examine nothing');
+is_deeply([map { $_->{last_success} } @skipped], [($before) x 3], '... and the last success stays');
+sq('INSERT INTO public.gate VALUES (false)');
+waitpid $pid, 0;
+my $after = run_audit();
+ok($after->{ran} && $after->{last_success} > $before, 'the lock released: the next run runs');
+is(settle(), 2, '... and audits what was written meanwhile');
+
+# ------------------------------------------------------------ the sweep, live checks
+
+fund("$U-tamper", 2_000_000);
+settle();
+sq(qq{UPDATE billing.accounts SET balance_micros = balance_micros + 1 WHERE user_id = '$U-tamper'});
+my $r = run_audit(sweep => 100000);
+ok($r->{violations} >= 1, 'a balance changed without an entry is found by the sweep');
+like(sq(qq{SELECT detail FROM billing.audit_findings WHERE user_id = '$U-tamper'}),
+     qr/^balance differs from the last entry's balance_after by 1$/, '... named');
+sq(qq{UPDATE billing.accounts SET balance_micros = balance_micros - 1 WHERE user_id = '$U-tamper'});
+is(sq('SELECT count(*) FROM billing.audit_full()'), 0, 'repaired: the full pass finds nothing');
+
+sq('ALTER TABLE billing.ledger_entries DISABLE TRIGGER ledger_entries_no_truncate');
+is(run_audit()->{violations}, 1, 'a disabled append-only trigger counts at once');
+sq('ALTER TABLE billing.ledger_entries ENABLE ALWAYS TRIGGER ledger_entries_no_truncate');
+is(run_audit()->{violations}, 0, '... and no longer once enabled (not kept as a finding)');
+
+# ------------------------------------------------------------ who may run what
+
+is(sq(q{SET ROLE billing_app; SELECT ran FROM billing.audit_run(1000)}), 't',
+   'billing_app runs the audit');
+ok(!eval { sq(q{SET ROLE billing_app; SELECT count(*) FROM billing.audit_full()}); 1 }
+   && $@ =~ /permission denied/, 'billing_app may not run the full pass');
+ok(!eval { sq(q{SET ROLE billing_app; SELECT count(*) FROM billing.audit_findings}); 1 }
+   && $@ =~ /permission denied/, 'nor read the audit\'s tables');
+
+is(sq('SELECT count(*) FROM billing.invariant_violations()'), 0, 'the scratch ledger is consistent');
+done_testing();
