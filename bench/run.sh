@@ -35,8 +35,9 @@
 # (64), BENCH_THREADS (2), BENCH_USERS (256), BENCH_WORKERS (nproc),
 # BENCH_POOL_MAX (10 per worker), BENCH_SOAK (60 s), BENCH_STALL (8 s),
 # BENCH_NGINX_MAIN (extra main-context lines, e.g. worker_rlimit_core),
-# BENCH_NGINX_HTTP (extra http-context lines), BENCH_BATCH (N: adds
-# "billing_batch max=N;", for a module that has that directive),
+# BENCH_NGINX_HTTP (extra http-context lines), BENCH_BATCH (32: the reconcile
+# scenario runs a second time on an nginx with "billing_batch max=N;" when
+# the module accepts that directive (nginx -t); 0 = no such run),
 # BENCH_WORKDIR (parent of the temp dir, default /var/tmp: must not be tmpfs,
 # or fsync means nothing), BENCH_KEEP=1 keeps the temp dir.
 
@@ -60,6 +61,7 @@ UID0=1000000              # user ids are UID0+1 .. UID0+NUSERS (numeric: see rec
 CREDITS=100000000000      # micros per user ($100,000): far more than a run spends
 RESULTS="$BENCH_DIR/results/latest.md"
 CHART="$BENCH_DIR/results/latest.png"
+BATCH=${BENCH_BATCH-32}     # N of the group-commit reconcile run; 0 = no such run
 MODE=${1:-all}
 
 log() { printf '==> %s\n' "$*" >&2; }
@@ -67,6 +69,7 @@ die() { printf 'bench/run.sh: %s\n' "$*" >&2; exit 1; }
 
 WORK=""
 NGINX_PREFIX=""
+BATCH_PREFIX=""
 STANDIN_PID=""
 BG_PIDS=()
 
@@ -77,6 +80,10 @@ cleanup() {
         kill "$pid" 2>/dev/null
     done
     stop_nginx
+    if [ -n "$BATCH_PREFIX" ]; then
+        NGINX_PREFIX=$BATCH_PREFIX
+        stop_nginx
+    fi
     if [ -n "$STANDIN_PID" ]; then
         kill "$STANDIN_PID" 2>/dev/null
         wait "$STANDIN_PID" 2>/dev/null
@@ -236,10 +243,11 @@ start_standin() {
     STRIPE_URL=$(cat "$WORK/stripe.url")
 }
 
-# render_nginx WORKERS [extra main-context lines]
+# render_nginx WORKERS [extra main-context lines [extra http-context lines]]
+# into $NGINX_PREFIX (default $WORK/nginx), listening on $PORT
 render_nginx() {
-    local workers=$1 extra=${2:-} user=""
-    NGINX_PREFIX="$WORK/nginx"
+    local workers=$1 extra=${2:-} http_extra=${3:-} user=""
+    NGINX_PREFIX=${NGINX_PREFIX:-$WORK/nginx}
     mkdir -p "$NGINX_PREFIX/logs" "$NGINX_PREFIX/tmp"
     [ "$(id -u)" = 0 ] && user="user root;"
     cat >"$NGINX_PREFIX/nginx.conf" <<CONF
@@ -261,7 +269,7 @@ http {
 
     billing_database_url $TEST_NGINX_DATABASE_URL;
     billing_pool min=2 max=$POOL_MAX queue=1024;
-${BENCH_BATCH:+    billing_batch max=$BENCH_BATCH;}
+$http_extra
 ${BENCH_NGINX_HTTP:-}
     billing_db_timeouts connect=5s query=10s;
 
@@ -290,14 +298,52 @@ ${BENCH_NGINX_HTTP:-}
 CONF
 }
 
+# start_nginx [extra http-context lines]: a new nginx in $NGINX_PREFIX
 start_nginx() {
     PORT=$(free_port)
-    render_nginx "$WORKERS" "${BENCH_NGINX_MAIN:-}"
+    render_nginx "$WORKERS" "${BENCH_NGINX_MAIN:-}" "${1:-}"
     "$NGINX_BIN" -t -q -p "$NGINX_PREFIX" -c "$NGINX_PREFIX/nginx.conf"
     "$NGINX_BIN" -p "$NGINX_PREFIX" -c "$NGINX_PREFIX/nginx.conf"
     BASE="http://127.0.0.1:$PORT"
     wait_status /readyz 200 15 || die "nginx is not ready: $(tail -n 5 "$NGINX_PREFIX/logs/error.log")"
-    log "nginx: $WORKERS workers, billing_pool max=$POOL_MAX, on $BASE"
+    log "nginx: $WORKERS workers, billing_pool max=$POOL_MAX${1:+, $(tr -s ' ' <<<"$1")}, on $BASE"
+}
+
+# Does this module accept "billing_batch max=N"? nginx -t on a configuration
+# with the directive (group commit, issue 10; a module without it says
+# 'unknown directive').
+batch_supported() {
+    local saved=$NGINX_PREFIX rc=0
+    NGINX_PREFIX="$WORK/nginx-probe"
+    render_nginx 1 "" "    billing_batch max=$BATCH;"
+    "$NGINX_BIN" -t -q -p "$NGINX_PREFIX" -c "$NGINX_PREFIX/nginx.conf" >"$WORK/batch-probe.log" 2>&1 || rc=1
+    NGINX_PREFIX=$saved
+    return $rc
+}
+
+# The reconcile scenario again, on a second nginx (same workers, same pool)
+# whose only difference is "billing_batch max=$BATCH"; the first nginx stays
+# up, idle, so its workers keep their RSS history.
+run_reconcile_batched() {
+    if [ "$BATCH" = 0 ]; then
+        BATCH_STATUS="not run (BENCH_BATCH=0)"
+        return 0
+    fi
+    if ! batch_supported; then
+        BATCH_STATUS="not available: this module does not accept billing_batch ($(grep -m1 -o 'unknown directive "[^"]*"' "$WORK/batch-probe.log" || echo 'nginx -t failed'))"
+        log "reconcile with group commit: $BATCH_STATUS"
+        return 0
+    fi
+    local saved_prefix=$NGINX_PREFIX saved_port=$PORT saved_base=$BASE saved_total=$TOTAL_NGINX_REQS
+    NGINX_PREFIX="$WORK/nginx-batch"
+    BATCH_PREFIX=$NGINX_PREFIX
+    start_nginx "    billing_batch max=$BATCH;"
+    run_wrk warmup_batch mixed.lua /health "$CONNS" "$THREADS" 3
+    run_wrk reconcile_batch reconcile.lua /api/usage/reconcile
+    stop_nginx
+    BATCH_STATUS="billing_batch max=$BATCH"
+    BATCH_PREFIX=""
+    NGINX_PREFIX=$saved_prefix PORT=$saved_port BASE=$saved_base TOTAL_NGINX_REQS=$saved_total
 }
 
 stop_nginx() {
@@ -412,7 +458,9 @@ run_pgbench() {
             i50 = int(n * 0.50); i90 = int(n * 0.90); i99 = int(n * 0.99);
             if (i50 < 1) i50 = 1; if (i90 < 1) i90 = 1; if (i99 < 1) i99 = 1;
             print n, v[i50], v[i90], v[i99] }')
-    read -r REQS[$name] P50[$name] P90[$name] P99[$name] <<<"$pct"
+    local nreq p50 p90 p99
+    read -r nreq p50 p90 p99 <<<"$pct"
+    REQS[$name]=$nreq P50[$name]=$p50 P90[$name]=$p90 P99[$name]=$p99
     if [[ $script == reconcile* ]]; then
         after=$(usage_entries)
         ERRS[$name]=$((ERRS[$name] + REQS[$name] - (after - before)))
@@ -431,7 +479,11 @@ trickle() {
 }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
-verdict() { if awk -v x="$1" -v op="$2" -v y="$3" 'BEGIN { exit !((op == ">=") ? x >= y : x < y) }'; then echo PASS; else echo MISS; fi; }
+# verdict VALUE OP LIMIT (OP: >=, <=, <) -> PASS | MISS
+verdict() {
+    if awk -v x="$1" -v op="$2" -v y="$3" 'BEGIN { exit !(op == ">=" ? x >= y : op == "<=" ? x <= y : x < y) }'
+    then echo PASS; else echo MISS; fi
+}
 
 machine_info() {
     CPU_MODEL=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
@@ -439,9 +491,11 @@ machine_info() {
     MEM_TOTAL=$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
     KERNEL=$(uname -r)
     NGINX_VERSION=$("$NGINX_BIN" -v 2>&1 | sed 's/.*nginx\///')
-    WRK_VERSION=$({ wrk -v 2>&1 || true; } | awk 'NR == 1 { print $2 }')
+    WRK_VERSION=$(dpkg-query -W -f='${Version}' wrk 2>/dev/null || echo unknown)
     GIT_REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-    GIT_DIRTY=$(git -C "$ROOT" status --porcelain -- ngx_http_billing_module sql config 2>/dev/null | wc -l)
+    GIT_DIRTY=$(git -C "$ROOT" status --porcelain -- ngx_http_billing_module sql config bench 2>/dev/null | wc -l)
+    PGBENCH_VERSION=$(pgbench --version | awk '{ print $3 }')
+    LOAD_START=$(load1)
 }
 
 setup_all() {
@@ -464,7 +518,7 @@ bench_all() {
     setup_all
     start_nginx
 
-    local rss_before rss_after rss_b_max rss_a_max
+    local rss_before rss_after
     rss_before=$(worker_rss)
     WORKERS_AT_START=$(worker_pids | tr '\n' ' ')
     log "worker RSS before load: ${rss_before%|*}"
@@ -476,6 +530,7 @@ bench_all() {
     run_wrk health plain.lua /health
     run_wrk balance balance.lua /api/balance
     run_wrk reconcile reconcile.lua /api/usage/reconcile
+    run_reconcile_batched
 
     # The SQL alone, same database, right after the HTTP runs: the module's
     # own statements and the lean baselines, at the most the module can have
@@ -489,6 +544,7 @@ bench_all() {
         || die "api_balance does not answer 200 for a funded user"
     run_pgbench pg_balance balance "$pool_clients" prepared rt
     run_pgbench pg_balance_lean balance-lean "$pool_clients" prepared owner
+    run_pgbench pg_balance_ext balance "$pool_clients" extended rt
     run_pgbench pg_reconcile reconcile "$pool_clients" prepared rt
     run_pgbench pg_reconcile_lean reconcile-lean "$pool_clients" prepared owner
     run_pgbench pg_reconcile_ext reconcile "$pool_clients" extended rt
@@ -502,8 +558,6 @@ bench_all() {
     rss_after=$(worker_rss)
     local rss_reqs=$TOTAL_NGINX_REQS
     log "worker RSS after $rss_reqs requests: ${rss_after%|*}"
-    rss_b_max=${rss_before#*|}
-    rss_a_max=${rss_after#*|}
 
     phase_stripe_stall
     local stall_purchases=$STALL_PURCHASES
@@ -530,64 +584,144 @@ bench_all() {
     usage_entries=$(admin_sql -c "SELECT count(*) FROM billing.ledger_entries WHERE type = 'usage'")
 
     # ------------------------------------------------------------ report
-    local h_ratio r_ratio r64_ratio
-    h_ratio=$(ratio "${RPS[health]}" "${RPS[baseline]}")
-    r_ratio=$(ratio "${RPS[reconcile]}" "${RPS[pgbench_pool]}")
-    r64_ratio=$(ratio "${RPS[reconcile]}" "${RPS[pgbench_conns]:-${RPS[pgbench_pool]}}")
-    local elapsed=$((SECONDS - started))
-
-    {
-        echo "# Benchmark results ($(date -u '+%Y-%m-%d %H:%M UTC'))"
-        echo
-        echo "Command: \`bench/run.sh\` (BENCH_DURATION=$DURATION BENCH_CONNECTIONS=$CONNS BENCH_THREADS=$THREADS"
-        echo "BENCH_USERS=$NUSERS BENCH_WORKERS=$WORKERS BENCH_POOL_MAX=$POOL_MAX BENCH_SOAK=$SOAK BENCH_STALL=$STALL), ${elapsed} s wall."
-        echo
-        echo "Machine: $NPROC × $CPU_MODEL, $MEM_TOTAL RAM, Linux $KERNEL; nginx $NGINX_VERSION, PostgreSQL $PG_VERSION"
-        echo "(fsync,full_page_writes,synchronous_commit = $PG_DURABILITY), wrk $WRK_VERSION; module at $GIT_REV, .so sha256 $MODULE_SHA"
-        echo "($GIT_DIRTY uncommitted paths under ngx_http_billing_module/ sql/ config)."
-        echo "Everything (wrk, nginx, PostgreSQL, pgbench) shares these $NPROC cores."
-        echo
-        echo "| run | clients | requests | req/s | p50 ms | p99 ms | errors |"
-        echo "|---|---:|---:|---:|---:|---:|---:|"
-        local n c
-        for n in baseline health balance reconcile pgbench_pool pgbench_conns soak health_stripe_stall health_db_down; do
-            [ -n "${RPS[$n]:-}" ] || continue
-            case $n in
-                pgbench_pool) c=$pool_clients ;;
-                *) c=$CONNS ;;
-            esac
-            printf '| %s | %s | %s | %.0f | %s | %s | %s |\n' "$(label "$n")" "$c" "${REQS[$n]}" "${RPS[$n]}" \
-                "$(ms "${P50[$n]}")" "$(ms "${P99[$n]}")" "${ERRS[$n]}"
-        done
-        echo
-        echo "| target | measured | verdict |"
-        echo "|---|---|---|"
-        echo "| /health ≥ 0.8 × return 200 | $h_ratio × | $(verdict "$h_ratio" ">=" 0.8) |"
-        echo "| reconcile ≥ 0.8 × pgbench ($pool_clients clients = $WORKERS workers × pool max $POOL_MAX) | $r_ratio × | $(verdict "$r_ratio" ">=" 0.8) |"
-        echo "| (reconcile / pgbench at $CONNS clients, for information) | $r64_ratio × | |"
-        echo "| reconcile p99 < 20 ms at $CONNS connections | $(ms "${P99[reconcile]}") ms | $(verdict "${P99[reconcile]}" "<" 20000) |"
-        echo "| docs/spec.md §6 SLO: reconcile p99 < 500 ms at $CONNS connections | $(ms "${P99[reconcile]}") ms | $(verdict "${P99[reconcile]}" "<" 500000) |"
-        echo "| docs/spec.md §6 SLO: error rate < 0.1 % (reconcile) | ${ERRS[reconcile]} of ${REQS[reconcile]} | $(verdict "${ERRS[reconcile]}" "<" "$(awk -v n="${REQS[reconcile]}" 'BEGIN { print n / 1000 }')") |"
-        echo "| worker RSS < 32 MiB after $rss_reqs requests | max $((rss_b_max / 1024)) MiB before → $((rss_a_max / 1024)) MiB after | $(verdict "$rss_a_max" "<" 32768) |"
-        echo "| /health p99 with Stripe stalled (vs undisturbed $(ms "${P99[health]}") ms) | $(ms "${P99[health_stripe_stall]}") ms | $(ratio "${P99[health_stripe_stall]}" "${P99[health]}") × |"
-        echo "| /health p99 with the database stopped (vs undisturbed) | $(ms "${P99[health_db_down]}") ms | $(ratio "${P99[health_db_down]}" "${P99[health]}") × |"
-        echo
-        echo "Worker RSS (VmRSS) before load: ${rss_before%|*}"
-        echo "Worker RSS after $rss_reqs requests (all wrk runs above, soak included): ${rss_after%|*}"
-        echo
-        echo "Stripe stall: $stall_purchases purchase requests completed by the background clients during the"
-        echo "window (each held ${STALL} s by the stand-in). Database stop: /api/balance answered $down_api"
-        echo "while it was down; /readyz was 200 again $recover after the restart."
-        echo "After the run: $usage_entries usage ledger entries, $violations invariant violations;"
-        echo "worker crashes in error.log: $(grep -c 'exited on signal' "$NGINX_PREFIX/logs/error.log" || true);"
-        echo "workers at start: $WORKERS_AT_START, at the end: $(worker_pids | tr '\n' ' ')."
-    } >"$WORK/report.md"
-
+    ELAPSED=$((SECONDS - started))
+    RSS_BEFORE=$rss_before RSS_AFTER=$rss_after RSS_REQS=$rss_reqs
+    STALL_PURCHASES_N=$stall_purchases DOWN_API=$down_api RECOVER=$recover
+    VIOLATIONS=$violations USAGE_ENTRIES=$usage_entries
     mkdir -p "$BENCH_DIR/results"
+    write_report >"$WORK/report.md"
     cp "$WORK/report.md" "$RESULTS"
+    draw_chart
     echo
     cat "$RESULTS"
-    log "written to $RESULTS"
+    log "written to $RESULTS${CHART_DONE:+ and $CHART}"
+}
+
+# the scenarios of the report, in its order
+SCENARIOS=(baseline health balance pg_balance pg_balance_lean pg_balance_ext
+           reconcile reconcile_batch pg_reconcile pg_reconcile_lean pg_reconcile_ext
+           pg_reconcile_conns pg_reconcile_lean_conns
+           soak health_stripe_stall health_db_down)
+
+# one target line: | what | measured | target | PASS/MISS |
+# target_row TEXT MEASURED OP LIMIT [UNIT]   (OP: >= or <)
+target_row() {
+    local v
+    if [ -z "$2" ] || [ "$2" = n/a ]; then v="n/a"; else v=$(verdict "$2" "$3" "$4"); fi
+    local op=$3
+    case $op in ">=") op="≥" ;; "<=") op="≤" ;; esac
+    printf '| %s | %s%s | %s %s%s | %s |\n' "$1" "$2" "${5:-}" "$op" "$4" "${5:-}" "$v"
+}
+
+write_report() {
+    local n pool=$POOL_CLIENTS b_max=${RSS_BEFORE#*|} a_max=${RSS_AFTER#*|}
+    local r_lean rb_lean own_lean ext_lean bal_lean h_ratio r_own p99_r p99_rb
+    r_lean=$(ratio "${RPS[reconcile]}" "${RPS[pg_reconcile_lean]}")
+    rb_lean=$(ratio "${RPS[reconcile_batch]:-0}" "${RPS[pg_reconcile_lean]}")
+    own_lean=$(ratio "${RPS[pg_reconcile]}" "${RPS[pg_reconcile_lean]}")
+    ext_lean=$(ratio "${RPS[pg_reconcile_ext]}" "${RPS[pg_reconcile_lean]}")
+    bal_lean=$(ratio "${RPS[balance]}" "${RPS[pg_balance_lean]}")
+    h_ratio=$(ratio "${RPS[health]}" "${RPS[baseline]}")
+    r_own=$(ratio "${RPS[reconcile]}" "${RPS[pg_reconcile]}")
+    p99_r=$(ms "${P99[reconcile]}")
+    [ -n "${RPS[reconcile_batch]:-}" ] && p99_rb=$(ms "${P99[reconcile_batch]}") || p99_rb=""
+
+    echo "# Benchmark results ($(date -u '+%Y-%m-%d %H:%M UTC'))"
+    echo
+    echo "Command: \`bench/run.sh\` (BENCH_DURATION=$DURATION BENCH_CONNECTIONS=$CONNS BENCH_THREADS=$THREADS"
+    echo "BENCH_USERS=$NUSERS BENCH_WORKERS=$WORKERS BENCH_POOL_MAX=$POOL_MAX BENCH_SOAK=$SOAK BENCH_STALL=$STALL"
+    echo "BENCH_BATCH=$BATCH), ${ELAPSED} s wall."
+    echo
+    echo "Machine: $NPROC × $CPU_MODEL, $MEM_TOTAL RAM, Linux $KERNEL; nginx $NGINX_VERSION, PostgreSQL $PG_VERSION"
+    echo "(fsync,full_page_writes,synchronous_commit = $PG_DURABILITY), pgbench $PGBENCH_VERSION, wrk $WRK_VERSION;"
+    echo "commit $GIT_REV ($GIT_DIRTY uncommitted paths under ngx_http_billing_module/ sql/ config bench/), .so sha256 $MODULE_SHA."
+    echo "Everything (wrk, nginx, PostgreSQL, pgbench) shares these $NPROC cores. Load average (1 min)"
+    echo "at the start: $LOAD_START; after each run in the table (other work on the machine shows there)."
+    echo
+    echo "| scenario | tool | clients | requests | req/s or tx/s | p50 ms | p90 ms | p99 ms | errors | load |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    for n in "${SCENARIOS[@]}"; do
+        [ -n "${RPS[$n]:-}" ] || continue
+        printf '| %s | %s | %s | %s | %.0f | %s | %s | %s | %s | %s |\n' "$(label "$n")" "$(tool "$n")" \
+            "${CLIENTS[$n]}" "${REQS[$n]}" "${RPS[$n]}" "$(ms "${P50[$n]}")" "$(ms "${P90[$n]}")" \
+            "$(ms "${P99[$n]}")" "${ERRS[$n]}" "${LOAD[$n]}"
+    done
+    echo
+    echo "Group commit: $BATCH_STATUS."
+    echo
+    echo "| target (issue 10) | measured | target | verdict |"
+    echo "|---|---|---|---|"
+    if [ -n "${RPS[reconcile_batch]:-}" ]; then
+        target_row "HTTP reconcile, $BATCH_STATUS / pgbench lean reconcile at $pool clients" "$rb_lean" ">=" 1.5 " ×"
+    else
+        echo "| HTTP reconcile with group commit / pgbench lean reconcile at $pool clients | $BATCH_STATUS | ≥ 1.5 × | n/a |"
+    fi
+    target_row "HTTP reconcile without batching / pgbench lean reconcile at $pool clients" "$r_lean" ">=" 1.5 " ×"
+    target_row "pgbench own reconcile / lean (-M prepared, $pool clients)" "$own_lean" ">=" 0.9 " ×"
+    target_row "GET /api/balance / pgbench lean read at $pool clients" "$bal_lean" ">=" 0.9 " ×"
+    target_row "GET /health / return 200" "$h_ratio" ">=" 0.9 " ×"
+    target_row "worker RSS after $RSS_REQS requests (max $((b_max / 1024)) MiB before)" "$((a_max / 1024))" "<" 32 " MiB"
+    [ -n "$p99_rb" ] && target_row "reconcile p99 at $CONNS connections, $BATCH_STATUS" "$p99_rb" "<=" 50 " ms"
+    target_row "reconcile p99 at $CONNS connections, without batching" "$p99_r" "<=" 50 " ms"
+    target_row "reconcile errors (HTTP runs)" "$((ERRS[reconcile] + ${ERRS[reconcile_batch]:-0}))" "<" 1
+    target_row "invariant violations after the run (billing.invariant_violations())" "$VIOLATIONS" "<" 1
+    echo
+    echo "For information: pgbench own reconcile -M extended (an unnamed statement per call, as the"
+    echo "module sends it) / lean: $ext_lean ×; HTTP reconcile / pgbench own reconcile at $pool clients: $r_own ×;"
+    echo "pgbench own balance / lean read: $(ratio "${RPS[pg_balance]}" "${RPS[pg_balance_lean]}") × (-M prepared),"
+    echo "$(ratio "${RPS[pg_balance_ext]}" "${RPS[pg_balance_lean]}") × (-M extended); GET /api/balance / pgbench own balance -M extended:"
+    echo "$(ratio "${RPS[balance]}" "${RPS[pg_balance_ext]}") ×."
+    echo "/health p99 with Stripe stalled: $(ms "${P99[health_stripe_stall]}") ms, with the database stopped:"
+    echo "$(ms "${P99[health_db_down]}") ms (undisturbed $(ms "${P99[health]}") ms)."
+    echo
+    echo "Worker RSS (VmRSS) before load: ${RSS_BEFORE%|*}"
+    echo "Worker RSS after $RSS_REQS requests (all wrk runs on this nginx, soak included): ${RSS_AFTER%|*}"
+    echo
+    echo "Stripe stall: $STALL_PURCHASES_N purchase requests completed by the background clients during the"
+    echo "window (each held ${STALL} s by the stand-in). Database stop: /api/balance answered $DOWN_API"
+    echo "while it was down; /readyz was 200 again $RECOVER after the restart."
+    echo "After the run: $USAGE_ENTRIES usage ledger entries, $VIOLATIONS invariant violations;"
+    echo "worker crashes in error.log: $(grep -c 'exited on signal' "$NGINX_PREFIX/logs/error.log" || true);"
+    echo "workers at start: $WORKERS_AT_START, at the end: $(worker_pids | tr '\n' ' ')."
+}
+
+# bench/results/latest.png: throughput (log scale) and p50/p90/p99 per
+# scenario, gnuplot (pngcairo)
+draw_chart() {
+    local n dat="$WORK/chart.dat"
+    CHART_DONE=""
+    : >"$dat"
+    for n in "${SCENARIOS[@]}"; do
+        [ -n "${RPS[$n]:-}" ] || continue
+        printf '"%s" %s %s %s %s\n' "$(short_label "$n")" "${RPS[$n]}" \
+            "$(ms "${P50[$n]}")" "$(ms "${P90[$n]}")" "$(ms "${P99[$n]}")" >>"$dat"
+    done
+    gnuplot >"$WORK/gnuplot.log" 2>&1 <<GP || { log "gnuplot failed: $(tail -n 3 "$WORK/gnuplot.log")"; return 0; }
+set terminal pngcairo noenhanced size 1400,900 font "DejaVu Sans,10"
+set output "$CHART"
+set multiplot layout 2,1 title "ScholarLink Billing, bench/run.sh at $GIT_REV ($(date -u '+%Y-%m-%d %H:%M UTC'); $NPROC cores, synchronous_commit=on; $CONNS wrk connections, pgbench at the clients shown in latest.md)"
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.85 border -1
+set boxwidth 0.9
+set grid ytics mytics
+set logscale y
+set xtics rotate by -30 scale 0 font ",9"
+set key top right
+set lmargin 12
+set bmargin 7
+set ylabel "req/s (wrk) or tx/s (pgbench)"
+set title "Throughput"
+plot "$dat" using 2:xtic(1) title "req/s or tx/s" linecolor rgb "#3b6ea8", \
+     "" using 0:2:(sprintf("%.0f", \$2)) with labels offset 0,0.7 font ",8" notitle
+set ylabel "ms"
+set title "Latency percentiles"
+plot "$dat" using 3:xtic(1) title "p50" linecolor rgb "#8fbf6a", \
+     "" using 4 title "p90" linecolor rgb "#e0a030", \
+     "" using 5 title "p99" linecolor rgb "#c0392b"
+unset multiplot
+GP
+    CHART_DONE=1
 }
 
 # /health while the Stripe stand-in stalls a purchase flood: 8 clients keep
@@ -624,16 +758,54 @@ bench_stall() {
 
 label() {
     case $1 in
-        baseline) printf '%s\n' 'GET /baseline (return 200)' ;;
+        baseline) echo 'GET /baseline (return 200)' ;;
         health) echo 'GET /health' ;;
         balance) echo 'GET /api/balance' ;;
+        pg_balance) echo 'own balance: api_balance()' ;;
+        pg_balance_lean) echo 'lean balance read' ;;
+        pg_balance_ext) echo 'own balance, -M extended' ;;
         reconcile) echo 'POST /api/usage/reconcile' ;;
-        pgbench_pool) echo 'pgbench api_reconcile (pool size)' ;;
-        pgbench_conns) echo 'pgbench api_reconcile' ;;
-        soak) echo "soak mix (${SOAK} s)" ;;
+        reconcile_batch) echo "POST /api/usage/reconcile, billing_batch max=$BATCH" ;;
+        pg_reconcile) echo 'own reconcile: api_reconcile()' ;;
+        pg_reconcile_lean) echo 'lean reconcile transaction' ;;
+        pg_reconcile_ext) echo 'own reconcile, -M extended' ;;
+        pg_reconcile_conns) echo "own reconcile at $CONNS clients" ;;
+        pg_reconcile_lean_conns) echo "lean reconcile at $CONNS clients" ;;
+        soak) echo "soak mix (${SOAK} s: 80 % /health, 15 % balance, 5 % reconcile)" ;;
         health_stripe_stall) echo 'GET /health, Stripe stalled' ;;
         health_db_down) echo 'GET /health, database stopped' ;;
         *) echo "$1" ;;
+    esac
+}
+
+# the chart's x labels
+short_label() {
+    case $1 in
+        baseline) echo 'return 200' ;;
+        health) echo '/health' ;;
+        balance) echo '/api/balance' ;;
+        pg_balance) echo 'pg own balance' ;;
+        pg_balance_lean) echo 'pg lean balance' ;;
+        pg_balance_ext) echo 'pg own bal. extended' ;;
+        reconcile) echo 'reconcile' ;;
+        reconcile_batch) echo "reconcile batch=$BATCH" ;;
+        pg_reconcile) echo 'pg own reconcile' ;;
+        pg_reconcile_lean) echo 'pg lean reconcile' ;;
+        pg_reconcile_ext) echo 'pg own rec. extended' ;;
+        pg_reconcile_conns) echo "pg own rec. ${CONNS}c" ;;
+        pg_reconcile_lean_conns) echo "pg lean rec. ${CONNS}c" ;;
+        soak) echo 'soak mix' ;;
+        health_stripe_stall) echo '/health Stripe stall' ;;
+        health_db_down) echo '/health DB down' ;;
+        *) echo "$1" ;;
+    esac
+}
+
+tool() {
+    case $1 in
+        pg_*_ext) echo 'pgbench -M extended' ;;
+        pg_*) echo 'pgbench -M prepared' ;;
+        *) echo wrk ;;
     esac
 }
 
