@@ -73,6 +73,7 @@ BATCH_PREFIX=""
 STANDIN_PID=""
 BG_PIDS=()
 
+# shellcheck disable=SC2317  # invoked by the EXIT trap
 cleanup() {
     local rc=$? pid
     set +e
@@ -387,7 +388,41 @@ worker_rss() {
 
 # ------------------------------------------------------------------ runs
 
-declare -A RPS P50 P90 P99 REQS ERRS LOAD CLIENTS
+declare -A RPS P50 P90 P99 REQS ERRS LOAD CLIENTS NGX_TICKS PG_TICKS
+CLK_TCK=$(getconf CLK_TCK)
+
+# CPU time (clock ticks) of the nginx workers, and of the PostgreSQL cluster:
+# the postmaster, its live children, and (cutime, cstime) the children it
+# has reaped, such as the backends of a finished pgbench
+nginx_ticks() {
+    local pid t=0
+    for pid in $(worker_pids); do
+        t=$((t + $(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null || echo 0)))
+    done
+    echo "$t"
+}
+pg_ticks() {
+    local pm pid t
+    pm=$(head -n 1 "$WORK/pg/data/postmaster.pid" 2>/dev/null) || { echo 0; return; }
+    t=$(awk '{ print $14 + $15 + $16 + $17 }' "/proc/$pm/stat" 2>/dev/null || echo 0)
+    for pid in $(pgrep -P "$pm"); do
+        t=$((t + $(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null || echo 0)))
+    done
+    echo "$t"
+}
+cpu_mark() {
+    MARK_NGX=$(nginx_ticks)
+    MARK_PG=$(pg_ticks)
+}
+cpu_since_mark() {
+    NGX_TICKS[$1]=$(($(nginx_ticks) - MARK_NGX))
+    PG_TICKS[$1]=$(($(pg_ticks) - MARK_PG))
+}
+# CPU microseconds per request: us_per_req TICKS REQUESTS
+us_per_req() {
+    [ -n "$1" ] || { echo "–"; return; }
+    awk -v t="$1" -v n="$2" -v hz="$CLK_TCK" 'BEGIN { if (n > 0) printf "%.0f", t * 1e6 / hz / n; else print "–" }'
+}
 TOTAL_NGINX_REQS=0
 
 export BENCH_DIR BENCH_THREADS=$THREADS
@@ -398,6 +433,7 @@ run_wrk() {
     local name=$1 script=$2 path=$3 c=${4:-$CONNS} t=${5:-$THREADS} d=${6:-$DURATION}
     shift 6 2>/dev/null || shift $#
     BENCH_RUN_ID="r$RANDOM$RANDOM-$name"
+    cpu_mark
     wrk -t "$t" -c "$c" -d "${d}s" --latency "$@" -s "$BENCH_DIR/$script" "$BASE$path" \
         >"$WORK/wrk-$name.out" 2>&1 || { cat "$WORK/wrk-$name.out" >&2; die "wrk $name failed"; }
     local line
@@ -408,6 +444,7 @@ run_wrk() {
     P99[$name]=$(sed -n 's/.* p99_us=\([0-9]*\).*/\1/p' <<<"$line")
     REQS[$name]=$(sed -n 's/.* requests=\([0-9]*\).*/\1/p' <<<"$line")
     LOAD[$name]=$(load1)
+    cpu_since_mark "$name"
     CLIENTS[$name]=$c
     ERRS[$name]=$(awk '{ n = 0; for (i = 1; i <= NF; i++) if ($i ~ /^(non2xx|connect|read|write|timeout)=/) { split($i, kv, "="); n += kv[2] } print n }' <<<"$line")
     TOTAL_NGINX_REQS=$((TOTAL_NGINX_REQS + REQS[$name]))
@@ -441,12 +478,14 @@ run_pgbench() {
     esac
     [[ $script == reconcile* ]] && before=$(usage_entries)
     rm -rf "$WORK/pgb-$name" && mkdir -p "$WORK/pgb-$name"
+    cpu_mark
     (cd "$WORK/pgb-$name" && pgbench -n -M "$mode" -c "$clients" -j "$j" -T "$DURATION" -l \
         -D uid0="$UID0" -D nusers="$NUSERS" -D run="$((RANDOM % 9000 + 1))" \
         -D model=gpt-4o-mini -D inp=1000 -D outp=500 \
         -f "$BENCH_DIR/$script.pgbench" "$url") \
         >"$WORK/pgbench-$name.out" 2>&1 || { cat "$WORK/pgbench-$name.out" >&2; die "pgbench $name failed"; }
     LOAD[$name]=$(load1)
+    cpu_since_mark "$name"
     CLIENTS[$name]=$clients
     RPS[$name]=$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' "$WORK/pgbench-$name.out")
     ERRS[$name]=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$WORK/pgbench-$name.out")
@@ -638,14 +677,19 @@ write_report() {
     echo "Everything (wrk, nginx, PostgreSQL, pgbench) shares these $NPROC cores. Load average (1 min)"
     echo "at the start: $LOAD_START; after each run in the table (other work on the machine shows there)."
     echo
-    echo "| scenario | tool | clients | requests | req/s or tx/s | p50 ms | p90 ms | p99 ms | errors | load |"
-    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    echo "| scenario | tool | clients | requests | req/s or tx/s | p50 ms | p90 ms | p99 ms | errors | load | nginx CPU µs/req | PostgreSQL CPU µs/req |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     for n in "${SCENARIOS[@]}"; do
         [ -n "${RPS[$n]:-}" ] || continue
-        printf '| %s | %s | %s | %s | %.0f | %s | %s | %s | %s | %s |\n' "$(label "$n")" "$(tool "$n")" \
+        printf '| %s | %s | %s | %s | %.0f | %s | %s | %s | %s | %s | %s | %s |\n' "$(label "$n")" "$(tool "$n")" \
             "${CLIENTS[$n]}" "${REQS[$n]}" "${RPS[$n]}" "$(ms "${P50[$n]}")" "$(ms "${P90[$n]}")" \
-            "$(ms "${P99[$n]}")" "${ERRS[$n]}" "${LOAD[$n]}"
+            "$(ms "${P99[$n]}")" "${ERRS[$n]}" "${LOAD[$n]}" \
+            "$(us_per_req "${NGX_TICKS[$n]}" "${REQS[$n]}")" "$(us_per_req "${PG_TICKS[$n]}" "${REQS[$n]}")"
     done
+    echo
+    echo "CPU µs/req: CPU time the nginx workers and the PostgreSQL processes (postmaster, backends,"
+    echo "background writers) used during the run (/proc/PID/stat, ${CLK_TCK} Hz ticks), divided by its"
+    echo "requests or transactions: what one request costs each, whatever else shared the cores."
     echo
     echo "Group commit: $BATCH_STATUS."
     echo
@@ -876,9 +920,130 @@ master_process off;"
     log "callgrind reports in $out/callgrind-*.txt"
 }
 
+# ------------------------------------------------------------------ sqlprofile
+
+# bench/run.sh sqlprofile: where the stored functions spend their time, beside
+# the lean baselines: pg_stat_statements (track = all: the statements inside
+# the functions too), track_functions = all, auto_explain of the nested
+# statements of a few calls, perf on one backend.
+bench_sqlprofile() {
+    local out="$BENCH_DIR/results/sqlprofile.md" script role url clients=$((WORKERS * POOL_MAX)) pid
+    machine_info
+    need_tools
+    make_workdir
+    start_database
+    fund_users
+    admin_sql -c "ALTER SYSTEM SET shared_preload_libraries = pg_stat_statements, auto_explain" \
+              -c "ALTER SYSTEM SET track_functions = 'all'" >/dev/null
+    "$PGSERVER" stop "$WORK/pg" >/dev/null
+    "$PGSERVER" restart "$WORK/pg" >/dev/null
+    # the libraries' own settings exist once they are loaded
+    admin_sql -c "ALTER SYSTEM SET pg_stat_statements.track = 'all'" -c "SELECT pg_reload_conf()" \
+              -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" >/dev/null
+    mkdir -p "$BENCH_DIR/results"
+    {
+        echo "# SQL profile ($(date -u '+%Y-%m-%d %H:%M UTC'), commit $GIT_REV)"
+        echo
+        echo "\`bench/run.sh sqlprofile\`: each script alone for ${DURATION} s at $clients clients (pgbench -M prepared),"
+        echo "pg_stat_statements with track = all (the statements inside functions are counted too),"
+        echo "track_functions = all. $NPROC × $CPU_MODEL; PostgreSQL $PG_VERSION, synchronous_commit on."
+    } >"$WORK/sqlprofile.md"
+    for script in reconcile reconcile-lean balance balance-lean; do
+        case $script in *-lean) role=owner url=$BILLING_TEST_ADMIN_URL ;; *) role=rt url=$TEST_NGINX_DATABASE_URL ;; esac
+        log "sqlprofile: $script ($role), ${DURATION} s at $clients clients"
+        admin_sql -c "SELECT pg_stat_statements_reset()" -c "SELECT pg_stat_reset()" >/dev/null
+        pgbench -n -M prepared -c "$clients" -j "$THREADS" -T "$DURATION" \
+            -D uid0="$UID0" -D nusers="$NUSERS" -D run="$((RANDOM % 9000 + 1))" \
+            -D model=gpt-4o-mini -D inp=1000 -D outp=500 \
+            -f "$BENCH_DIR/$script.pgbench" "$url" >"$WORK/sqlprofile-$script.out" 2>&1 \
+            || { cat "$WORK/sqlprofile-$script.out" >&2; die "pgbench $script failed"; }
+        sleep 0.6   # track_functions counts reach the statistics collector after PGSTAT_MIN_INTERVAL
+        {
+            echo
+            echo "## $script ($(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' "$WORK/sqlprofile-$script.out") tx/s)"
+            echo
+            echo "Statements by total time (pg_stat_statements, nested included; times overlap):"
+            echo
+            echo "| calls | mean µs | total ms | rows | statement |"
+            echo "|---:|---:|---:|---:|---|"
+            admin_sql -F $'\t' -c "SELECT calls, round((mean_exec_time * 1000)::numeric, 1), round(total_exec_time::numeric),
+                                        rows, left(regexp_replace(query, '\s+', ' ', 'g'), 110)
+                                 FROM pg_stat_statements WHERE calls > 10
+                                 ORDER BY total_exec_time DESC LIMIT 12" \
+                | sed 's/|/\\|/g; s/\t/ | /g; s/^/| /; s/$/ |/'
+            echo
+            echo "Functions (track_functions = all; self = without the functions it calls):"
+            echo
+            echo "| function | calls | total µs per call | self µs per call |"
+            echo "|---|---:|---:|---:|"
+            admin_sql -F '|' -c "SELECT schemaname || '.' || funcname, calls,
+                                        round((total_time * 1000 / calls)::numeric, 1),
+                                        round((self_time * 1000 / calls)::numeric, 1)
+                                 FROM pg_stat_user_functions WHERE calls > 0
+                                 ORDER BY total_time DESC LIMIT 12" \
+                | sed 's/|/ | /g; s/^/| /; s/$/ |/'
+        } >>"$WORK/sqlprofile.md"
+    done
+
+    # auto_explain of every nested statement of three reconciles (1 client)
+    log "sqlprofile: auto_explain of three api_reconcile calls"
+    admin_sql -c "ALTER SYSTEM SET auto_explain.log_min_duration = 0" \
+              -c "ALTER SYSTEM SET auto_explain.log_nested_statements = on" \
+              -c "ALTER SYSTEM SET auto_explain.log_analyze = on" \
+              -c "ALTER SYSTEM SET auto_explain.log_timing = off" \
+              -c "SELECT pg_reload_conf()" >/dev/null
+    sleep 0.3
+    local logf="$WORK/pg/postgres.log" lines
+    lines=$(wc -l <"$logf")
+    pgbench -n -M prepared -c 1 -t 3 -D uid0="$UID0" -D nusers="$NUSERS" -D run=9001 \
+        -D model=gpt-4o-mini -D inp=1000 -D outp=500 \
+        -f "$BENCH_DIR/reconcile.pgbench" "$TEST_NGINX_DATABASE_URL" >/dev/null 2>&1 || true
+    admin_sql -c "ALTER SYSTEM RESET auto_explain.log_min_duration" -c "SELECT pg_reload_conf()" >/dev/null
+    {
+        echo
+        echo "## auto_explain: the nested statements of the third api_reconcile call"
+        echo
+        echo '```'
+        tail -n +"$((lines + 1))" "$logf" | grep -v 'statement: \|^\s*$' | tail -n 120
+        echo '```'
+    } >>"$WORK/sqlprofile.md"
+
+    # perf on the backend of one pgbench client
+    if perf record -e cpu-clock -o "$WORK/perf-probe.data" -- true >/dev/null 2>&1; then
+        log "sqlprofile: perf on one backend (api_reconcile, 1 client, ${DURATION} s)"
+        pgbench -n -M prepared -c 1 -T "$DURATION" -D uid0="$UID0" -D nusers="$NUSERS" -D run=9002 \
+            -D model=gpt-4o-mini -D inp=1000 -D outp=500 \
+            -f "$BENCH_DIR/reconcile.pgbench" "$TEST_NGINX_DATABASE_URL" >/dev/null 2>&1 &
+        local pgb=$!
+        sleep 1
+        pid=$(admin_sql -c "SELECT pid FROM pg_stat_activity WHERE application_name = 'pgbench' LIMIT 1")
+        if [ -n "$pid" ]; then
+            perf record -g -e cpu-clock -F 1999 -p "$pid" -o "$WORK/perf-backend.data" -- sleep $((DURATION - 2)) \
+                >/dev/null 2>&1 || true
+            {
+                echo
+                echo "## perf: one backend running api_reconcile (cpu-clock, self time)"
+                echo
+                echo '```'
+                perf report -i "$WORK/perf-backend.data" --stdio --no-children --sort dso,sym -g none 2>/dev/null \
+                    | grep -v '^$\|^#' | head -n 40
+                echo '```'
+            } >>"$WORK/sqlprofile.md"
+        fi
+        wait "$pgb" || true
+    else
+        echo "(perf does not work here: no backend profile)" >>"$WORK/sqlprofile.md"
+    fi
+    cp "$WORK/sqlprofile.md" "$out"
+    log "written to $out"
+}
+
+# one compound command ending in exit: bash has read all of it before it
+# runs, so editing this file during a run cannot change the running one
 case "$MODE" in
     all) bench_all ;;
     profile) bench_profile ;;
+    sqlprofile) bench_sqlprofile ;;
     stall) bench_stall ;;
-    *) sed -n '2,8s/^# \{0,1\}//p' "$0"; exit 2 ;;
-esac
+    *) sed -n '2,13s/^# \{0,1\}//p' "$0"; exit 2 ;;
+esac; exit
