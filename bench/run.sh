@@ -10,6 +10,8 @@
 #                           track_functions, auto_explain of nested
 #                           statements, perf on one backend; report in
 #                           bench/results/sqlprofile.md
+#   bench/run.sh sqlab      only the SQL: own and lean statements alternating
+#                           for BENCH_REPEAT rounds, the ratio of each round
 #   bench/run.sh stall      only the Stripe-stall scenario, BENCH_REPEAT times
 #
 # What it does (docs/benchmarks.md explains the choices):
@@ -396,6 +398,7 @@ CLK_TCK=$(getconf CLK_TCK)
 # has reaped, such as the backends of a finished pgbench
 nginx_ticks() {
     local pid t=0
+    if [ -z "$NGINX_PREFIX" ] || [ ! -f "$NGINX_PREFIX/logs/nginx.pid" ]; then echo 0; return; fi
     for pid in $(worker_pids); do
         t=$((t + $(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null || echo 0)))
     done
@@ -715,6 +718,9 @@ write_report() {
     echo "pgbench own balance / lean read: $(ratio "${RPS[pg_balance]}" "${RPS[pg_balance_lean]}") × (-M prepared),"
     echo "$(ratio "${RPS[pg_balance_ext]}" "${RPS[pg_balance_lean]}") × (-M extended); GET /api/balance / pgbench own balance -M extended:"
     echo "$(ratio "${RPS[balance]}" "${RPS[pg_balance_ext]}") ×."
+    echo "PostgreSQL CPU per transaction (less disturbed by other work than a rate): own reconcile"
+    echo "$(us_per_req "${PG_TICKS[pg_reconcile]}" "${REQS[pg_reconcile]}") µs, lean $(us_per_req "${PG_TICKS[pg_reconcile_lean]}" "${REQS[pg_reconcile_lean]}") µs;"
+    echo "own balance $(us_per_req "${PG_TICKS[pg_balance]}" "${REQS[pg_balance]}") µs, lean read $(us_per_req "${PG_TICKS[pg_balance_lean]}" "${REQS[pg_balance_lean]}") µs."
     echo "/health p99 with Stripe stalled: $(ms "${P99[health_stripe_stall]}") ms, with the database stopped:"
     echo "$(ms "${P99[health_db_down]}") ms (undisturbed $(ms "${P99[health]}") ms)."
     echo
@@ -1038,12 +1044,39 @@ bench_sqlprofile() {
     log "written to $out"
 }
 
+# bench/run.sh sqlab: only the SQL, own beside lean, BENCH_REPEAT rounds
+# alternating (own reconcile, lean reconcile, own balance, lean balance),
+# DURATION s each at workers x pool max clients: the ratio with the noise
+# of a shared machine visible as its spread over the rounds
+bench_sqlab() {
+    local i clients=$((WORKERS * POOL_MAX))
+    machine_info
+    need_tools
+    make_workdir
+    start_database
+    fund_users
+    POOL_CLIENTS=$clients
+    for i in $(seq 1 "${BENCH_REPEAT:-3}"); do
+        run_pgbench "own_reconcile_$i" reconcile "$clients" prepared rt
+        run_pgbench "lean_reconcile_$i" reconcile-lean "$clients" prepared owner
+        run_pgbench "own_balance_$i" balance "$clients" prepared rt
+        run_pgbench "lean_balance_$i" balance-lean "$clients" prepared owner
+        log "round $i: reconcile own/lean $(ratio "${RPS[own_reconcile_$i]}" "${RPS[lean_reconcile_$i]}") ×" \
+            "(PostgreSQL CPU $(us_per_req "${PG_TICKS[own_reconcile_$i]}" "${REQS[own_reconcile_$i]}")" \
+            "vs $(us_per_req "${PG_TICKS[lean_reconcile_$i]}" "${REQS[lean_reconcile_$i]}") µs/tx)," \
+            "balance own/lean $(ratio "${RPS[own_balance_$i]}" "${RPS[lean_balance_$i]}") ×" \
+            "($(us_per_req "${PG_TICKS[own_balance_$i]}" "${REQS[own_balance_$i]}")" \
+            "vs $(us_per_req "${PG_TICKS[lean_balance_$i]}" "${REQS[lean_balance_$i]}") µs/tx)"
+    done
+}
+
 # one compound command ending in exit: bash has read all of it before it
 # runs, so editing this file during a run cannot change the running one
 case "$MODE" in
     all) bench_all ;;
     profile) bench_profile ;;
     sqlprofile) bench_sqlprofile ;;
+    sqlab) bench_sqlab ;;
     stall) bench_stall ;;
-    *) sed -n '2,13s/^# \{0,1\}//p' "$0"; exit 2 ;;
+    *) sed -n '2,15s/^# \{0,1\}//p' "$0"; exit 2 ;;
 esac; exit
