@@ -436,6 +436,7 @@ run_wrk() {
     local name=$1 script=$2 path=$3 c=${4:-$CONNS} t=${5:-$THREADS} d=${6:-$DURATION}
     shift 6 2>/dev/null || shift $#
     BENCH_RUN_ID="r$RANDOM$RANDOM-$name"
+    checkpoint
     cpu_mark
     wrk -t "$t" -c "$c" -d "${d}s" --latency "$@" -s "$BENCH_DIR/$script" "$BASE$path" \
         >"$WORK/wrk-$name.out" 2>&1 || { cat "$WORK/wrk-$name.out" >&2; die "wrk $name failed"; }
@@ -456,6 +457,15 @@ run_wrk() {
 }
 
 ms() { awk -v us="$1" 'BEGIN { printf "%.2f", us / 1000 }'; }
+
+# Every measurement starts right after a CHECKPOINT: the same full-page-write
+# state for all (the first change of a page after a checkpoint writes the
+# whole page to the WAL), and no checkpoint of the previous run's WAL in the
+# middle of this one (checkpoint_timeout is 5 min, a run 12 s). Quietly
+# nothing while the database is stopped.
+checkpoint() {
+    admin_sql -c CHECKPOINT >/dev/null 2>&1 || true
+}
 
 # the 1-minute load average: other work on the machine shows here
 load1() { cut -d' ' -f1 /proc/loadavg; }
@@ -481,6 +491,7 @@ run_pgbench() {
     esac
     [[ $script == reconcile* ]] && before=$(usage_entries)
     rm -rf "$WORK/pgb-$name" && mkdir -p "$WORK/pgb-$name"
+    checkpoint
     cpu_mark
     (cd "$WORK/pgb-$name" && pgbench -n -M "$mode" -c "$clients" -j "$j" -T "$DURATION" -l \
         -D uid0="$UID0" -D nusers="$NUSERS" -D run="$((RANDOM % 9000 + 1))" \
@@ -678,7 +689,9 @@ write_report() {
     echo "(fsync,full_page_writes,synchronous_commit = $PG_DURABILITY), pgbench $PGBENCH_VERSION, wrk $WRK_VERSION;"
     echo "commit $GIT_REV ($GIT_DIRTY uncommitted paths under ngx_http_billing_module/ sql/ config bench/), .so sha256 $MODULE_SHA."
     echo "Everything (wrk, nginx, PostgreSQL, pgbench) shares these $NPROC cores. Load average (1 min)"
-    echo "at the start: $LOAD_START; after each run in the table (other work on the machine shows there)."
+    echo "at the start: $LOAD_START; after each run in the table. It counts the run's own processes too"
+    echo "(up to 64 pgbench backends), so compare a row with the same row of another run: other work on"
+    echo "the machine shows as a higher figure there. Each run starts after a CHECKPOINT."
     echo
     echo "| scenario | tool | clients | requests | req/s or tx/s | p50 ms | p90 ms | p99 ms | errors | load | nginx CPU µs/req | PostgreSQL CPU µs/req |"
     echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
