@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # ScholarLink Billing benchmark: one command, one machine, one report.
 #
-#   bench/run.sh            the whole benchmark (about 6-7 minutes on 2 cores)
+#   bench/run.sh            the whole benchmark (about 5 minutes on 2 cores)
 #   bench/run.sh profile    set up the same way, then profile reconcile:
 #                           perf (cpu-clock, system-wide) and callgrind on a
 #                           single nginx process; reports in bench/results/
+#   bench/run.sh sqlprofile set up the same way, then profile the stored
+#                           functions: pg_stat_statements (track = all),
+#                           track_functions, auto_explain of nested
+#                           statements, perf on one backend; report in
+#                           bench/results/sqlprofile.md
 #   bench/run.sh stall      only the Stripe-stall scenario, BENCH_REPEAT times
 #
 # What it does (docs/benchmarks.md explains the choices):
@@ -16,16 +21,22 @@
 #   * BENCH_USERS users funded through billing.api_stripe_event (the webhook
 #     crediting path), user tokens and a service token minted with Crypt::JWT;
 #   * wrk (64 connections, 2 threads, --latency): return 200, /health,
-#     /api/balance, /api/usage/reconcile; pgbench with the module's reconcile
-#     statement at the pool's maximum concurrency and at 64 clients;
+#     /api/balance, /api/usage/reconcile;
+#   * pgbench, same database, at the pool's maximum concurrency (workers x
+#     pool max): the module's own statements (api_balance, api_reconcile)
+#     and the LEAN baselines written by hand with the same guarantees
+#     (bench/*-lean.pgbench); reconcile also at 64 clients;
 #   * worker RSS before load and after a soak; /health p99 while a stalled
 #     Stripe stand-in holds purchases and while the database is stopped.
-# Results: bench/results/latest.md (and stdout).
+# Results: bench/results/latest.md and latest.png (throughput and latency
+# percentiles per scenario, gnuplot), and stdout.
 #
 # Knobs (environment): BENCH_DURATION (12 s per measurement), BENCH_CONNECTIONS
 # (64), BENCH_THREADS (2), BENCH_USERS (256), BENCH_WORKERS (nproc),
 # BENCH_POOL_MAX (10 per worker), BENCH_SOAK (60 s), BENCH_STALL (8 s),
 # BENCH_NGINX_MAIN (extra main-context lines, e.g. worker_rlimit_core),
+# BENCH_NGINX_HTTP (extra http-context lines), BENCH_BATCH (N: adds
+# "billing_batch max=N;", for a module that has that directive),
 # BENCH_WORKDIR (parent of the temp dir, default /var/tmp: must not be tmpfs,
 # or fsync means nothing), BENCH_KEEP=1 keeps the temp dir.
 
@@ -48,6 +59,7 @@ STALL=${BENCH_STALL:-8}
 UID0=1000000              # user ids are UID0+1 .. UID0+NUSERS (numeric: see reconcile.pgbench)
 CREDITS=100000000000      # micros per user ($100,000): far more than a run spends
 RESULTS="$BENCH_DIR/results/latest.md"
+CHART="$BENCH_DIR/results/latest.png"
 MODE=${1:-all}
 
 log() { printf '==> %s\n' "$*" >&2; }
@@ -95,6 +107,12 @@ need_tools() {
     if [ ! -f "$MODULE" ]; then
         log "no $MODULE yet: ./build.sh build"
         "$ROOT/build.sh" build
+    fi
+    if ! command -v gnuplot >/dev/null; then
+        [ "$(id -u)" = 0 ] || die "gnuplot is missing (apt-get install gnuplot-nox)"
+        log "installing gnuplot-nox"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gnuplot-nox >/dev/null \
+            || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gnuplot-nox >/dev/null; }
     fi
     local t
     for t in pgbench psql openssl perl curl "$NGINX_BIN"; do
@@ -243,6 +261,8 @@ http {
 
     billing_database_url $TEST_NGINX_DATABASE_URL;
     billing_pool min=2 max=$POOL_MAX queue=1024;
+${BENCH_BATCH:+    billing_batch max=$BENCH_BATCH;}
+${BENCH_NGINX_HTTP:-}
     billing_db_timeouts connect=5s query=10s;
 
     billing_jwt_key file:$WORK/jwt-public.pem;
@@ -321,7 +341,7 @@ worker_rss() {
 
 # ------------------------------------------------------------------ runs
 
-declare -A RPS P50 P99 REQS ERRS
+declare -A RPS P50 P90 P99 REQS ERRS LOAD CLIENTS
 TOTAL_NGINX_REQS=0
 
 export BENCH_DIR BENCH_THREADS=$THREADS
@@ -338,8 +358,11 @@ run_wrk() {
     line=$(grep '^BENCH ' "$WORK/wrk-$name.out") || { cat "$WORK/wrk-$name.out" >&2; die "no result from wrk $name"; }
     RPS[$name]=$(sed -n 's/.* rps=\([0-9.]*\).*/\1/p' <<<"$line")
     P50[$name]=$(sed -n 's/.* p50_us=\([0-9]*\).*/\1/p' <<<"$line")
+    P90[$name]=$(sed -n 's/.* p90_us=\([0-9]*\).*/\1/p' <<<"$line")
     P99[$name]=$(sed -n 's/.* p99_us=\([0-9]*\).*/\1/p' <<<"$line")
     REQS[$name]=$(sed -n 's/.* requests=\([0-9]*\).*/\1/p' <<<"$line")
+    LOAD[$name]=$(load1)
+    CLIENTS[$name]=$c
     ERRS[$name]=$(awk '{ n = 0; for (i = 1; i <= NF; i++) if ($i ~ /^(non2xx|connect|read|write|timeout)=/) { split($i, kv, "="); n += kv[2] } print n }' <<<"$line")
     TOTAL_NGINX_REQS=$((TOTAL_NGINX_REQS + REQS[$name]))
     log "$(printf '%-22s %9.0f req/s  p50 %7.2f ms  p99 %7.2f ms  errors %s' "$name" "${RPS[$name]}" \
@@ -348,29 +371,54 @@ run_wrk() {
 
 ms() { awk -v us="$1" 'BEGIN { printf "%.2f", us / 1000 }'; }
 
-# run_pgbench NAME CLIENTS
+# the 1-minute load average: other work on the machine shows here
+load1() { cut -d' ' -f1 /proc/loadavg; }
+
+usage_entries() {
+    admin_sql -c "SELECT count(*) FROM billing.ledger_entries WHERE type = 'usage'"
+}
+
+# run_pgbench NAME SCRIPT CLIENTS MODE ROLE
+#   SCRIPT: bench/SCRIPT.pgbench; MODE: prepared | extended (-M);
+#   ROLE: rt (the runtime login, as the module: it may only call the API
+#   functions) | owner (the schema owner, as the functions' bodies run: the
+#   lean scripts write the tables themselves).
+# A reconcile script must write one usage entry per transaction (pgbench
+# sees a function's 402 or 409 as success): the shortfall counts as errors.
 run_pgbench() {
-    local name=$1 clients=$2 j=$THREADS
+    local name=$1 script=$2 clients=$3 mode=$4 role=$5 j=$THREADS url before=0 after
     ((j > clients)) && j=$clients
+    case $role in
+        rt) url=$TEST_NGINX_DATABASE_URL ;;
+        owner) url=$BILLING_TEST_ADMIN_URL ;;
+        *) die "run_pgbench: role $role" ;;
+    esac
+    [[ $script == reconcile* ]] && before=$(usage_entries)
     rm -rf "$WORK/pgb-$name" && mkdir -p "$WORK/pgb-$name"
-    (cd "$WORK/pgb-$name" && pgbench -n -M extended -c "$clients" -j "$j" -T "$DURATION" -l \
+    (cd "$WORK/pgb-$name" && pgbench -n -M "$mode" -c "$clients" -j "$j" -T "$DURATION" -l \
         -D uid0="$UID0" -D nusers="$NUSERS" -D run="$((RANDOM % 9000 + 1))" \
         -D model=gpt-4o-mini -D inp=1000 -D outp=500 \
-        -f "$BENCH_DIR/reconcile.pgbench" "$TEST_NGINX_DATABASE_URL") \
+        -f "$BENCH_DIR/$script.pgbench" "$url") \
         >"$WORK/pgbench-$name.out" 2>&1 || { cat "$WORK/pgbench-$name.out" >&2; die "pgbench $name failed"; }
+    LOAD[$name]=$(load1)
+    CLIENTS[$name]=$clients
     RPS[$name]=$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' "$WORK/pgbench-$name.out")
     ERRS[$name]=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$WORK/pgbench-$name.out")
     : "${ERRS[$name]:=0}"
     # per-transaction log: client tx_no latency_us script_no epoch epoch_us
     local pct
     pct=$(cat "$WORK/pgb-$name"/pgbench_log.* | awk '{ print $3 }' \
-        | sort -n | awk '{ v[NR] = $1 } END { i50 = int(NR * 0.50); i99 = int(NR * 0.99);
-            if (i50 < 1) i50 = 1; if (i99 < 1) i99 = 1; print NR, v[i50], v[i99] }')
-    REQS[$name]=${pct%% *}
-    P50[$name]=$(awk '{ print $2 }' <<<"$pct")
-    P99[$name]=${pct##* }
-    log "$(printf '%-22s %9.0f tx/s   p50 %7.2f ms  p99 %7.2f ms  errors %s' "$name" "${RPS[$name]}" \
-        "$(ms "${P50[$name]}")" "$(ms "${P99[$name]}")" "${ERRS[$name]}")"
+        | sort -n | awk '{ v[NR] = $1 } END { n = NR; if (n < 1) { print 0, 0, 0, 0; exit }
+            i50 = int(n * 0.50); i90 = int(n * 0.90); i99 = int(n * 0.99);
+            if (i50 < 1) i50 = 1; if (i90 < 1) i90 = 1; if (i99 < 1) i99 = 1;
+            print n, v[i50], v[i90], v[i99] }')
+    read -r REQS[$name] P50[$name] P90[$name] P99[$name] <<<"$pct"
+    if [[ $script == reconcile* ]]; then
+        after=$(usage_entries)
+        ERRS[$name]=$((ERRS[$name] + REQS[$name] - (after - before)))
+    fi
+    log "$(printf '%-22s %9.0f tx/s   p50 %7.2f ms  p99 %7.2f ms  errors %s  (load %s)' "$name" "${RPS[$name]}" \
+        "$(ms "${P50[$name]}")" "$(ms "${P99[$name]}")" "${ERRS[$name]}" "${LOAD[$name]}")"
 }
 
 # a trickle of API calls while the database is down (curl, ~20/s)
@@ -429,10 +477,24 @@ bench_all() {
     run_wrk balance balance.lua /api/balance
     run_wrk reconcile reconcile.lua /api/usage/reconcile
 
+    # The SQL alone, same database, right after the HTTP runs: the module's
+    # own statements and the lean baselines, at the most the module can have
+    # in flight (workers x pool max), each beside its lean twin. -M prepared
+    # compares the SQL without parse and plan of the outer statement;
+    # pg_reconcile_ext is the statement as the module sends it today (an
+    # unnamed statement per request, as PQsendQueryParams does).
     local pool_clients=$((WORKERS * POOL_MAX))
-    run_pgbench pgbench_pool "$pool_clients"
+    POOL_CLIENTS=$pool_clients
+    [ "$(admin_sql -c "SELECT status FROM billing.api_balance('$((UID0 + 1))')")" = 200 ] \
+        || die "api_balance does not answer 200 for a funded user"
+    run_pgbench pg_balance balance "$pool_clients" prepared rt
+    run_pgbench pg_balance_lean balance-lean "$pool_clients" prepared owner
+    run_pgbench pg_reconcile reconcile "$pool_clients" prepared rt
+    run_pgbench pg_reconcile_lean reconcile-lean "$pool_clients" prepared owner
+    run_pgbench pg_reconcile_ext reconcile "$pool_clients" extended rt
     if [ "$pool_clients" != "$CONNS" ]; then
-        run_pgbench pgbench_conns "$CONNS"
+        run_pgbench pg_reconcile_conns reconcile "$CONNS" prepared rt
+        run_pgbench pg_reconcile_lean_conns reconcile-lean "$CONNS" prepared owner
     fi
 
     log "soak: ${SOAK}s of 80% /health, 15% /api/balance, 5% reconcile"

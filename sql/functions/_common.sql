@@ -1,5 +1,8 @@
 -- _common.sql — private helpers shared by several API files.
 -- Not executable by billing_app (migrate.sh grants only what files grant).
+-- No SET clause on a helper: its callers are SECURITY DEFINER functions that
+-- fix search_path already, and a SET clause keeps a SQL function from being
+-- inlined (sql/README.md, "Helpers on the hot path").
 
 -- The one-row answer of every API function: (status, code, body, meta).
 CREATE OR REPLACE FUNCTION billing._r(p_status int, p_code text, p_body text, p_meta text)
@@ -13,18 +16,15 @@ LANGUAGE sql STABLE AS $$
     SELECT to_char(p_ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
 $$;
 
--- What an idempotent request is compared by: sha256 of its canonical form.
-CREATE OR REPLACE FUNCTION billing._fingerprint(p_canonical text) RETURNS text
-LANGUAGE sql IMMUTABLE AS $$
-    SELECT encode(sha256(convert_to(p_canonical, 'UTF8')), 'hex')
-$$;
-
 -- Sum of the user's holds that still count (active, not expired), optionally
--- excluding one hold.
-CREATE OR REPLACE FUNCTION billing._held(p_user text, p_except uuid) RETURNS bigint
-LANGUAGE sql STABLE SET search_path = billing, pg_temp AS $$
+-- excluding one hold: one row. Used in FROM (`SELECT ... FROM _held(u, NULL)
+-- h`), where the planner inlines a set-returning SQL function into the
+-- caller's statement and plpgsql keeps the plan; as a scalar function it
+-- would be parsed and planned on every call.
+CREATE OR REPLACE FUNCTION billing._held(p_user text, p_except uuid) RETURNS SETOF bigint
+LANGUAGE sql STABLE ROWS 1 AS $$
     SELECT coalesce(sum(amount_micros), 0)::bigint
-    FROM holds
+    FROM billing.holds
     WHERE user_id = p_user AND status = 'active' AND expires_at > now()
       AND id IS DISTINCT FROM p_except
 $$;

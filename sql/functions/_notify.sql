@@ -3,19 +3,15 @@
 -- Stripe event. Delivery is outbox.sql.
 
 -- balance.low threshold: GUC billing.balance_low_threshold_micros if set,
--- else billing.settings, else 1,000,000.
-CREATE OR REPLACE FUNCTION billing._low_threshold() RETURNS bigint
-LANGUAGE plpgsql STABLE SET search_path = billing, pg_temp AS $$
-DECLARE
-    v_guc text := current_setting('billing.balance_low_threshold_micros', true);
-    v bigint;
-BEGIN
-    IF v_guc ~ '^\s*[0-9]{1,18}\s*$' THEN
-        RETURN trim(v_guc)::bigint;
-    END IF;
-    SELECT balance_low_threshold_micros INTO v FROM settings LIMIT 1;
-    RETURN coalesce(v, 1000000);
-END
+-- else billing.settings, else 1,000,000. One row; used in FROM, where the
+-- planner inlines it into the caller's statement (see _held in _common.sql).
+CREATE OR REPLACE FUNCTION billing._low_threshold() RETURNS SETOF bigint
+LANGUAGE sql STABLE ROWS 1 AS $$
+    SELECT CASE
+        WHEN current_setting('billing.balance_low_threshold_micros', true) ~ '^\s*[0-9]{1,18}\s*$'
+            THEN trim(current_setting('billing.balance_low_threshold_micros', true))::bigint
+        ELSE coalesce((SELECT balance_low_threshold_micros FROM billing.settings LIMIT 1), 1000000)
+    END
 $$;
 
 -- Write an outbox notification in the current transaction.
@@ -36,15 +32,22 @@ BEGIN
 END
 $$;
 
--- Emit balance.low when a balance crosses from >= threshold to < threshold.
-CREATE OR REPLACE FUNCTION billing._balance_changed(p_user text, p_before bigint, p_after bigint) RETURNS void
-LANGUAGE plpgsql SET search_path = billing, pg_temp AS $$
-DECLARE
-    v_thr bigint := _low_threshold();
+-- Emit balance.low when a balance crosses from >= threshold to < threshold;
+-- p_thr is the threshold in force (_low_threshold), read by the caller.
+CREATE OR REPLACE FUNCTION billing._balance_low(p_user text, p_before bigint, p_after bigint, p_thr bigint)
+RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
-    IF p_before >= v_thr AND p_after < v_thr THEN
-        PERFORM _emit('balance.low', jsonb_build_object(
-            'userId', p_user, 'balanceMicros', p_after, 'thresholdMicros', v_thr));
+    IF p_before >= p_thr AND p_after < p_thr THEN
+        PERFORM billing._emit('balance.low', jsonb_build_object(
+            'userId', p_user, 'balanceMicros', p_after, 'thresholdMicros', p_thr));
     END IF;
+END
+$$;
+
+-- The same, reading the threshold in force.
+CREATE OR REPLACE FUNCTION billing._balance_changed(p_user text, p_before bigint, p_after bigint)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM billing._balance_low(p_user, p_before, p_after, t) FROM billing._low_threshold() t;
 END
 $$;

@@ -83,7 +83,7 @@ BEGIN
         INSERT INTO accounts (user_id) VALUES (p_user) ON CONFLICT (user_id) DO NOTHING;
     END IF;
     SELECT balance_micros INTO v_bal FROM accounts WHERE user_id = p_user FOR UPDATE;
-    v_avail := coalesce(v_bal, 0) - _held(p_user, NULL);
+    SELECT coalesce(v_bal, 0) - h INTO v_avail FROM _held(p_user, NULL) h;
     IF p_amount < 0 AND -p_amount > v_avail THEN
         RETURN _r(402, 'insufficient_credits',
                   format('Debit of %s micros exceeds the available balance of %s micros',

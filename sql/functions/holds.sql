@@ -2,24 +2,35 @@
 -- (docs/spec.md §4.3): reserve credits before an AI call; a reconcile naming
 -- the hold captures it (reconcile.sql).
 
+-- What a hold request is compared by: sha256 of its canonical form.
+-- STABLE, as convert_to() is: an IMMUTABLE function whose body is not is
+-- never inlined, and a SQL function that is not inlined is parsed and
+-- planned again on every call (docs/benchmarks.md, "The stored functions").
+CREATE OR REPLACE FUNCTION billing._fingerprint(p_canonical text) RETURNS text
+LANGUAGE sql STABLE AS $$
+    SELECT encode(sha256(convert_to(p_canonical, 'UTF8')), 'hex')
+$$;
+
+-- No SET clause on these helpers: a SQL function with one is never inlined
+-- (see _common.sql).
 CREATE OR REPLACE FUNCTION billing._hold_body(h billing.holds) RETURNS json
-LANGUAGE sql STABLE SET search_path = billing, pg_temp AS $$
+LANGUAGE sql STABLE AS $$
     SELECT json_build_object(
         'holdId', h.id::text,
         'userId', h.user_id,
         'heldMicros', h.amount_micros,
-        'expiresAt', _ts(h.expires_at),
+        'expiresAt', billing._ts(h.expires_at),
         'availableMicros', h.available_after_micros)
 $$;
 
 -- Answer for an existing hold with the same (user, key).
 CREATE OR REPLACE FUNCTION billing._hold_replay(h billing.holds, p_fp text) RETURNS billing.api_result
-LANGUAGE sql STABLE SET search_path = billing, pg_temp AS $$
+LANGUAGE sql STABLE AS $$
     SELECT CASE
         WHEN h.request_fingerprint = p_fp
-            THEN _r(201, NULL, _hold_body(h)::text, 'replayed')
-        ELSE _r(409, 'idempotency_key_reused',
-                'This idempotency key was already used with a different request body', NULL)
+            THEN billing._r(201, NULL, billing._hold_body(h)::text, 'replayed')
+        ELSE billing._r(409, 'idempotency_key_reused',
+                        'This idempotency key was already used with a different request body', NULL)
     END
 $$;
 
@@ -55,7 +66,7 @@ BEGIN
         RETURN _hold_replay(v_h, v_fp);
     END IF;
 
-    v_avail := v_bal - _held(p_user, NULL);
+    SELECT v_bal - h INTO v_avail FROM _held(p_user, NULL) h;
     IF p_amount > v_avail THEN
         RETURN _r(402, 'insufficient_credits',
                   format('Hold of %s micros exceeds the available balance of %s micros', p_amount, v_avail), NULL);
