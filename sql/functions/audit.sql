@@ -75,7 +75,7 @@ $$;
 
 -- Account-level checks of invariants 2 and 5 for these users: the stored
 -- balance against the latest entry (one index probe each), a negative
--- balance without any refund entry.
+-- balance without any refund or dispute entry.
 CREATE OR REPLACE FUNCTION billing._audit_accounts(p_users text[]) RETURNS void
 LANGUAGE sql VOLATILE SET search_path = billing, pg_temp AS $$
     INSERT INTO audit_findings (invariant, user_id, detail)
