@@ -1023,7 +1023,7 @@ bench_sqlprofile() {
         echo "## auto_explain: the nested statements of the third api_reconcile call"
         echo
         echo '```'
-        tail -n +"$((lines + 1))" "$logf" | grep -v 'statement: \|^\s*$' | tail -n 120
+        tail -n +"$((lines + 1))" "$logf" | grep -v 'statement: \|^\s*$' | tail -n 120 || true
         echo '```'
     } >>"$WORK/sqlprofile.md"
 
@@ -1045,7 +1045,7 @@ bench_sqlprofile() {
                 echo
                 echo '```'
                 perf report -i "$WORK/perf-backend.data" --stdio --no-children --sort dso,sym -g none 2>/dev/null \
-                    | grep -v '^$\|^#' | head -n 40
+                    | grep -v '^$\|^#' | head -n 40 || true
                 echo '```'
             } >>"$WORK/sqlprofile.md"
         fi
