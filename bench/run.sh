@@ -546,7 +546,7 @@ machine_info() {
     NGINX_VERSION=$("$NGINX_BIN" -v 2>&1 | sed 's/.*nginx\///')
     WRK_VERSION=$(dpkg-query -W -f='${Version}' wrk 2>/dev/null || echo unknown)
     GIT_REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-    GIT_DIRTY=$(git -C "$ROOT" status --porcelain -- ngx_http_billing_module sql config bench 2>/dev/null | wc -l)
+    GIT_DIRTY=$(git -C "$ROOT" status --porcelain -- ngx_http_billing_module sql config bench ':!bench/results' 2>/dev/null | wc -l)
     PGBENCH_VERSION=$(pgbench --version | awk '{ print $3 }')
     LOAD_START=$(load1)
 }
