@@ -101,65 +101,78 @@ BEGIN
       FROM _held(p_user, p_hold) h
            CROSS JOIN _low_threshold() t
            LEFT JOIN _price_in_force(p_model) p ON true;
-    IF v_used OR v_charge IS NULL THEN
+    -- Every refusal behind one test (each IF is an expression PL/pgSQL sets
+    -- up again per transaction): a used key, no price, an overflow, a named
+    -- hold, a charge the available balance does not cover, or no positive
+    -- balance. Inside, the outcomes in the order the contract gives them.
+    IF v_used OR v_charge IS NULL OR p_hold IS NOT NULL
+       OR (v_charge > 0 AND v_charge > coalesce(v_bal, 0) - v_held) OR coalesce(v_bal, 0) <= 0 THEN
         IF v_used THEN
             SELECT * INTO v_e FROM ledger_entries WHERE user_id = p_user AND idempotency_key = p_key;
             RETURN _usage_replay(v_e, p_model, p_input, p_output, p_hold);
         END IF;
-        RETURN CASE WHEN v_price_id IS NULL
-                    THEN _r(422, 'unknown_model', format('Unknown model %s', p_model), NULL)
-                    ELSE _r(400, 'invalid_request', 'token counts overflow the charge computation', NULL)
-               END;
-    END IF;
-
-    IF p_hold IS NOT NULL THEN
-        SELECT * INTO v_hold FROM holds WHERE id = p_hold AND user_id = p_user FOR UPDATE;
-        IF NOT FOUND THEN
-            RETURN _r(404, 'hold_not_found', 'No such hold for this user', NULL);
+        IF v_charge IS NULL THEN
+            RETURN CASE WHEN v_price_id IS NULL
+                        THEN _r(422, 'unknown_model', format('Unknown model %s', p_model), NULL)
+                        ELSE _r(400, 'invalid_request', 'token counts overflow the charge computation', NULL)
+                   END;
         END IF;
-        IF v_hold.status <> 'active' OR v_hold.expires_at <= now() THEN
-            RETURN _r(409, 'hold_not_active',
-                      format('Hold is %s', CASE WHEN v_hold.status = 'active' THEN 'expired'
-                                                ELSE v_hold.status END), NULL);
+
+        IF p_hold IS NOT NULL THEN
+            SELECT * INTO v_hold FROM holds WHERE id = p_hold AND user_id = p_user FOR UPDATE;
+            IF NOT FOUND THEN
+                RETURN _r(404, 'hold_not_found', 'No such hold for this user', NULL);
+            END IF;
+            IF v_hold.status <> 'active' OR v_hold.expires_at <= now() THEN
+                RETURN _r(409, 'hold_not_active',
+                          format('Hold is %s', CASE WHEN v_hold.status = 'active' THEN 'expired'
+                                                    ELSE v_hold.status END), NULL);
+            END IF;
+        END IF;
+
+        IF v_charge > 0 AND v_charge > coalesce(v_bal, 0) - v_held THEN
+            RETURN _r(402, 'insufficient_credits',
+                      format('Charge of %s micros exceeds the available balance of %s micros',
+                             v_charge, coalesce(v_bal, 0) - v_held), NULL);
+        END IF;
+
+        -- docs/spec.md §3.5: no usage at all while the balance is not positive
+        -- (no account yet, or a debt a refund or a dispute left), not even a
+        -- free one; a charge is refused above already (available <= balance).
+        -- So an entry always follows on an existing, locked account row.
+        IF coalesce(v_bal, 0) <= 0 THEN
+            RETURN _r(402, 'insufficient_credits',
+                      format('The balance is %s micros; usage needs a positive balance',
+                             coalesce(v_bal, 0)), NULL);
         END IF;
     END IF;
 
-    IF v_charge > 0 AND v_charge > coalesce(v_bal, 0) - v_held THEN
-        RETURN _r(402, 'insufficient_credits',
-                  format('Charge of %s micros exceeds the available balance of %s micros',
-                         v_charge, coalesce(v_bal, 0) - v_held), NULL);
-    END IF;
-
-    -- docs/spec.md §3.5: no usage at all while the balance is not positive
-    -- (no account yet, or a debt a refund or a dispute left), not even a
-    -- free one; a charge is refused above already (available <= balance).
-    -- So an entry always follows on an existing, locked account row.
-    IF coalesce(v_bal, 0) <= 0 THEN
-        RETURN _r(402, 'insufficient_credits',
-                  format('The balance is %s micros; usage needs a positive balance',
-                         coalesce(v_bal, 0)), NULL);
-    END IF;
-
-    INSERT INTO ledger_entries (user_id, type, amount_micros, balance_after_micros, idempotency_key,
-                                price_id, model, input_tokens, output_tokens, hold_id)
-    VALUES (p_user, 'usage', -v_charge, v_bal - v_charge, p_key,
-            v_price_id, p_model, p_input, p_output, p_hold)
-    ON CONFLICT ON CONSTRAINT ledger_user_key_uniq DO NOTHING
-    RETURNING id INTO v_entry;
-    IF NOT FOUND THEN
-        -- Cannot happen under the account lock; answer as a replay/conflict anyway.
-        SELECT * INTO v_e FROM ledger_entries WHERE user_id = p_user AND idempotency_key = p_key;
-        RETURN _usage_replay(v_e, p_model, p_input, p_output, p_hold);
-    END IF;
-
-    UPDATE accounts SET balance_micros = v_bal - v_charge, updated_at = now() WHERE user_id = p_user;
-    IF p_hold IS NOT NULL THEN
-        UPDATE holds SET status = 'captured', resolved_at = now() WHERE id = p_hold;
-    END IF;
-    -- balance.low, with the threshold read above (called only when it emits:
-    -- every statement costs, see above)
-    IF v_bal >= v_thr AND v_bal - v_charge < v_thr THEN
-        PERFORM _balance_low(p_user, v_bal, v_bal - v_charge, v_thr);
+    -- The entry and the balance in one statement (one executor start, not
+    -- two). The key cannot be taken under the account lock; if it were, no
+    -- entry and no balance change, and the answer is the replay/conflict.
+    WITH e AS (
+        INSERT INTO ledger_entries (user_id, type, amount_micros, balance_after_micros, idempotency_key,
+                                    price_id, model, input_tokens, output_tokens, hold_id)
+        VALUES (p_user, 'usage', -v_charge, v_bal - v_charge, p_key,
+                v_price_id, p_model, p_input, p_output, p_hold)
+        ON CONFLICT ON CONSTRAINT ledger_user_key_uniq DO NOTHING
+        RETURNING id
+    )
+    UPDATE accounts SET balance_micros = v_bal - v_charge, updated_at = now()
+      FROM e WHERE user_id = p_user
+    RETURNING e.id INTO v_entry;
+    IF v_entry IS NULL OR p_hold IS NOT NULL OR (v_bal >= v_thr AND v_bal - v_charge < v_thr) THEN
+        IF v_entry IS NULL THEN
+            SELECT * INTO v_e FROM ledger_entries WHERE user_id = p_user AND idempotency_key = p_key;
+            RETURN _usage_replay(v_e, p_model, p_input, p_output, p_hold);
+        END IF;
+        IF p_hold IS NOT NULL THEN
+            UPDATE holds SET status = 'captured', resolved_at = now() WHERE id = p_hold;
+        END IF;
+        -- balance.low, with the threshold read above
+        IF v_bal >= v_thr AND v_bal - v_charge < v_thr THEN
+            PERFORM _balance_low(p_user, v_bal, v_bal - v_charge, v_thr);
+        END IF;
     END IF;
 
     RETURN _r(201, NULL, _usage_body(v_entry, p_user, p_model, p_input, p_output, v_charge, v_bal - v_charge,
