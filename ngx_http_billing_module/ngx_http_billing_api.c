@@ -42,6 +42,7 @@ typedef struct {
     const char                   *sql;
     int                           nparams;
     ngx_http_billing_done_pt      done;
+    ngx_http_billing_pg_batch_t  *batch;       /* group commit, or NULL */
 } ngx_http_billing_usage_t;
 
 
@@ -65,6 +66,16 @@ static const char *ngx_http_billing_str_param(ngx_http_request_t *r,
     ngx_str_t *s);
 
 
+/*
+ * Reconciles waiting for a connection together (billing_batch): the same
+ * arguments as arrays, one row per item (sql/functions/reconcile_batch.sql).
+ */
+static ngx_http_billing_pg_batch_t  ngx_http_billing_reconcile_batch = {
+    "SELECT ordinal, status, code, body, meta "
+    "FROM billing.api_reconcile_batch($1::text[], $2::text[], $3::bigint[], "
+    "$4::bigint[], $5::text[], $6::uuid[])"
+};
+
 static ngx_http_billing_usage_t  ngx_http_billing_reconcile = {
     sizeof(billing_reconcile_req_t),
     ngx_http_billing_reconcile_parse,
@@ -72,7 +83,8 @@ static ngx_http_billing_usage_t  ngx_http_billing_reconcile = {
     "SELECT status, code, body, meta "
     "FROM billing.api_reconcile($1, $2, $3, $4, $5, $6::uuid)",
     6,
-    ngx_http_billing_reconcile_done
+    ngx_http_billing_reconcile_done,
+    &ngx_http_billing_reconcile_batch
 };
 
 static ngx_http_billing_usage_t  ngx_http_billing_hold = {
@@ -82,7 +94,8 @@ static ngx_http_billing_usage_t  ngx_http_billing_hold = {
     "SELECT status, code, body, meta "
     "FROM billing.api_hold_create($1, $2, $3, $4)",
     4,
-    ngx_http_billing_respond
+    ngx_http_billing_respond,
+    NULL
 };
 
 
@@ -482,8 +495,9 @@ ngx_http_billing_usage_body(ngx_http_request_t *r, ngx_str_t *body,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    return ngx_http_billing_query(r, usage->sql, usage->nparams, ctx->params,
-                                  usage->done);
+    return ngx_http_billing_query_batch(r, usage->sql, usage->batch,
+                                        usage->nparams, ctx->params,
+                                        usage->done);
 }
 
 

@@ -99,6 +99,9 @@ struct ngx_http_billing_pg_pool_s {
     ngx_http_billing_lookup_t    *lookup;    /* in flight, or NULL */
     ngx_event_t                   lookup_timer;
 
+    ngx_uint_t                    batch_max;
+    ngx_http_billing_pg_group_pt  group;
+
     ngx_event_t                   refill;    /* keeps "min" connections */
     ngx_msec_t                    backoff;
     unsigned                      failing:1; /* the last open failed */
@@ -157,6 +160,8 @@ static void ngx_http_billing_pg_notice(void *arg, const PGresult *res);
 static void ngx_http_billing_pg_complete(ngx_http_billing_pg_conn_t *pc,
     ngx_http_billing_pg_status_e status);
 static void ngx_http_billing_pg_release(ngx_http_billing_pg_conn_t *pc);
+static ngx_http_billing_pg_op_t *ngx_http_billing_pg_group(
+    ngx_http_billing_pg_pool_t *pool, ngx_http_billing_pg_op_t *first);
 static void ngx_http_billing_pg_finish_op(ngx_http_billing_pg_op_t *op,
     ngx_http_billing_pg_status_e status, PGresult *res);
 static void ngx_http_billing_pg_unqueue(ngx_http_billing_pg_op_t *op);
@@ -440,7 +445,30 @@ ngx_http_billing_pg_cancel(ngx_http_billing_pg_op_t *op)
         op->conn = NULL;
     }
 
+    if (op->link) {
+        /* in a batch: the batch's answer for it is discarded */
+        *op->link = NULL;
+        op->link = NULL;
+    }
+
     op->handler = NULL;
+}
+
+
+void
+ngx_http_billing_pg_batching(ngx_http_billing_pg_pool_t *pool, ngx_uint_t max,
+    ngx_http_billing_pg_group_pt group)
+{
+    pool->batch_max = ngx_min(max, NGX_HTTP_BILLING_PG_BATCH_MAX);
+    pool->group = group;
+}
+
+
+void
+ngx_http_billing_pg_finish(ngx_http_billing_pg_op_t *op,
+    ngx_http_billing_pg_status_e status, PGresult *res)
+{
+    ngx_http_billing_pg_finish_op(op, status, res);
 }
 
 
@@ -1379,7 +1407,7 @@ static void
 ngx_http_billing_pg_release(ngx_http_billing_pg_conn_t *pc)
 {
     ngx_queue_t                 *q;
-    ngx_http_billing_pg_op_t    *op;
+    ngx_http_billing_pg_op_t    *op, *bop;
     ngx_http_billing_pg_pool_t  *pool;
 
     pool = pc->pool;
@@ -1397,6 +1425,29 @@ ngx_http_billing_pg_release(ngx_http_billing_pg_conn_t *pc)
     if (!ngx_queue_empty(&pool->waiters)) {
         q = ngx_queue_head(&pool->waiters);
         op = ngx_queue_data(q, ngx_http_billing_pg_op_t, queue);
+
+        bop = (op->batch && pool->batch_max > 1)
+              ? ngx_http_billing_pg_group(pool, op) : NULL;
+
+        if (bop) {
+            ngx_log_debug1(NGX_LOG_DEBUG_HTTP, pool->log, 0,
+                           "billing pg: connection %d to a batch", pc->c->fd);
+
+            if (ngx_http_billing_pg_send(pc, bop) != NGX_OK) {
+                /*
+                 * The connection was dead and nothing reached the server;
+                 * the items left the queue: the batch's handler sends
+                 * them again, each alone (bop->sent is 0).
+                 */
+                ngx_http_billing_pg_finish_op(bop,
+                                              NGX_HTTP_BILLING_PG_BROKEN,
+                                              NULL);
+                return;
+            }
+
+            ngx_http_billing_pg_update_gauges(pool);
+            return;
+        }
 
         ngx_log_debug2(NGX_LOG_DEBUG_HTTP, pool->log, 0,
                        "billing pg: connection %d to the first of %ui "
@@ -1427,6 +1478,51 @@ ngx_http_billing_pg_release(ngx_http_billing_pg_conn_t *pc)
                    pool->nidle);
 
     ngx_http_billing_pg_update_gauges(pool);
+}
+
+
+/*
+ * Group commit: the waiters of first's kind, from the head of the queue
+ * (others keep their places), up to batch_max, become one op made by the
+ * grouper, and leave the queue.  Only what already waits: nobody is kept
+ * waiting for a batch to fill.  NULL: first goes alone (no other of its
+ * kind waits, or the grouper could not make the op).
+ */
+static ngx_http_billing_pg_op_t *
+ngx_http_billing_pg_group(ngx_http_billing_pg_pool_t *pool,
+    ngx_http_billing_pg_op_t *first)
+{
+    ngx_uint_t                 i, n;
+    ngx_queue_t               *q;
+    ngx_http_billing_pg_op_t  *op, *bop, *ops[NGX_HTTP_BILLING_PG_BATCH_MAX];
+
+    n = 0;
+
+    for (q = ngx_queue_head(&pool->waiters);
+         q != ngx_queue_sentinel(&pool->waiters) && n < pool->batch_max;
+         q = ngx_queue_next(q))
+    {
+        op = ngx_queue_data(q, ngx_http_billing_pg_op_t, queue);
+
+        if (op->batch == first->batch) {
+            ops[n++] = op;
+        }
+    }
+
+    if (n < 2) {
+        return NULL;
+    }
+
+    bop = pool->group(pool, ops, n);
+    if (bop == NULL) {
+        return NULL;
+    }
+
+    for (i = 0; i < n; i++) {
+        ngx_http_billing_pg_unqueue(ops[i]);
+    }
+
+    return bop;
 }
 
 
