@@ -76,6 +76,13 @@ static ngx_http_billing_pg_batch_t  ngx_http_billing_reconcile_batch = {
     "$4::bigint[], $5::text[], $6::uuid[])"
 };
 
+/* holds likewise (sql/functions/holds_batch.sql) */
+static ngx_http_billing_pg_batch_t  ngx_http_billing_hold_batch = {
+    "SELECT ordinal, status, code, body, meta "
+    "FROM billing.api_hold_create_batch($1::text[], $2::bigint[], $3::text[], "
+    "$4::int[])"
+};
+
 static ngx_http_billing_usage_t  ngx_http_billing_reconcile = {
     sizeof(billing_reconcile_req_t),
     ngx_http_billing_reconcile_parse,
@@ -95,7 +102,7 @@ static ngx_http_billing_usage_t  ngx_http_billing_hold = {
     "FROM billing.api_hold_create($1, $2, $3, $4)",
     4,
     ngx_http_billing_respond,
-    NULL
+    &ngx_http_billing_hold_batch
 };
 
 

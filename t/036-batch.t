@@ -331,6 +331,41 @@ database connection lost
 
 
 
+=== TEST 9: holds queued together: one batch, each answered as alone
+--- http_config eval: $::HttpConfig . "billing_batch max=8;"
+--- config eval: $::Config . "location /api/usage/holds { billing holds; }"
+--- init
+main::fund_user(main::user('x9'), 1_000_000);
+main::fund_user(main::user($_), 10_000) for qw(j k);
+--- request
+GET /metrics
+--- error_code: 200
+--- after_requests
+sub hold { my ($id, $key, $micros) = @_;
+           hold_req($::Svc, { userId => main::user($id), amountMicros => $micros,
+                              idempotencyKey => $key, ttlSeconds => 600 }) }
+my @a = main::queued(lock => 'x9', first => main::rec('x9', 'k-1'), rest => [
+    hold('j', 'h-1', 6_000), hold('j', 'h-1', 6_000), hold('j', 'h-2', 6_000),
+    hold('j', 'h-1', 5_000), hold('k', 'h-1', 1_000)]);
+is_deeply([map { [$_->[0], $_->[1]{'idempotent-replayed'} // '', main::body_of($_)->{code} // ''] } @a], [
+    [201, '', ''],
+    [201, '', ''], [201, 'true', ''], [402, '', 'insufficient_credits'], [409, '', 'idempotency_key_reused'],
+    [201, '', ''],
+], 'every hold answered as alone, in arrival order');
+is(main::body_of($a[2])->{holdId}, main::body_of($a[1])->{holdId}, 'the replay names the same hold');
+is(main::body_of($a[1])->{availableMicros}, 4_000, 'j: 4000 left available');
+my $m = main::metrics();
+is($m->{billing_db_batches_total}, 1, 'one batch statement');
+is($m->{billing_db_batched_requests_total}, 5, 'carrying the 5 holds');
+is(psql_admin("SELECT count(*) FROM billing.holds WHERE user_id = " . sql_quote(main::user('j'))), 1,
+   'j: one hold');
+is(psql_admin("SELECT count(*) FROM billing.holds WHERE user_id = " . sql_quote(main::user('k'))), 1,
+   'k: one hold');
+--- no_error_log
+[error]
+
+
+
 === TEST 6: billing_batch takes max=0..100 once
 --- http_config
 billing_batch max=101;

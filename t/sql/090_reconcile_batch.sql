@@ -99,5 +99,39 @@ BEGIN
         'billing.api_reconcile_batch(text[], text[], bigint[], bigint[], text[], uuid[])', 'EXECUTE');
 END $$;
 
+-- Holds: the same order and the same duplicate rules (api_hold_create per
+-- item): a second hold beyond the available balance is 402, a repeated
+-- key a replay, another amount under it 409.
+DO $$
+DECLARE
+    u text := pg_temp.u('holds');
+    w text := pg_temp.u('Holds');
+    v record;
+    v_rows jsonb := '{}';
+    v_ord int[] := '{}';
+BEGIN
+    PERFORM pg_temp.fund(u, 10000);
+    PERFORM pg_temp.fund(w, 10000);
+    FOR v IN SELECT * FROM billing.api_hold_create_batch(ARRAY[u, w, u, u, u],
+                                                         ARRAY[6000, 1, 6000, 6000, 5000]::bigint[],
+                                                         ARRAY['h1', 'h1', 'h2', 'h1', 'h1'],
+                                                         ARRAY[600, 600, 600, 600, 600])
+    LOOP
+        v_ord := v_ord || v.ordinal;
+        v_rows := v_rows || jsonb_build_object(v.ordinal::text,
+                                               jsonb_build_array(v.status, v.code, v.meta));
+    END LOOP;
+    ASSERT v_ord = ARRAY[2, 1, 3, 4, 5], format('processed in order %s', v_ord);
+    ASSERT v_rows = jsonb_build_object(
+        '1', jsonb_build_array(201, NULL, NULL),
+        '2', jsonb_build_array(201, NULL, NULL),
+        '3', jsonb_build_array(402, 'insufficient_credits', NULL),
+        '4', jsonb_build_array(201, NULL, 'replayed'),
+        '5', jsonb_build_array(409, 'idempotency_key_reused', NULL)), format('%s', v_rows);
+    ASSERT (SELECT count(*) FROM billing.holds WHERE user_id = u) = 1;
+    ASSERT has_function_privilege('billing_app',
+        'billing.api_hold_create_batch(text[], bigint[], text[], int[])', 'EXECUTE');
+END $$;
+
 DO $$ BEGIN PERFORM pg_temp.assert_healthy(); END $$;
 \echo ok 090_reconcile_batch
