@@ -10,6 +10,8 @@
 #   * what it finds is kept until a full pass (billing.audit_full()) finds
 #     the ledger consistent; a balance changed without an entry is found by
 #     the rotating sweep; the append-only checks are live;
+#   * disputes, usage reversals and adjustments are judged as the full pass
+#     judges them (a dispute may leave a debt; a reversal credits its charge);
 #   * billing_app may run the audit but not the full pass.
 use strict;
 use warnings;
@@ -212,6 +214,62 @@ sq('ALTER TABLE billing.ledger_entries DISABLE TRIGGER ledger_entries_no_truncat
 is(run_audit()->{violations}, 1, 'a disabled append-only trigger counts at once');
 sq('ALTER TABLE billing.ledger_entries ENABLE ALWAYS TRIGGER ledger_entries_no_truncate');
 is(run_audit()->{violations}, 0, '... and no longer once enabled (not kept as a finding)');
+
+# ------------------------------------------------------------ disputes, reversals, adjustments
+
+# The runs judge these entries as the full pass does: a dispute may leave a
+# debt, an administrator may credit and reverse; none of it is a finding.
+my $D = sql_quote("$U-debt");
+fund("$U-debt", 5_000_000);
+my $pi = sq(qq{SELECT 'pi_' || id FROM billing.purchases WHERE user_id = $D});
+charges("$U-debt", 2, 'before-dispute');
+sub stripe_dispute {
+    my ($event, $type, $status) = @_;
+    return sq(qq{SELECT (billing.api_stripe_event(jsonb_build_object(
+        'id', '$event', 'type', '$type', 'object', 'event',
+        'data', jsonb_build_object('object', jsonb_build_object(
+            'id', 'dp_$$', 'object', 'dispute', 'amount', 5000, 'charge', 'ch_x',
+            'payment_intent', '$pi', 'currency', 'usd', 'status', '$status'))))).meta});
+}
+is(stripe_dispute("evt_dp_open_$$", 'charge.dispute.created', 'needs_response'), 'processed',
+   'a dispute of the whole purchase after some usage ...');
+ok(sq(qq{SELECT balance_micros FROM billing.accounts WHERE user_id = $D}) < 0, '... leaves a debt');
+settle(sweep => 100000);
+is(findings(), 0, 'a debt a dispute left is no finding')
+    or diag sq('SELECT string_agg(detail, E\'\n\') FROM billing.audit_findings');
+my $usage = sq(qq{SELECT min(id) FROM billing.ledger_entries WHERE user_id = $D AND type = 'usage'});
+is(sq(qq{SELECT (billing.api_admin_usage_reversal('support', $usage, 'audit test', 'rev-$$')).status}), 201,
+   'a usage reversal');
+is(sq(qq{SELECT (billing.api_admin_adjustment('support', $D, 100, 'audit test', 'adj-$$')).status}), 201,
+   'a credit adjustment');
+is(stripe_dispute("evt_dp_won_$$", 'charge.dispute.closed', 'won'), 'processed', 'the dispute won');
+settle(sweep => 100000);
+is(findings(), 0, 'the runs find nothing in a ledger with a debt from a dispute, a reversal, an adjustment')
+    or diag sq('SELECT string_agg(detail, E\'\n\') FROM billing.audit_findings');
+
+# a usage reversal that credits more than its charge (written by the owner
+# past the functions) is found by the runs as by the full pass
+my $charge = sq(qq{SELECT -amount_micros FROM billing.ledger_entries WHERE user_id = $D AND id > $usage
+                   AND type = 'usage' ORDER BY id LIMIT 1});
+my $second = sq(qq{SELECT id FROM billing.ledger_entries WHERE user_id = $D AND id > $usage
+                   AND type = 'usage' ORDER BY id LIMIT 1});
+my $bad = sq(qq{WITH a AS (SELECT balance_micros AS b FROM billing.accounts WHERE user_id = $D FOR UPDATE),
+                     e AS (INSERT INTO billing.ledger_entries (user_id, type, amount_micros, balance_after_micros,
+                                  idempotency_key, reversed_entry_id, actor, reason, request_fingerprint)
+                           SELECT $D, 'usage_reversal', $charge + 1, a.b + $charge + 1,
+                                  'usage_reversal $second', $second, 'owner', 'tampered', 'x'
+                             FROM a RETURNING id, balance_after_micros)
+                UPDATE billing.accounts SET balance_micros = e.balance_after_micros FROM e
+                 WHERE user_id = $D RETURNING e.id});
+settle();
+like(sq(qq{SELECT string_agg(detail, ' / ') FROM billing.audit_findings WHERE user_id = $D}),
+     qr/usage_reversal $bad of entry $second: credits ${\($charge + 1)} for a charge of $charge/,
+     'a reversal crediting more than its charge is a finding');
+sq(qq{ALTER TABLE billing.ledger_entries DISABLE TRIGGER ledger_entries_no_update_delete;
+     DELETE FROM billing.ledger_entries WHERE id = $bad;
+     UPDATE billing.accounts SET balance_micros = balance_micros - $charge - 1 WHERE user_id = $D;
+     ALTER TABLE billing.ledger_entries ENABLE ALWAYS TRIGGER ledger_entries_no_update_delete});
+is(sq('SELECT count(*) FROM billing.audit_full()'), 0, 'repaired: the full pass finds nothing');
 
 # ------------------------------------------------------------ who may run what
 
