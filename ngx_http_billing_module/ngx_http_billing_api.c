@@ -106,6 +106,32 @@ static ngx_http_billing_usage_t  ngx_http_billing_hold = {
 };
 
 
+/* the statement of GET /api/balance (and support's view of a balance) */
+static const char  ngx_http_billing_balance_sql[] =
+    "SELECT status, code, body, meta FROM billing.api_balance($1)";
+
+
+/*
+ * The statements of the hot paths, prepared once on every pooled
+ * connection (ngx_http_billing_pg_prepare); the pool recognizes them by
+ * their address.
+ */
+const char *const *
+ngx_http_billing_api_hot_statements(void)
+{
+    static const char  *hot[6];
+
+    hot[0] = ngx_http_billing_reconcile.sql;
+    hot[1] = ngx_http_billing_reconcile_batch.sql;
+    hot[2] = ngx_http_billing_balance_sql;
+    hot[3] = ngx_http_billing_hold.sql;
+    hot[4] = ngx_http_billing_hold_batch.sql;
+    hot[5] = NULL;
+
+    return hot;
+}
+
+
 /* GET /api/packages: public */
 ngx_int_t
 ngx_http_billing_packages_handler(ngx_http_request_t *r)
@@ -149,10 +175,8 @@ ngx_http_billing_balance_of(ngx_http_request_t *r, const char *user)
     ctx = ngx_http_get_module_ctx(r, ngx_http_billing_module);
     ctx->params[0] = user;
 
-    return ngx_http_billing_read(r,
-                                 "SELECT status, code, body, meta "
-                                 "FROM billing.api_balance($1)",
-                                 1, ctx->params, ngx_http_billing_respond);
+    return ngx_http_billing_read(r, ngx_http_billing_balance_sql, 1,
+                                 ctx->params, ngx_http_billing_respond);
 }
 
 

@@ -703,6 +703,7 @@ ngx_http_billing_postconfiguration(ngx_conf_t *cf)
 static ngx_int_t
 ngx_http_billing_init_process(ngx_cycle_t *cycle)
 {
+    const char *const             *hot;
     ngx_http_billing_main_conf_t  *bmcf;
 
     /* cache manager and loader processes serve no requests */
@@ -743,6 +744,12 @@ ngx_http_billing_init_process(ngx_cycle_t *cycle)
     }
 
     ngx_http_billing_batch_init(bmcf->pool, bmcf->batch_max);
+
+    for (hot = ngx_http_billing_api_hot_statements(); *hot; hot++) {
+        if (ngx_http_billing_pg_prepare(bmcf->pool, *hot) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
 
     if (ngx_http_billing_audit_init(cycle, bmcf) != NGX_OK) {
         return NGX_ERROR;

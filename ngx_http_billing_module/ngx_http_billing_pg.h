@@ -123,6 +123,14 @@ ngx_uint_t ngx_http_billing_pg_shape(ngx_http_billing_pg_op_t *op,
 /* detaches an op whose owner is going away; its handler is never called */
 void ngx_http_billing_pg_cancel(ngx_http_billing_pg_op_t *op);
 
+/*
+ * sql is prepared on every connection the pool opens (its setup), and an
+ * op whose op->sql is that very pointer is sent as the prepared statement.
+ * NGX_ERROR: too many statements.
+ */
+ngx_int_t ngx_http_billing_pg_prepare(ngx_http_billing_pg_pool_t *pool,
+    const char *sql);
+
 /* max: waiters of one kind sent together at most (< 2: never) */
 void ngx_http_billing_pg_batching(ngx_http_billing_pg_pool_t *pool,
     ngx_uint_t max, ngx_http_billing_pg_group_pt group);
