@@ -18,7 +18,7 @@
 
 
 /* the schema version this build needs (sql/NNN_*.sql) */
-#define NGX_HTTP_BILLING_SCHEMA_VERSION  12
+#define NGX_HTTP_BILLING_SCHEMA_VERSION  13
 
 
 /* what a location serves; also the "endpoint" label of the metrics */
@@ -65,6 +65,7 @@ typedef struct {
     ngx_uint_t                    pool_queue;
     ngx_msec_t                    connect_timeout;
     ngx_msec_t                    query_timeout;
+    ngx_uint_t                    batch_max;         /* group commit */
 
     ngx_shm_zone_t               *metrics_zone;
 

@@ -42,6 +42,7 @@ typedef struct {
     const char                   *sql;
     int                           nparams;
     ngx_http_billing_done_pt      done;
+    ngx_http_billing_pg_batch_t  *batch;       /* group commit, or NULL */
 } ngx_http_billing_usage_t;
 
 
@@ -65,6 +66,23 @@ static const char *ngx_http_billing_str_param(ngx_http_request_t *r,
     ngx_str_t *s);
 
 
+/*
+ * Reconciles waiting for a connection together (billing_batch): the same
+ * arguments as arrays, one row per item (sql/functions/reconcile_batch.sql).
+ */
+static ngx_http_billing_pg_batch_t  ngx_http_billing_reconcile_batch = {
+    "SELECT ordinal, status, code, body, meta "
+    "FROM billing.api_reconcile_batch($1::text[], $2::text[], $3::bigint[], "
+    "$4::bigint[], $5::text[], $6::uuid[])"
+};
+
+/* holds likewise (sql/functions/holds_batch.sql) */
+static ngx_http_billing_pg_batch_t  ngx_http_billing_hold_batch = {
+    "SELECT ordinal, status, code, body, meta "
+    "FROM billing.api_hold_create_batch($1::text[], $2::bigint[], $3::text[], "
+    "$4::int[])"
+};
+
 static ngx_http_billing_usage_t  ngx_http_billing_reconcile = {
     sizeof(billing_reconcile_req_t),
     ngx_http_billing_reconcile_parse,
@@ -72,7 +90,8 @@ static ngx_http_billing_usage_t  ngx_http_billing_reconcile = {
     "SELECT status, code, body, meta "
     "FROM billing.api_reconcile($1, $2, $3, $4, $5, $6::uuid)",
     6,
-    ngx_http_billing_reconcile_done
+    ngx_http_billing_reconcile_done,
+    &ngx_http_billing_reconcile_batch
 };
 
 static ngx_http_billing_usage_t  ngx_http_billing_hold = {
@@ -82,8 +101,35 @@ static ngx_http_billing_usage_t  ngx_http_billing_hold = {
     "SELECT status, code, body, meta "
     "FROM billing.api_hold_create($1, $2, $3, $4)",
     4,
-    ngx_http_billing_respond
+    ngx_http_billing_respond,
+    &ngx_http_billing_hold_batch
 };
+
+
+/* the statement of GET /api/balance (and support's view of a balance) */
+static const char  ngx_http_billing_balance_sql[] =
+    "SELECT status, code, body, meta FROM billing.api_balance($1)";
+
+
+/*
+ * The statements of the hot paths, prepared once on every pooled
+ * connection (ngx_http_billing_pg_prepare); the pool recognizes them by
+ * their address.
+ */
+const char *const *
+ngx_http_billing_api_hot_statements(void)
+{
+    static const char  *hot[6];
+
+    hot[0] = ngx_http_billing_reconcile.sql;
+    hot[1] = ngx_http_billing_reconcile_batch.sql;
+    hot[2] = ngx_http_billing_balance_sql;
+    hot[3] = ngx_http_billing_hold.sql;
+    hot[4] = ngx_http_billing_hold_batch.sql;
+    hot[5] = NULL;
+
+    return hot;
+}
 
 
 /* GET /api/packages: public */
@@ -129,10 +175,8 @@ ngx_http_billing_balance_of(ngx_http_request_t *r, const char *user)
     ctx = ngx_http_get_module_ctx(r, ngx_http_billing_module);
     ctx->params[0] = user;
 
-    return ngx_http_billing_read(r,
-                                 "SELECT status, code, body, meta "
-                                 "FROM billing.api_balance($1)",
-                                 1, ctx->params, ngx_http_billing_respond);
+    return ngx_http_billing_read(r, ngx_http_billing_balance_sql, 1,
+                                 ctx->params, ngx_http_billing_respond);
 }
 
 
@@ -482,8 +526,9 @@ ngx_http_billing_usage_body(ngx_http_request_t *r, ngx_str_t *body,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    return ngx_http_billing_query(r, usage->sql, usage->nparams, ctx->params,
-                                  usage->done);
+    return ngx_http_billing_query_batch(r, usage->sql, usage->batch,
+                                        usage->nparams, ctx->params,
+                                        usage->done);
 }
 
 

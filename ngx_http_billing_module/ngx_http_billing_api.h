@@ -26,6 +26,7 @@ ngx_int_t ngx_http_billing_ledger_of(ngx_http_request_t *r,
 ngx_int_t ngx_http_billing_reconcile_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_billing_hold_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_billing_hold_release_handler(ngx_http_request_t *r);
+const char *const *ngx_http_billing_api_hot_statements(void);
 
 
 #endif /* _NGX_HTTP_BILLING_API_H_INCLUDED_ */

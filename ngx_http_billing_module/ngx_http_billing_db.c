@@ -20,7 +20,7 @@
 
 static ngx_int_t ngx_http_billing_run(ngx_http_request_t *r, const char *sql,
     int nparams, const char **values, ngx_http_billing_done_pt done,
-    ngx_uint_t read_only);
+    ngx_uint_t read_only, ngx_http_billing_pg_batch_t *batch);
 static void ngx_http_billing_query_done(ngx_http_billing_pg_op_t *op);
 static void ngx_http_billing_cleanup(void *data);
 
@@ -30,7 +30,21 @@ ngx_int_t
 ngx_http_billing_query(ngx_http_request_t *r, const char *sql, int nparams,
     const char **values, ngx_http_billing_done_pt done)
 {
-    return ngx_http_billing_run(r, sql, nparams, values, done, 0);
+    return ngx_http_billing_run(r, sql, nparams, values, done, 0, NULL);
+}
+
+
+/*
+ * A write that may be sent with others of its kind waiting for a
+ * connection (group commit, ngx_http_billing_batch.c); done reads the
+ * same answer either way.
+ */
+ngx_int_t
+ngx_http_billing_query_batch(ngx_http_request_t *r, const char *sql,
+    ngx_http_billing_pg_batch_t *batch, int nparams, const char **values,
+    ngx_http_billing_done_pt done)
+{
+    return ngx_http_billing_run(r, sql, nparams, values, done, 0, batch);
 }
 
 
@@ -39,13 +53,14 @@ ngx_int_t
 ngx_http_billing_read(ngx_http_request_t *r, const char *sql, int nparams,
     const char **values, ngx_http_billing_done_pt done)
 {
-    return ngx_http_billing_run(r, sql, nparams, values, done, 1);
+    return ngx_http_billing_run(r, sql, nparams, values, done, 1, NULL);
 }
 
 
 static ngx_int_t
 ngx_http_billing_run(ngx_http_request_t *r, const char *sql, int nparams,
-    const char **values, ngx_http_billing_done_pt done, ngx_uint_t read_only)
+    const char **values, ngx_http_billing_done_pt done, ngx_uint_t read_only,
+    ngx_http_billing_pg_batch_t *batch)
 {
     ngx_int_t                      rc;
     ngx_pool_cleanup_t            *cln;
@@ -77,6 +92,7 @@ ngx_http_billing_run(ngx_http_request_t *r, const char *sql, int nparams,
                                 ngx_http_billing_query_done, r,
                                 r->connection->log);
     op->read_only = read_only;
+    op->batch = batch;
     ctx->done = done;
 
     if (bmcf->pool == NULL) {
@@ -201,23 +217,23 @@ ngx_http_billing_db_failure(ngx_http_request_t *r, ngx_http_billing_pg_op_t *op)
 
 
 static ngx_int_t
-ngx_http_billing_copy_value(ngx_http_request_t *r, PGresult *res, int col,
-    ngx_str_t *out)
+ngx_http_billing_copy_value(ngx_http_request_t *r, PGresult *res, int row,
+    int col, ngx_str_t *out)
 {
     out->len = 0;
     out->data = NULL;
 
-    if (PQgetisnull(res, 0, col)) {
+    if (PQgetisnull(res, row, col)) {
         return NGX_OK;
     }
 
-    out->len = PQgetlength(res, 0, col);
+    out->len = PQgetlength(res, row, col);
     out->data = ngx_pnalloc(r->pool, out->len + 1);
     if (out->data == NULL) {
         return NGX_ERROR;
     }
 
-    ngx_memcpy(out->data, PQgetvalue(res, 0, col), out->len + 1);
+    ngx_memcpy(out->data, PQgetvalue(res, row, col), out->len + 1);
 
     return NGX_OK;
 }
@@ -226,19 +242,28 @@ ngx_http_billing_copy_value(ngx_http_request_t *r, PGresult *res, int col,
 /*
  * Every API function answers one row (status, code, body, meta); the
  * values are copied into the request pool because the PGresult is freed
- * once the handler returns, and the response may be sent later.
+ * once the handler returns, and the response may be sent later.  A call
+ * answered within a batch finds its row at op->row, from column op->col
+ * (the batch checked the result's shape).
  */
 ngx_int_t
 ngx_http_billing_api_row(ngx_http_request_t *r, ngx_http_billing_pg_op_t *op,
     ngx_http_billing_row_t *row)
 {
+    int        i, c;
     ngx_int_t  status;
 
     if (op->status != NGX_HTTP_BILLING_PG_OK) {
         return NGX_ERROR;
     }
 
-    if (PQntuples(op->res) != 1 || PQnfields(op->res) != 4) {
+    i = op->row;
+    c = op->col;
+
+    /* alone: exactly one row; in a batch (c > 0): one row of several */
+    if ((c == 0 ? PQntuples(op->res) != 1 : PQntuples(op->res) <= i)
+        || PQnfields(op->res) - c != 4)
+    {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "billing: unexpected result shape: %d rows, %d columns",
                       PQntuples(op->res), PQnfields(op->res));
@@ -246,8 +271,8 @@ ngx_http_billing_api_row(ngx_http_request_t *r, ngx_http_billing_pg_op_t *op,
         return NGX_ERROR;
     }
 
-    status = ngx_atoi((u_char *) PQgetvalue(op->res, 0, 0),
-                      PQgetlength(op->res, 0, 0));
+    status = ngx_atoi((u_char *) PQgetvalue(op->res, i, c),
+                      PQgetlength(op->res, i, c));
 
     if (status < 200 || status > 599) {
         op->status = NGX_HTTP_BILLING_PG_SQL_ERROR;
@@ -256,9 +281,12 @@ ngx_http_billing_api_row(ngx_http_request_t *r, ngx_http_billing_pg_op_t *op,
 
     row->status = status;
 
-    if (ngx_http_billing_copy_value(r, op->res, 1, &row->code) != NGX_OK
-        || ngx_http_billing_copy_value(r, op->res, 2, &row->body) != NGX_OK
-        || ngx_http_billing_copy_value(r, op->res, 3, &row->meta) != NGX_OK)
+    if (ngx_http_billing_copy_value(r, op->res, i, c + 1, &row->code)
+            != NGX_OK
+        || ngx_http_billing_copy_value(r, op->res, i, c + 2, &row->body)
+           != NGX_OK
+        || ngx_http_billing_copy_value(r, op->res, i, c + 3, &row->meta)
+           != NGX_OK)
     {
         op->status = NGX_HTTP_BILLING_PG_SQL_ERROR;
         return NGX_ERROR;

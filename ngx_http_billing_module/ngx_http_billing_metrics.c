@@ -143,6 +143,15 @@ static const ngx_http_billing_metric_desc_t
 
     { OUTBOX, "outcome=\"ok\"" },
     { OUTBOX, "outcome=\"error\"" },
+
+    { "billing_db_batches_total", "counter",
+      "Statements that carried several waiting requests (group commit).",
+      NULL },
+    { "billing_db_batched_requests_total", "counter",
+      "Requests those statements carried.", NULL },
+    { "billing_db_batch_retries_total", "counter",
+      "Requests sent again alone after their batch failed as a whole.",
+      NULL },
 };
 
 

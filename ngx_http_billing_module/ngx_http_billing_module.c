@@ -13,6 +13,7 @@
 #include "ngx_http_billing_api.h"
 #include "ngx_http_billing_audit.h"
 #include "ngx_http_billing_auth.h"
+#include "ngx_http_billing_batch.h"
 #include "ngx_http_billing_cors.h"
 #include "ngx_http_billing_curl.h"
 #include "ngx_http_billing_jwks.h"
@@ -60,6 +61,8 @@ static char *ngx_http_billing_database_url(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_billing_database_resolver(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+static char *ngx_http_billing_batch(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static char *ngx_http_billing_pool(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_billing_timeouts(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -265,6 +268,13 @@ static ngx_command_t  ngx_http_billing_commands[] = {
     { ngx_string("billing_pool"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
       ngx_http_billing_pool,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("billing_batch"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_billing_batch,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },
@@ -488,6 +498,7 @@ ngx_http_billing_create_main_conf(ngx_conf_t *cf)
     bmcf->pool_min = NGX_CONF_UNSET_UINT;
     bmcf->pool_max = NGX_CONF_UNSET_UINT;
     bmcf->pool_queue = NGX_CONF_UNSET_UINT;
+    bmcf->batch_max = NGX_CONF_UNSET_UINT;
     bmcf->connect_timeout = NGX_CONF_UNSET_MSEC;
     bmcf->query_timeout = NGX_CONF_UNSET_MSEC;
     bmcf->audit_interval = NGX_CONF_UNSET_MSEC;
@@ -513,6 +524,7 @@ ngx_http_billing_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_uint_value(bmcf->pool_min, 2);
     ngx_conf_init_uint_value(bmcf->pool_max, 10);
     ngx_conf_init_uint_value(bmcf->pool_queue, 128);
+    ngx_conf_init_uint_value(bmcf->batch_max, 0);
     ngx_conf_init_msec_value(bmcf->connect_timeout, 5000);
     ngx_conf_init_msec_value(bmcf->query_timeout, 10000);
     ngx_conf_init_msec_value(bmcf->audit_interval, 60000);
@@ -691,6 +703,7 @@ ngx_http_billing_postconfiguration(ngx_conf_t *cf)
 static ngx_int_t
 ngx_http_billing_init_process(ngx_cycle_t *cycle)
 {
+    const char *const             *hot;
     ngx_http_billing_main_conf_t  *bmcf;
 
     /* cache manager and loader processes serve no requests */
@@ -728,6 +741,14 @@ ngx_http_billing_init_process(ngx_cycle_t *cycle)
                                                  bmcf->query_timeout);
     if (bmcf->pool == NULL) {
         return NGX_ERROR;
+    }
+
+    ngx_http_billing_batch_init(bmcf->pool, bmcf->batch_max);
+
+    for (hot = ngx_http_billing_api_hot_statements(); *hot; hot++) {
+        if (ngx_http_billing_pg_prepare(bmcf->pool, *hot) != NGX_OK) {
+            return NGX_ERROR;
+        }
     }
 
     if (ngx_http_billing_audit_init(cycle, bmcf) != NGX_OK) {
@@ -1016,6 +1037,42 @@ ngx_http_billing_database_resolver(ngx_conf_t *cf, ngx_command_t *cmd,
     }
 
     bmcf->database_resolver = &u.addrs[0];
+
+    return NGX_CONF_OK;
+}
+
+
+/* "max=N": waiting reconciles sent together at most, 0 = one by one */
+static char *
+ngx_http_billing_batch(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_billing_main_conf_t *bmcf = conf;
+
+    ngx_int_t   n;
+    ngx_str_t  *value;
+
+    if (bmcf->batch_max != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (value[1].len < 4 || ngx_strncmp(value[1].data, "max=", 4) != 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    n = ngx_atoi(value[1].data + 4, value[1].len - 4);
+
+    if (n == NGX_ERROR || n > NGX_HTTP_BILLING_PG_BATCH_MAX) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid value \"%V\" (max=0..%d)", &value[1],
+                           NGX_HTTP_BILLING_PG_BATCH_MAX);
+        return NGX_CONF_ERROR;
+    }
+
+    bmcf->batch_max = (ngx_uint_t) n;
 
     return NGX_CONF_OK;
 }

@@ -53,6 +53,10 @@ typedef enum {
     ((pc)->state <= NGX_HTTP_BILLING_PG_SETUP)
 
 
+/* statements prepared on each connection, at most */
+#define NGX_HTTP_BILLING_PG_PREPARED     8
+
+
 /* a statement every new session runs, and what to do when it fails */
 typedef struct {
     const char                   *sql;
@@ -68,6 +72,7 @@ struct ngx_http_billing_pg_conn_s {
     ino_t                         ino;       /* of the socket c watches */
     ngx_http_billing_pg_state_e   state;
     ngx_uint_t                    step;      /* SETUP: the statement out */
+    ngx_uint_t                    prepared;  /* bit i: pool->prepared[i] */
     ngx_http_billing_pg_op_t     *op;        /* NULL when idle or detached */
     PGresult                     *res;       /* the result that decides */
     unsigned                      fatal:1;   /* the server said goodbye */
@@ -99,6 +104,12 @@ struct ngx_http_billing_pg_pool_s {
     ngx_http_billing_lookup_t    *lookup;    /* in flight, or NULL */
     ngx_event_t                   lookup_timer;
 
+    ngx_uint_t                    batch_max;
+    ngx_http_billing_pg_group_pt  group;
+
+    const char                   *prepared[NGX_HTTP_BILLING_PG_PREPARED];
+    ngx_uint_t                    nprepared;
+
     ngx_event_t                   refill;    /* keeps "min" connections */
     ngx_msec_t                    backoff;
     unsigned                      failing:1; /* the last open failed */
@@ -121,6 +132,29 @@ static ngx_http_billing_pg_step_t  ngx_http_billing_pg_setup_steps[] = {
       "the login must be a member of billing_app: "
       "sql/migrate.sh --grant-runtime grants it" },
     { NULL, NULL }
+};
+
+#define NGX_HTTP_BILLING_PG_BASE_STEPS                                        \
+    (sizeof(ngx_http_billing_pg_setup_steps)                                  \
+     / sizeof(ngx_http_billing_pg_step_t) - 1)
+
+/*
+ * Then the hot statements (ngx_http_billing_pg_prepare), each prepared
+ * under the name of its place: parsed and analysed once per connection
+ * instead of once per call.  Prepared after SET ROLE, so as billing_app.
+ *
+ * Canaries (sql/README.md): a prepared statement refers to the function
+ * it calls; CREATE OR REPLACE keeps the function (same oid) and the server
+ * invalidates the statement's plan, which is made again at the next call,
+ * so a migration run while connections are open is seen at once.  A new
+ * signature is a new function name, hence a new statement text in a new
+ * module version: an old connection never calls a new function by an old
+ * statement.  A statement the server refuses to prepare (a function the
+ * database does not have yet) is sent unprepared on that connection.
+ */
+static const char  *ngx_http_billing_pg_statement_names[] = {
+    "billing_0", "billing_1", "billing_2", "billing_3",
+    "billing_4", "billing_5", "billing_6", "billing_7"
 };
 
 
@@ -157,6 +191,8 @@ static void ngx_http_billing_pg_notice(void *arg, const PGresult *res);
 static void ngx_http_billing_pg_complete(ngx_http_billing_pg_conn_t *pc,
     ngx_http_billing_pg_status_e status);
 static void ngx_http_billing_pg_release(ngx_http_billing_pg_conn_t *pc);
+static ngx_http_billing_pg_op_t *ngx_http_billing_pg_group(
+    ngx_http_billing_pg_pool_t *pool, ngx_http_billing_pg_op_t *first);
 static void ngx_http_billing_pg_finish_op(ngx_http_billing_pg_op_t *op,
     ngx_http_billing_pg_status_e status, PGresult *res);
 static void ngx_http_billing_pg_unqueue(ngx_http_billing_pg_op_t *op);
@@ -440,7 +476,43 @@ ngx_http_billing_pg_cancel(ngx_http_billing_pg_op_t *op)
         op->conn = NULL;
     }
 
+    if (op->link) {
+        /* in a batch: the batch's answer for it is discarded */
+        *op->link = NULL;
+        op->link = NULL;
+    }
+
     op->handler = NULL;
+}
+
+
+ngx_int_t
+ngx_http_billing_pg_prepare(ngx_http_billing_pg_pool_t *pool, const char *sql)
+{
+    if (pool->nprepared == NGX_HTTP_BILLING_PG_PREPARED) {
+        return NGX_ERROR;
+    }
+
+    pool->prepared[pool->nprepared++] = sql;
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_billing_pg_batching(ngx_http_billing_pg_pool_t *pool, ngx_uint_t max,
+    ngx_http_billing_pg_group_pt group)
+{
+    pool->batch_max = ngx_min(max, NGX_HTTP_BILLING_PG_BATCH_MAX);
+    pool->group = group;
+}
+
+
+void
+ngx_http_billing_pg_finish(ngx_http_billing_pg_op_t *op,
+    ngx_http_billing_pg_status_e status, PGresult *res)
+{
+    ngx_http_billing_pg_finish_op(op, status, res);
 }
 
 
@@ -755,22 +827,41 @@ ngx_http_billing_pg_connect_poll(ngx_http_billing_pg_conn_t *pc)
 static void
 ngx_http_billing_pg_setup(ngx_http_billing_pg_conn_t *pc)
 {
-    ngx_http_billing_pg_step_t  *step;
+    int          rc;
+    ngx_uint_t   i;
+    const char  *sql;
 
-    step = &ngx_http_billing_pg_setup_steps[pc->step];
+    i = 0;
 
-    if (step->sql == NULL) {
-        ngx_http_billing_pg_ready(pc);
-        return;
+    if (pc->step < NGX_HTTP_BILLING_PG_BASE_STEPS) {
+        sql = ngx_http_billing_pg_setup_steps[pc->step].sql;
+
+    } else {
+        i = pc->step - NGX_HTTP_BILLING_PG_BASE_STEPS;
+
+        if (i == pc->pool->nprepared) {
+            ngx_http_billing_pg_ready(pc);
+            return;
+        }
+
+        sql = pc->pool->prepared[i];
     }
 
     pc->state = NGX_HTTP_BILLING_PG_SETUP;
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, pc->pool->log, 0,
                    "billing pg: connection %d: setup \"%s\"", pc->c->fd,
-                   step->sql);
+                   sql);
 
-    if (!PQsendQuery(pc->pg, step->sql)) {
+    if (pc->step < NGX_HTTP_BILLING_PG_BASE_STEPS) {
+        rc = PQsendQuery(pc->pg, sql);
+
+    } else {
+        rc = PQsendPrepare(pc->pg, ngx_http_billing_pg_statement_names[i],
+                           sql, 0, NULL);
+    }
+
+    if (!rc) {
         ngx_http_billing_pg_log_error(pc, "cannot set up the database session");
         ngx_http_billing_pg_open_failed(pc);
         return;
@@ -784,11 +875,10 @@ static void
 ngx_http_billing_pg_setup_event(ngx_http_billing_pg_conn_t *pc)
 {
     ngx_int_t                    rc;
+    ngx_uint_t                   i;
     PGresult                    *res;
     const char                  *msg;
     ngx_http_billing_pg_step_t  *step;
-
-    step = &ngx_http_billing_pg_setup_steps[pc->step];
 
     switch (PQflush(pc->pg)) {
 
@@ -821,6 +911,34 @@ ngx_http_billing_pg_setup_event(ngx_http_billing_pg_conn_t *pc)
 
     res = pc->res;
     pc->res = NULL;
+
+    if (pc->step >= NGX_HTTP_BILLING_PG_BASE_STEPS) {
+        i = pc->step - NGX_HTTP_BILLING_PG_BASE_STEPS;
+
+        if (res == NULL || ngx_http_billing_pg_failed(res)) {
+            /* not fatal: the statement is sent as text on this session */
+            msg = res ? PQresultErrorMessage(res) : "no result";
+
+            ngx_log_error(NGX_LOG_WARN, pc->pool->log, 0,
+                          "billing: cannot prepare \"%s\": %*s; it is sent "
+                          "unprepared on this connection",
+                          pc->pool->prepared[i],
+                          ngx_http_billing_pg_trim(msg), msg);
+
+        } else {
+            pc->prepared |= (ngx_uint_t) 1 << i;
+        }
+
+        if (res) {
+            PQclear(res);
+        }
+
+        pc->step++;
+        ngx_http_billing_pg_setup(pc);
+        return;
+    }
+
+    step = &ngx_http_billing_pg_setup_steps[pc->step];
 
     if (res == NULL || ngx_http_billing_pg_failed(res)) {
         /* refused: this session cannot serve, nor can the next one */
@@ -1107,18 +1225,40 @@ static ngx_int_t
 ngx_http_billing_pg_send(ngx_http_billing_pg_conn_t *pc,
     ngx_http_billing_pg_op_t *op)
 {
-    int  rc;
+    int          rc;
+    ngx_uint_t   i;
+    const char  *name;
 
     pc->state = NGX_HTTP_BILLING_PG_SENDING;
 
-    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, op->log, 0,
-                   "billing pg: query on connection %d: \"%s\"", pc->c->fd,
-                   op->sql);
+    /* a hot statement prepared on this connection goes by its name */
+    name = NULL;
 
-    /* text parameters, text results, unnamed statement: one round trip */
-    rc = PQsendQueryParams(pc->pg, op->sql, op->nparams, NULL, op->values,
-                           NULL, NULL, 0)
-         ? PQflush(pc->pg) : -1;
+    for (i = 0; i < pc->pool->nprepared; i++) {
+        if (pc->pool->prepared[i] == op->sql) {
+            if (pc->prepared & ((ngx_uint_t) 1 << i)) {
+                name = ngx_http_billing_pg_statement_names[i];
+            }
+
+            break;
+        }
+    }
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, op->log, 0,
+                   "billing pg: query on connection %d: \"%s\"%s", pc->c->fd,
+                   op->sql, name ? ", prepared" : "");
+
+    /* text parameters, text results: one round trip */
+    if (name) {
+        rc = PQsendQueryPrepared(pc->pg, name, op->nparams, op->values, NULL,
+                                 NULL, 0);
+
+    } else {
+        rc = PQsendQueryParams(pc->pg, op->sql, op->nparams, NULL,
+                               op->values, NULL, NULL, 0);
+    }
+
+    rc = rc ? PQflush(pc->pg) : -1;
 
     if (rc == -1) {
         /* nothing complete reached the server: safe to send elsewhere */
@@ -1379,7 +1519,7 @@ static void
 ngx_http_billing_pg_release(ngx_http_billing_pg_conn_t *pc)
 {
     ngx_queue_t                 *q;
-    ngx_http_billing_pg_op_t    *op;
+    ngx_http_billing_pg_op_t    *op, *bop;
     ngx_http_billing_pg_pool_t  *pool;
 
     pool = pc->pool;
@@ -1397,6 +1537,29 @@ ngx_http_billing_pg_release(ngx_http_billing_pg_conn_t *pc)
     if (!ngx_queue_empty(&pool->waiters)) {
         q = ngx_queue_head(&pool->waiters);
         op = ngx_queue_data(q, ngx_http_billing_pg_op_t, queue);
+
+        bop = (op->batch && pool->batch_max > 1)
+              ? ngx_http_billing_pg_group(pool, op) : NULL;
+
+        if (bop) {
+            ngx_log_debug1(NGX_LOG_DEBUG_HTTP, pool->log, 0,
+                           "billing pg: connection %d to a batch", pc->c->fd);
+
+            if (ngx_http_billing_pg_send(pc, bop) != NGX_OK) {
+                /*
+                 * The connection was dead and nothing reached the server;
+                 * the items left the queue: the batch's handler sends
+                 * them again, each alone (bop->sent is 0).
+                 */
+                ngx_http_billing_pg_finish_op(bop,
+                                              NGX_HTTP_BILLING_PG_BROKEN,
+                                              NULL);
+                return;
+            }
+
+            ngx_http_billing_pg_update_gauges(pool);
+            return;
+        }
 
         ngx_log_debug2(NGX_LOG_DEBUG_HTTP, pool->log, 0,
                        "billing pg: connection %d to the first of %ui "
@@ -1427,6 +1590,51 @@ ngx_http_billing_pg_release(ngx_http_billing_pg_conn_t *pc)
                    pool->nidle);
 
     ngx_http_billing_pg_update_gauges(pool);
+}
+
+
+/*
+ * Group commit: the waiters of first's kind, from the head of the queue
+ * (others keep their places), up to batch_max, become one op made by the
+ * grouper, and leave the queue.  Only what already waits: nobody is kept
+ * waiting for a batch to fill.  NULL: first goes alone (no other of its
+ * kind waits, or the grouper could not make the op).
+ */
+static ngx_http_billing_pg_op_t *
+ngx_http_billing_pg_group(ngx_http_billing_pg_pool_t *pool,
+    ngx_http_billing_pg_op_t *first)
+{
+    ngx_uint_t                 i, n;
+    ngx_queue_t               *q;
+    ngx_http_billing_pg_op_t  *op, *bop, *ops[NGX_HTTP_BILLING_PG_BATCH_MAX];
+
+    n = 0;
+
+    for (q = ngx_queue_head(&pool->waiters);
+         q != ngx_queue_sentinel(&pool->waiters) && n < pool->batch_max;
+         q = ngx_queue_next(q))
+    {
+        op = ngx_queue_data(q, ngx_http_billing_pg_op_t, queue);
+
+        if (op->batch == first->batch) {
+            ops[n++] = op;
+        }
+    }
+
+    if (n < 2) {
+        return NULL;
+    }
+
+    bop = pool->group(pool, ops, n);
+    if (bop == NULL) {
+        return NULL;
+    }
+
+    for (i = 0; i < n; i++) {
+        ngx_http_billing_pg_unqueue(ops[i]);
+    }
+
+    return bop;
 }
 
 

@@ -25,6 +25,24 @@ typedef struct ngx_http_billing_pg_op_s    ngx_http_billing_pg_op_t;
 typedef void (*ngx_http_billing_pg_done_pt)(ngx_http_billing_pg_op_t *op);
 
 
+/*
+ * Group commit: calls of one kind (op->batch) that wait in the queue when
+ * a connection frees up may be sent as one statement.  The pool finds them
+ * and takes them off the queue; the grouper (ngx_http_billing_batch.c)
+ * makes the one op that carries them and answers each of them.
+ */
+typedef struct {
+    const char                   *sql;       /* one array per parameter */
+} ngx_http_billing_pg_batch_t;
+
+/* ops: n >= 2 waiters of one kind, in arrival order; NULL: send them alone */
+typedef ngx_http_billing_pg_op_t *(*ngx_http_billing_pg_group_pt)(
+    ngx_http_billing_pg_pool_t *pool, ngx_http_billing_pg_op_t **ops,
+    ngx_uint_t n);
+
+#define NGX_HTTP_BILLING_PG_BATCH_MAX  100
+
+
 /* op->status once the handler runs, or once the pool refused the op */
 typedef enum {
     NGX_HTTP_BILLING_PG_OK = 0,          /* op->res holds the tuples */
@@ -46,6 +64,11 @@ struct ngx_http_billing_pg_op_s {
     void                         *data;
     ngx_log_t                    *log;
     unsigned                      read_only:1;   /* safe to run twice */
+    ngx_http_billing_pg_batch_t  *batch;     /* may be sent with its kind */
+
+    /* where the answer is in op->res: a batch's row and first column */
+    int                           row;
+    int                           col;
 
     /* filled by the pool; op->res is cleared after the handler returns */
     ngx_http_billing_pg_status_e  status;
@@ -58,6 +81,9 @@ struct ngx_http_billing_pg_op_s {
     unsigned                      waiting:1;
     unsigned                      sent:1;    /* the server may have run it */
     unsigned                      retries:8;
+
+    /* the grouper's pointer to this op, cleared when it is cancelled */
+    ngx_http_billing_pg_op_t    **link;
 };
 
 
@@ -96,6 +122,22 @@ ngx_uint_t ngx_http_billing_pg_shape(ngx_http_billing_pg_op_t *op,
 
 /* detaches an op whose owner is going away; its handler is never called */
 void ngx_http_billing_pg_cancel(ngx_http_billing_pg_op_t *op);
+
+/*
+ * sql is prepared on every connection the pool opens (its setup), and an
+ * op whose op->sql is that very pointer is sent as the prepared statement.
+ * NGX_ERROR: too many statements.
+ */
+ngx_int_t ngx_http_billing_pg_prepare(ngx_http_billing_pg_pool_t *pool,
+    const char *sql);
+
+/* max: waiters of one kind sent together at most (< 2: never) */
+void ngx_http_billing_pg_batching(ngx_http_billing_pg_pool_t *pool,
+    ngx_uint_t max, ngx_http_billing_pg_group_pt group);
+
+/* ends an op the pool no longer holds (a grouper's item): its handler runs */
+void ngx_http_billing_pg_finish(ngx_http_billing_pg_op_t *op,
+    ngx_http_billing_pg_status_e status, PGresult *res);
 
 void ngx_http_billing_pg_stats(ngx_http_billing_pg_pool_t *pool,
     ngx_http_billing_pg_stats_t *stats);

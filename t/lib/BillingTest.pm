@@ -90,6 +90,28 @@ INIT {
     if (my $add = main->can('add_response_body_check')) {
         $add->(\&BillingTest::OpenAPI::test_nginx_check);
     }
+    # BILLING_TEST_BATCH=N: the whole suite with group commit on, unchanged
+    # (see batch_config below); both runners offer add_block_preprocessor.
+    if (batch_config() ne '' and my $pre = main->can('add_block_preprocessor')) {
+        $pre->(\&_batch_block);
+    }
+}
+
+# BILLING_TEST_BATCH=N (N >= 0) runs every block and every start_nginx()
+# instance with `billing_batch max=N;` in its http block, unless it says
+# billing_batch itself: group commit must answer every test as the single
+# path does (docs/architecture.md, "Group commit").
+sub batch_config {
+    my $n = $ENV{BILLING_TEST_BATCH} // '';
+    return '' unless $n =~ /^\d+$/;
+    return "billing_batch max=$n;";
+}
+
+sub _batch_block {
+    my ($block) = @_;
+    my $http = $block->http_config // '';
+    return if $http =~ /\bbilling_batch\b/;
+    $block->set_value('http_config', $http . "\n" . batch_config() . "\n");
 }
 
 our @EXPORT = qw(
@@ -584,6 +606,10 @@ sub start_nginx {
     if ($conf !~ /^\s*http\s*\{/m) {
         $conf = "http {\n    access_log logs/access.log;\n    default_type text/plain;\n"
               . "    keepalive_timeout 68;\n$conf\n}\n";
+    }
+    if (batch_config() ne '' && $conf !~ /\bbilling_batch\b/) {
+        my $line = batch_config();
+        $conf =~ s/^(\s*http\s*\{[^\n]*\n)/$1    $line\n/m;
     }
     my $top = '';
     my %has = map { $_ => (($conf =~ /^\s*\Q$_\E\b/m || $main =~ /^\s*\Q$_\E\b/m) ? 1 : 0) }

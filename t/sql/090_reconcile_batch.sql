@@ -1,0 +1,137 @@
+-- Group commit: api_reconcile_batch answers every item as api_reconcile
+-- would alone, in user-id order (bytewise) and, per user, in arrival order.
+\set test_name reconcile_batch
+\ir lib/setup.psql
+
+-- Order: user-id order, bytewise ('Z' < 'a'), arrival order within a user;
+-- the rows come in that order, each with its item's ordinal.
+DO $$
+DECLARE
+    a text := pg_temp.u('a');
+    z text := pg_temp.u('Z');
+    v_ord int[];
+    v_first bigint;
+    v_last bigint;
+BEGIN
+    PERFORM pg_temp.fund(a, 1000000);
+    PERFORM pg_temp.fund(z, 1000000);
+    SELECT array_agg(ordinal) INTO v_ord
+      FROM billing.api_reconcile_batch(ARRAY[a, z, a, z], ARRAY['gpt-4o', 'gpt-4o', 'gpt-4o', 'gpt-4o'],
+                                       ARRAY[1000, 1000, 1000, 1000]::bigint[], ARRAY[500, 500, 500, 500]::bigint[],
+                                       ARRAY['k-1', 'k-1', 'k-2', 'k-2'], ARRAY[NULL, NULL, NULL, NULL]::uuid[]);
+    ASSERT v_ord = ARRAY[2, 4, 1, 3], format('processed in order %s', v_ord);
+    -- the entries were written in that order too
+    SELECT max(id) INTO v_first FROM billing.ledger_entries WHERE user_id = z AND type = 'usage';
+    SELECT min(id) INTO v_last FROM billing.ledger_entries WHERE user_id = a AND type = 'usage';
+    ASSERT v_first < v_last, 'Z''s entries before a''s';
+    ASSERT (SELECT balance_after_micros FROM billing.ledger_entries
+             WHERE user_id = a AND idempotency_key = 'k-2') = 1000000 - 15000, 'k-2 after k-1';
+END $$;
+
+-- Duplicates in one batch behave as sequential requests: the same key and
+-- body is a replay of the entry the earlier item wrote, another body 409;
+-- a 402, a 422 and a 400 touch only their item, whatever their place.
+DO $$
+DECLARE
+    u text := pg_temp.u('dup');
+    v record;
+    v_rows jsonb := '{}';
+BEGIN
+    PERFORM pg_temp.fund(u, 10000);     -- one gpt-4o 1000/500 charge (7500)
+    FOR v IN SELECT * FROM billing.api_reconcile_batch(
+                 ARRAY[u, u, u, u, u, NULL],
+                 ARRAY['nope', 'gpt-4o', 'gpt-4o', 'gpt-4o', 'gpt-4o', 'gpt-4o'],
+                 ARRAY[1, 1000, 1000, 1000, 1000, 1]::bigint[], ARRAY[1, 500, 500, 501, 500, 1]::bigint[],
+                 ARRAY['m', 'k', 'k', 'k', 'k2', 'n'], ARRAY[NULL, NULL, NULL, NULL, NULL, NULL]::uuid[])
+    LOOP
+        v_rows := v_rows || jsonb_build_object(v.ordinal::text,
+                                               jsonb_build_array(v.status, v.code, v.meta));
+    END LOOP;
+    ASSERT v_rows = jsonb_build_object(
+        '1', jsonb_build_array(422, 'unknown_model', NULL),
+        '2', jsonb_build_array(201, NULL, NULL),
+        '3', jsonb_build_array(201, NULL, 'replayed'),
+        '4', jsonb_build_array(409, 'idempotency_key_reused', NULL),
+        '5', jsonb_build_array(402, 'insufficient_credits', NULL),
+        '6', jsonb_build_array(400, 'invalid_request', NULL)), format('%s', v_rows);
+    ASSERT pg_temp.balance(u) = 2500;
+    ASSERT pg_temp.entries(u) = 2;      -- purchase + one usage
+END $$;
+
+-- The answers are api_reconcile's own: a batch of one equals the single call.
+DO $$
+DECLARE
+    u text := pg_temp.u('same');
+    b billing.api_result;
+    s billing.api_result;
+BEGIN
+    PERFORM pg_temp.fund(u, 1000000);
+    SELECT status, code, body, meta INTO b
+      FROM billing.api_reconcile_batch(ARRAY[u], ARRAY['gpt-4o'], ARRAY[1000]::bigint[], ARRAY[500]::bigint[],
+                                       ARRAY['k'], ARRAY[NULL]::uuid[]);
+    s := billing.api_reconcile(u, 'gpt-4o', 1000, 500, 'k', NULL);
+    ASSERT b.status = 201 AND s.status = 201 AND s.meta = 'replayed', format('%s / %s', b, s);
+    ASSERT s.body::jsonb = b.body::jsonb || '{"replayed": true}', format('%s / %s', b, s);
+END $$;
+
+-- Arrays of different lengths, or not from 1, are refused as a whole.
+DO $$
+BEGIN
+    BEGIN
+        PERFORM billing.api_reconcile_batch(ARRAY['a', 'b'], ARRAY['gpt-4o'], ARRAY[1, 1]::bigint[],
+                                            ARRAY[1, 1]::bigint[], ARRAY['k', 'l'], ARRAY[NULL, NULL]::uuid[]);
+        ASSERT false, 'lengths differ: refused';
+    EXCEPTION WHEN invalid_parameter_value THEN NULL;
+    END;
+    BEGIN
+        PERFORM billing.api_reconcile_batch('[0:0]={a}', '{gpt-4o}', '{1}', '{1}', '{k}', '{NULL}');
+        ASSERT false, 'not from 1: refused';
+    EXCEPTION WHEN invalid_parameter_value THEN NULL;
+    END;
+END $$;
+
+-- The runtime role may execute it, and nothing else of it.
+DO $$
+BEGIN
+    ASSERT has_function_privilege('billing_app',
+        'billing.api_reconcile_batch(text[], text[], bigint[], bigint[], text[], uuid[])', 'EXECUTE');
+    ASSERT NOT has_function_privilege('public',
+        'billing.api_reconcile_batch(text[], text[], bigint[], bigint[], text[], uuid[])', 'EXECUTE');
+END $$;
+
+-- Holds: the same order and the same duplicate rules (api_hold_create per
+-- item): a second hold beyond the available balance is 402, a repeated
+-- key a replay, another amount under it 409.
+DO $$
+DECLARE
+    u text := pg_temp.u('holds');
+    w text := pg_temp.u('Holds');
+    v record;
+    v_rows jsonb := '{}';
+    v_ord int[] := '{}';
+BEGIN
+    PERFORM pg_temp.fund(u, 10000);
+    PERFORM pg_temp.fund(w, 10000);
+    FOR v IN SELECT * FROM billing.api_hold_create_batch(ARRAY[u, w, u, u, u],
+                                                         ARRAY[6000, 1, 6000, 6000, 5000]::bigint[],
+                                                         ARRAY['h1', 'h1', 'h2', 'h1', 'h1'],
+                                                         ARRAY[600, 600, 600, 600, 600])
+    LOOP
+        v_ord := v_ord || v.ordinal;
+        v_rows := v_rows || jsonb_build_object(v.ordinal::text,
+                                               jsonb_build_array(v.status, v.code, v.meta));
+    END LOOP;
+    ASSERT v_ord = ARRAY[2, 1, 3, 4, 5], format('processed in order %s', v_ord);
+    ASSERT v_rows = jsonb_build_object(
+        '1', jsonb_build_array(201, NULL, NULL),
+        '2', jsonb_build_array(201, NULL, NULL),
+        '3', jsonb_build_array(402, 'insufficient_credits', NULL),
+        '4', jsonb_build_array(201, NULL, 'replayed'),
+        '5', jsonb_build_array(409, 'idempotency_key_reused', NULL)), format('%s', v_rows);
+    ASSERT (SELECT count(*) FROM billing.holds WHERE user_id = u) = 1;
+    ASSERT has_function_privilege('billing_app',
+        'billing.api_hold_create_batch(text[], bigint[], text[], int[])', 'EXECUTE');
+END $$;
+
+DO $$ BEGIN PERFORM pg_temp.assert_healthy(); END $$;
+\echo ok 090_reconcile_batch
