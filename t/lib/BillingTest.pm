@@ -215,7 +215,8 @@ sub database_name {
 }
 
 # billing_<tag>_<pid>: a run killed before its END leaves a database of
-# its own pid behind, never another run's; one left over is dropped first
+# its own pid behind, never another run's; one left over is dropped first.
+# Called again with the same tag: the database is dropped and made anew.
 sub scratch_db {
     my ($tag) = @_;
     croak "scratch_db: bad tag '$tag'" unless defined $tag && $tag =~ /^\w+$/;
@@ -223,7 +224,7 @@ sub scratch_db {
     my $name = "billing_${tag}_$$";
     psql_admin(qq{DROP DATABASE IF EXISTS "$name" WITH (FORCE)});
     psql_admin(qq{CREATE DATABASE "$name"});
-    push @ScratchDbs, $name;
+    push @ScratchDbs, $name unless grep { $_ eq $name } @ScratchDbs;
     return database_url($admin, $name);
 }
 
@@ -1136,9 +1137,10 @@ sub instance_pg_ports {
 #                                    unless it answered 200
 #   wait_until($cond, $timeout)   -> 1 once $cond->() is true, polled until
 #                                    $timeout seconds passed; else 0
+#   uuid_v4()                     -> a random RFC 9562 version 4 UUID
 
 push @EXPORT, qw(
-    block_http_config service_token gpt4o_reconcile_req metrics_at wait_until
+    block_http_config service_token gpt4o_reconcile_req metrics_at wait_until uuid_v4
 );
 
 sub block_http_config {
@@ -1174,6 +1176,15 @@ sub wait_until {
         sleep 0.05;
     }
     return $cond->() ? 1 : 0;
+}
+
+sub uuid_v4 {
+    my @h = map { sprintf '%02x', int rand 256 } 1 .. 16;
+    $h[6] = '4' . substr($h[6], 1);
+    $h[8] = (qw(8 9 a b))[rand 4] . substr($h[8], 1);
+    my $s = join '', @h;
+    return join '-', substr($s, 0, 8), substr($s, 8, 4), substr($s, 12, 4),
+                     substr($s, 16, 4), substr($s, 20);
 }
 
 1;
