@@ -1122,7 +1122,7 @@ sub instance_pg_ports {
 1;
 
 # ================================================================ appended:
-# what several .t files set up alike (the subs above are unchanged).
+# what several .t files set up alike.
 #
 #   block_http_config(pool => 'min=1 max=1') -> the http-level lines of a
 #       block that talks to the test database and takes mint_token()'s
