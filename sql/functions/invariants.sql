@@ -81,46 +81,13 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = billing, pg_temp AS $$
       FROM ledger_entries l JOIN purchases p ON p.id = l.purchase_id
      WHERE l.user_id <> p.user_id
     UNION ALL
-    -- (4) a dispute debits at most once, a won dispute credits back at most
-    --     once and exactly what it debited
-    SELECT 4, d.user_id,
-           format('dispute %s (%s): debited %s, credited back %s; entries: %s debits of %s, %s credits of %s',
-                  d.id, d.status, d.debited_micros, d.credited_back_micros,
-                  coalesce(e.n_debit, 0), coalesce(e.debit, 0), coalesce(e.n_credit, 0), coalesce(e.credit, 0))
-      FROM disputes d
-      LEFT JOIN (SELECT l.dispute_id,
-                        count(*) FILTER (WHERE l.type = 'dispute') AS n_debit,
-                        -sum(l.amount_micros) FILTER (WHERE l.type = 'dispute') AS debit,
-                        count(*) FILTER (WHERE l.type = 'dispute_reversal') AS n_credit,
-                        sum(l.amount_micros) FILTER (WHERE l.type = 'dispute_reversal') AS credit
-                   FROM ledger_entries l
-                  WHERE l.type IN ('dispute', 'dispute_reversal')
-                  GROUP BY l.dispute_id) e ON e.dispute_id = d.id
-     WHERE coalesce(e.n_debit, 0) <> (d.debited_micros > 0)::int
-        OR coalesce(e.debit, 0) <> d.debited_micros
-        OR coalesce(e.n_credit, 0) <> (d.credited_back_micros > 0)::int
-        OR coalesce(e.credit, 0) <> d.credited_back_micros
-        OR (d.credited_back_micros > 0 AND d.status <> 'won')
+    -- (4) disputes, dispute entries, usage reversals (_scoped_invariants.sql,
+    --     here over everything)
+    SELECT * FROM _dispute_violations(ARRAY(SELECT d.id FROM disputes d))
     UNION ALL
-    SELECT 4, l.user_id, format('%s entry %s names dispute %s, which belongs to nothing of its user',
-                                l.type, l.id, l.dispute_id)
-      FROM ledger_entries l
-     WHERE l.type IN ('dispute', 'dispute_reversal')
-       AND NOT EXISTS (SELECT 1 FROM disputes d
-                        WHERE d.id = l.dispute_id AND d.user_id = l.user_id
-                          AND d.purchase_id = l.purchase_id)
+    SELECT * FROM _dispute_entry_violations(0, 9223372036854775807)
     UNION ALL
-    -- a usage reversal credits back exactly one usage entry of its user
-    SELECT 4, r.user_id,
-           format('usage_reversal %s of entry %s: %s', r.id, r.reversed_entry_id,
-                  CASE WHEN u.id IS NULL OR u.type <> 'usage' THEN 'not a usage entry'
-                       WHEN u.user_id <> r.user_id THEN 'usage of user ' || u.user_id
-                       ELSE format('credits %s for a charge of %s', r.amount_micros, -u.amount_micros) END)
-      FROM ledger_entries r
-      LEFT JOIN ledger_entries u ON u.id = r.reversed_entry_id
-     WHERE r.type = 'usage_reversal'
-       AND (u.id IS NULL OR u.type <> 'usage' OR u.user_id <> r.user_id
-            OR r.amount_micros <> -u.amount_micros)
+    SELECT * FROM _reversal_violations(0, 9223372036854775807)
     UNION ALL
     -- (5) a negative balance only through a refund or a dispute; neither
     --     usage nor an administrator's debit ever leaves one
@@ -131,9 +98,8 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = billing, pg_temp AS $$
        AND NOT EXISTS (SELECT 1 FROM ledger_entries l
                         WHERE l.user_id = a.user_id AND l.type IN ('refund', 'dispute'))
     UNION ALL
-    SELECT 5, l.user_id, format('%s entry %s left balance %s', l.type, l.id, l.balance_after_micros)
-      FROM ledger_entries l
-     WHERE l.type IN ('usage', 'adjustment') AND l.amount_micros < 0 AND l.balance_after_micros < 0
+    -- (usage and debit adjustments: _scoped_invariants.sql, over everything)
+    SELECT * FROM _debit_violations(0, 9223372036854775807)
 $$;
 
 GRANT EXECUTE ON FUNCTION billing.invariant_violations() TO billing_app;
