@@ -276,16 +276,17 @@ is(sq('SELECT count(*) FROM billing.audit_full()'), 0, 'repaired: the full pass 
 # ------------------------------------------------------------ both paths, one judgement
 
 # One tampered item of each kind the runs and the full pass share
-# (sql/functions/_scoped_invariants.sql): a dispute that debited other than
-# it says, a dispute entry naming no dispute of its user, a "reversal" of a
-# purchase credit, an administrator's debit into a debt. Each is written by
+# (sql/functions/_scoped_invariants.sql): a refund its purchase does not
+# record, a dispute that debited other than it says, a dispute entry naming
+# no dispute of its user, a "reversal" of a purchase credit, an
+# administrator's debit into a debt. Each is written by
 # the owner past the functions, with its balance and (for admin entries) its
 # admin request, so nothing else is wrong; the runs' findings must be
 # exactly what invariant_violations() finds, and what audit_full() answers.
 settle(sweep => 100000);
 is(findings(), 0, 'before tampering: no finding');
-my %T = map { $_ => sql_quote("$U-t$_") } qw(dsp rev adj);
-fund("$U-t$_", 5_000_000) for qw(dsp rev adj);
+my %T = map { $_ => sql_quote("$U-t$_") } qw(pur dsp rev adj);
+fund("$U-t$_", 5_000_000) for qw(pur dsp rev adj);
 my %P = map { $_ => sq(qq{SELECT id FROM billing.purchases WHERE user_id = $T{$_}}) } keys %T;
 
 # an entry of user $u (quoted) with its balance; answers its id
@@ -298,6 +299,8 @@ sub tamper_entry {
                  UPDATE billing.accounts SET balance_micros = e.balance_after_micros FROM e
                   WHERE user_id = $u RETURNING e.id});
 }
+my $refund = tamper_entry($T{pur}, 'type, idempotency_key, purchase_id',
+                          "'refund', 'refund $P{pur} tamper', '$P{pur}'", -1);
 my ($dp_half, $dp_ghost) = ("dp_half_$$", "dp_ghost_$$");
 sq(qq{INSERT INTO billing.disputes (id, purchase_id, user_id, amount_cents, status, debited_micros)
       VALUES ('$dp_half', '$P{dsp}', $T{dsp}, 5000, 'lost', 1000)});
@@ -321,15 +324,17 @@ sub finding_set {
                    FROM (SELECT concat_ws('|', invariant, user_id, detail) AS f FROM $from) s});
 }
 my $want = finding_set('billing.invariant_violations() WHERE invariant <> 1');
+like($want, qr/^4\|\Q$U\E-tpur\|purchase $P{pur} refunded_micros 0 <> refund entries 1$/m,
+     'the full pass finds the refund its purchase does not record');
 like($want, qr/^4\|\Q$U\E-tdsp\|dispute $dp_half \(lost\): debited 1000, credited back 0; entries: 1 debits of 999, 0 credits of 0$/m,
-     'the full pass finds the dispute that debited other than it says');
+     '... the dispute that debited other than it says');
 like($want, qr/^4\|\Q$U\E-tdsp\|dispute entry $ghost names dispute $dp_ghost, which belongs to nothing of its user$/m,
      '... the dispute entry of no dispute');
 like($want, qr/^4\|\Q$U\E-trev\|usage_reversal $rev of entry $credit: not a usage entry$/m,
      '... the reversal of a purchase credit');
 like($want, qr/^5\|\Q$U\E-tadj\|adjustment entry $adj left balance -1000000$/m,
      '... the administrator\'s debit into a debt');
-is(scalar(() = $want =~ /^\d/mg), 5, '... and the debt itself, nothing else')
+is(scalar(() = $want =~ /^\d/mg), 6, '... and the debt itself, nothing else')
     or diag $want;
 settle(sweep => 100000);
 is(finding_set('billing.audit_findings'), $want, 'the runs find exactly what the full pass finds');
@@ -339,12 +344,12 @@ is(finding_set('billing.audit_full()'), $want, '... and audit_full() answers the
 sq(qq{ALTER TABLE billing.ledger_entries DISABLE TRIGGER ledger_entries_no_update_delete;
      ALTER TABLE billing.admin_requests DISABLE TRIGGER admin_requests_no_update_delete;
      DELETE FROM billing.admin_requests WHERE entry_id IN ($rev, $adj);
-     DELETE FROM billing.ledger_entries WHERE id IN ($half, $ghost, $rev, $adj);
+     DELETE FROM billing.ledger_entries WHERE id IN ($refund, $half, $ghost, $rev, $adj);
      DELETE FROM billing.disputes WHERE id = '$dp_half';
      UPDATE billing.accounts a
         SET balance_micros = (SELECT l.balance_after_micros FROM billing.ledger_entries l
                                WHERE l.user_id = a.user_id ORDER BY l.id DESC LIMIT 1)
-      WHERE a.user_id IN ($T{dsp}, $T{rev}, $T{adj});
+      WHERE a.user_id IN ($T{pur}, $T{dsp}, $T{rev}, $T{adj});
      ALTER TABLE billing.admin_requests ENABLE ALWAYS TRIGGER admin_requests_no_update_delete;
      ALTER TABLE billing.ledger_entries ENABLE ALWAYS TRIGGER ledger_entries_no_update_delete});
 is(sq('SELECT count(*) FROM billing.audit_full()'), 0, 'repaired: the full pass finds nothing');

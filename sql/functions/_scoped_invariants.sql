@@ -3,20 +3,61 @@
 -- invariants.sql) and the incremental audit (audit.sql) both check, each
 -- defined once, as rows of (invariant, user_id, detail), over a scope:
 --
+--   _purchase_violations(purchase ids)      a purchase's credit, refunds, user
 --   _dispute_violations(dispute ids)        a dispute's debit and credit back
 --   _dispute_entry_violations(from, to)     dispute entries naming their dispute
 --   _reversal_violations(from, to)          usage reversals
+--   _debt_violations(user ids)              a debt without a refund or dispute
 --   _debit_violations(from, to)             usage and debit adjustments
 --
 -- An entry range is p_from < id <= p_to: an audit run passes the chunk of
--- final entries it audits; the full pass passes everything
--- (0, 9223372036854775807) and the ids of every dispute.
+-- final entries it audits, and the purchases, disputes and users they
+-- touch; the full pass passes everything: (0, 9223372036854775807), the ids
+-- of every purchase and dispute, the users with a negative balance.
 --
 -- No SET search_path, unlike _append_only.sql, and every name is qualified:
 -- a STABLE LANGUAGE sql function without SET is inlined into the query that
--- calls it, so the planner sees the scope — an index range of the ledger's
--- primary key for a chunk, a probe per dispute, and a plain scan for the
--- full pass — instead of one plan made without the arguments.
+-- calls it, so the planner sees the scope: a run's chunk is a range of the
+-- ledger's primary key, the full pass's (0, max) a plain scan. A call whose
+-- argument is a sub-select (the full pass's id arrays) is not inlined; it is
+-- planned for an array of unknown length: a probe of the primary key per id,
+-- then of the ledger's indexes per purchase or dispute (t/008-audit-plan.t
+-- checks that no plan of a run scans the ledger).
+
+-- (4) a payment credits exactly once: one credit entry when paid, none
+-- otherwise, of the package's credits; the refunds recorded are the refund
+-- entries; every entry of a purchase is its user's (ledger_purchase_idx)
+CREATE OR REPLACE FUNCTION billing._purchase_violations(p_ids uuid[])
+RETURNS TABLE (invariant int, user_id text, detail text)
+LANGUAGE sql STABLE AS $$
+    SELECT 4, p.user_id,
+           format('purchase %s (%s) has %s credit entries', p.id, p.status, coalesce(c.n, 0))
+      FROM billing.purchases p
+      LEFT JOIN LATERAL (SELECT count(*) AS n FROM billing.ledger_entries l
+                          WHERE l.purchase_id = p.id AND l.type = 'purchase') c ON true
+     WHERE p.id = ANY (p_ids)
+       AND ((p.status IN ('paid', 'partially_refunded', 'refunded') AND coalesce(c.n, 0) <> 1)
+            OR (p.status IN ('pending', 'failed') AND coalesce(c.n, 0) <> 0))
+    UNION ALL
+    SELECT 4, p.user_id,
+           format('purchase %s credited %s but package grants %s', p.id, c.total, p.credits_micros)
+      FROM billing.purchases p
+      JOIN LATERAL (SELECT sum(l.amount_micros) AS total FROM billing.ledger_entries l
+                     WHERE l.purchase_id = p.id AND l.type = 'purchase') c ON c.total IS NOT NULL
+     WHERE p.id = ANY (p_ids) AND c.total <> p.credits_micros
+    UNION ALL
+    SELECT 4, p.user_id,
+           format('purchase %s refunded_micros %s <> refund entries %s', p.id, p.refunded_micros,
+                  coalesce(r.total, 0))
+      FROM billing.purchases p
+      LEFT JOIN LATERAL (SELECT -sum(l.amount_micros) AS total FROM billing.ledger_entries l
+                          WHERE l.purchase_id = p.id AND l.type = 'refund') r ON true
+     WHERE p.id = ANY (p_ids) AND p.refunded_micros <> coalesce(r.total, 0)
+    UNION ALL
+    SELECT 4, l.user_id, format('ledger entry %s belongs to purchase %s of user %s', l.id, p.id, p.user_id)
+      FROM billing.ledger_entries l JOIN billing.purchases p ON p.id = l.purchase_id
+     WHERE p.id = ANY (p_ids) AND l.user_id <> p.user_id
+$$;
 
 -- (4) a dispute debits at most once, a won dispute credits back at most once
 -- and exactly what it debited. Its entries are found through the purchase
@@ -74,6 +115,18 @@ LANGUAGE sql STABLE AS $$
      WHERE r.id > p_from AND r.id <= p_to AND r.type = 'usage_reversal'
        AND (u.id IS NULL OR u.type <> 'usage' OR u.user_id <> r.user_id
             OR r.amount_micros <> -u.amount_micros)
+$$;
+
+-- (5) a negative balance only through a refund or a dispute
+CREATE OR REPLACE FUNCTION billing._debt_violations(p_users text[])
+RETURNS TABLE (invariant int, user_id text, detail text)
+LANGUAGE sql STABLE AS $$
+    SELECT 5, a.user_id, format('negative balance %s without any refund or dispute entry',
+                                a.balance_micros)
+      FROM billing.accounts a
+     WHERE a.user_id = ANY (p_users) AND a.balance_micros < 0
+       AND NOT EXISTS (SELECT 1 FROM billing.ledger_entries l
+                        WHERE l.user_id = a.user_id AND l.type IN ('refund', 'dispute'))
 $$;
 
 -- (5) neither usage nor an administrator's debit ever leaves a negative balance

@@ -75,7 +75,7 @@ $$;
 
 -- Account-level checks of invariants 2 and 5 for these users: the stored
 -- balance against the latest entry (one index probe each), a negative
--- balance without any refund or dispute entry.
+-- balance without any refund or dispute entry (_scoped_invariants.sql).
 CREATE OR REPLACE FUNCTION billing._audit_accounts(p_users text[]) RETURNS void
 LANGUAGE sql VOLATILE SET search_path = billing, pg_temp AS $$
     INSERT INTO audit_findings (invariant, user_id, detail)
@@ -88,46 +88,15 @@ LANGUAGE sql VOLATILE SET search_path = billing, pg_temp AS $$
      WHERE a.user_id = ANY (p_users)
        AND a.balance_micros <> coalesce(e.balance_after_micros, 0)
     UNION ALL
-    SELECT 5, a.user_id, format('negative balance %s without any refund or dispute entry',
-                                a.balance_micros)
-      FROM accounts a
-     WHERE a.user_id = ANY (p_users) AND a.balance_micros < 0
-       AND NOT EXISTS (SELECT 1 FROM ledger_entries l
-                        WHERE l.user_id = a.user_id AND l.type IN ('refund', 'dispute'))
+    SELECT * FROM _debt_violations(p_users)
     ON CONFLICT DO NOTHING
 $$;
 
--- Invariant 4 for these purchases (the wording of invariant_violations()).
+-- Invariant 4 for these purchases (_scoped_invariants.sql).
 CREATE OR REPLACE FUNCTION billing._audit_purchases(p_ids uuid[]) RETURNS void
 LANGUAGE sql VOLATILE SET search_path = billing, pg_temp AS $$
     INSERT INTO audit_findings (invariant, user_id, detail)
-    SELECT 4, p.user_id,
-           format('purchase %s (%s) has %s credit entries', p.id, p.status, coalesce(c.n, 0))
-      FROM purchases p
-      LEFT JOIN LATERAL (SELECT count(*) AS n FROM ledger_entries l
-                          WHERE l.purchase_id = p.id AND l.type = 'purchase') c ON true
-     WHERE p.id = ANY (p_ids)
-       AND ((p.status IN ('paid', 'partially_refunded', 'refunded') AND coalesce(c.n, 0) <> 1)
-            OR (p.status IN ('pending', 'failed') AND coalesce(c.n, 0) <> 0))
-    UNION ALL
-    SELECT 4, p.user_id,
-           format('purchase %s credited %s but package grants %s', p.id, c.total, p.credits_micros)
-      FROM purchases p
-      JOIN LATERAL (SELECT sum(l.amount_micros) AS total FROM ledger_entries l
-                     WHERE l.purchase_id = p.id AND l.type = 'purchase') c ON c.total IS NOT NULL
-     WHERE p.id = ANY (p_ids) AND c.total <> p.credits_micros
-    UNION ALL
-    SELECT 4, p.user_id,
-           format('purchase %s refunded_micros %s <> refund entries %s', p.id, p.refunded_micros,
-                  coalesce(r.total, 0))
-      FROM purchases p
-      LEFT JOIN LATERAL (SELECT -sum(l.amount_micros) AS total FROM ledger_entries l
-                          WHERE l.purchase_id = p.id AND l.type = 'refund') r ON true
-     WHERE p.id = ANY (p_ids) AND p.refunded_micros <> coalesce(r.total, 0)
-    UNION ALL
-    SELECT 4, l.user_id, format('ledger entry %s belongs to purchase %s of user %s', l.id, p.id, p.user_id)
-      FROM ledger_entries l JOIN purchases p ON p.id = l.purchase_id
-     WHERE p.id = ANY (p_ids) AND l.user_id <> p.user_id
+    SELECT v.invariant, v.user_id, v.detail FROM _purchase_violations(p_ids) v
     ON CONFLICT DO NOTHING
 $$;
 

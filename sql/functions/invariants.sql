@@ -50,39 +50,10 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = billing, pg_temp AS $$
      GROUP BY l.id, l.user_id, l.type
     HAVING count(k.*) <> 1
     UNION ALL
-    -- (4) a payment credits exactly once
-    SELECT 4, p.user_id,
-           format('purchase %s (%s) has %s credit entries', p.id, p.status, coalesce(c.n, 0))
-      FROM purchases p
-      LEFT JOIN (SELECT l.purchase_id, count(*) AS n, sum(l.amount_micros) AS total
-                   FROM ledger_entries l WHERE l.type = 'purchase'
-                  GROUP BY l.purchase_id) c ON c.purchase_id = p.id
-     WHERE (p.status IN ('paid', 'partially_refunded', 'refunded') AND coalesce(c.n, 0) <> 1)
-        OR (p.status IN ('pending', 'failed') AND coalesce(c.n, 0) <> 0)
+    -- (4) purchases, disputes, dispute entries, usage reversals
+    --     (_scoped_invariants.sql, here over everything)
+    SELECT * FROM _purchase_violations(ARRAY(SELECT p.id FROM purchases p))
     UNION ALL
-    SELECT 4, p.user_id,
-           format('purchase %s credited %s but package grants %s', p.id, c.total, p.credits_micros)
-      FROM purchases p
-      JOIN (SELECT l.purchase_id, sum(l.amount_micros) AS total
-              FROM ledger_entries l WHERE l.type = 'purchase'
-             GROUP BY l.purchase_id) c ON c.purchase_id = p.id
-     WHERE c.total <> p.credits_micros
-    UNION ALL
-    SELECT 4, p.user_id,
-           format('purchase %s refunded_micros %s <> refund entries %s', p.id, p.refunded_micros,
-                  coalesce(r.total, 0))
-      FROM purchases p
-      LEFT JOIN (SELECT l.purchase_id, -sum(l.amount_micros) AS total
-                   FROM ledger_entries l WHERE l.type = 'refund'
-                  GROUP BY l.purchase_id) r ON r.purchase_id = p.id
-     WHERE p.refunded_micros <> coalesce(r.total, 0)
-    UNION ALL
-    SELECT 4, l.user_id, format('ledger entry %s belongs to purchase %s of user %s', l.id, p.id, p.user_id)
-      FROM ledger_entries l JOIN purchases p ON p.id = l.purchase_id
-     WHERE l.user_id <> p.user_id
-    UNION ALL
-    -- (4) disputes, dispute entries, usage reversals (_scoped_invariants.sql,
-    --     here over everything)
     SELECT * FROM _dispute_violations(ARRAY(SELECT d.id FROM disputes d))
     UNION ALL
     SELECT * FROM _dispute_entry_violations(0, 9223372036854775807)
@@ -91,14 +62,9 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = billing, pg_temp AS $$
     UNION ALL
     -- (5) a negative balance only through a refund or a dispute; neither
     --     usage nor an administrator's debit ever leaves one
-    SELECT 5, a.user_id, format('negative balance %s without any refund or dispute entry',
-                                a.balance_micros)
-      FROM accounts a
-     WHERE a.balance_micros < 0
-       AND NOT EXISTS (SELECT 1 FROM ledger_entries l
-                        WHERE l.user_id = a.user_id AND l.type IN ('refund', 'dispute'))
+    --     (_scoped_invariants.sql, over every debt and every entry)
+    SELECT * FROM _debt_violations(ARRAY(SELECT a.user_id FROM accounts a WHERE a.balance_micros < 0))
     UNION ALL
-    -- (usage and debit adjustments: _scoped_invariants.sql, over everything)
     SELECT * FROM _debit_violations(0, 9223372036854775807)
 $$;
 
