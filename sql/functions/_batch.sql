@@ -23,7 +23,7 @@ $$;
 -- arrival. p_skip: items already answered (reconcile's set-based path).
 CREATE OR REPLACE FUNCTION billing._batch_order(p_users text[], p_skip int[] DEFAULT '{}')
 RETURNS SETOF int LANGUAGE sql IMMUTABLE AS $$
-    SELECT i FROM generate_subscripts(p_users, 1) AS i
+    SELECT i::int FROM unnest(p_users) WITH ORDINALITY AS t(u, i)
     WHERE i <> ALL (p_skip)
-    ORDER BY p_users[i] COLLATE "C", i
+    ORDER BY u COLLATE "C", i
 $$;

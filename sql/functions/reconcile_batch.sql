@@ -45,9 +45,10 @@ BEGIN
     -- COMMITTED): it sees every entry and hold a previous holder committed.
     FOR v_item IN
         WITH item AS (
-            SELECT i, p_users[i] AS u, p_models[i] AS m, p_inputs[i] AS inp, p_outputs[i] AS outp,
-                   p_keys[i] AS k, p_holds[i] AS hold, count(*) OVER (PARTITION BY p_users[i]) AS n
-            FROM generate_subscripts(p_users, 1) AS i
+            -- unnest, not p_users[i]: a subscript walks the array from its start
+            SELECT t.i::int AS i, t.u, t.m, t.inp, t.outp, t.k, t.hold, count(*) OVER (PARTITION BY t.u) AS n
+            FROM unnest(p_users, p_models, p_inputs, p_outputs, p_keys, p_holds)
+                 WITH ORDINALITY AS t(u, m, inp, outp, k, hold, i)
         ), common AS (
             SELECT item.i, item.u, item.m, item.inp, item.outp, item.k, a.balance_micros AS bal,
                    p.id AS price_id, _charge(item.inp, item.outp, p.input_micros_per_mtok,
