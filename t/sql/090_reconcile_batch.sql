@@ -221,5 +221,37 @@ BEGIN
         'billing.api_hold_create_batch(text[], bigint[], text[], int[])', 'EXECUTE');
 END $$;
 
+-- Balance reads: api_balance_batch answers each item as api_balance does
+-- (funded, with a hold, no account, an invalid id, the same user twice).
+DO $$
+DECLARE
+    f text := pg_temp.u('bal-funded');
+    h text := pg_temp.u('bal-held');
+    n text := pg_temp.u('bal-none');
+    v_users text[];
+    v record;
+    v_r billing.api_result;
+    v_seen int := 0;
+BEGIN
+    PERFORM pg_temp.fund(f, 20000);
+    PERFORM pg_temp.fund(h, 30000);
+    PERFORM billing.api_hold_create(h, 5000, 'h', 600);
+    v_users := ARRAY[f, h, n, '', f];
+    FOR v IN SELECT * FROM billing.api_balance_batch(v_users) LOOP
+        v_r := billing.api_balance(v_users[v.ordinal]);
+        ASSERT (v.status, v.code, v.body, v.meta) IS NOT DISTINCT FROM (v_r.status, v_r.code, v_r.body, v_r.meta),
+               format('item %s: batch %s, alone %s', v.ordinal, v, v_r);
+        v_seen := v_seen + 1;
+    END LOOP;
+    ASSERT v_seen = 5, format('%s rows', v_seen);
+    ASSERT (SELECT body::jsonb ->> 'availableMicros' FROM billing.api_balance_batch(ARRAY[h])) = '25000';
+    ASSERT has_function_privilege('billing_app', 'billing.api_balance_batch(text[])', 'EXECUTE');
+    BEGIN
+        PERFORM billing.api_balance_batch('[0:0]={a}');
+        ASSERT false, 'not from 1: refused';
+    EXCEPTION WHEN invalid_parameter_value THEN NULL;
+    END;
+END $$;
+
 DO $$ BEGIN PERFORM pg_temp.assert_healthy(); END $$;
 \echo ok 090_reconcile_batch
