@@ -18,7 +18,7 @@
 
 
 /* the schema version this build needs (sql/NNN_*.sql) */
-#define NGX_HTTP_BILLING_SCHEMA_VERSION  13
+#define NGX_HTTP_BILLING_SCHEMA_VERSION  14
 
 
 /* what a location serves; also the "endpoint" label of the metrics */

@@ -141,6 +141,9 @@ ngx_http_billing_batch_group(ngx_http_billing_pg_pool_t *pool,
                                 b->values, ngx_http_billing_batch_done, b,
                                 ngx_cycle->log);
 
+    /* a batch of reads is a read: the pool runs it again on a lost link */
+    b->op.read_only = ops[0]->read_only;
+
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
                    "billing batch: %ui requests in one statement", n);
 

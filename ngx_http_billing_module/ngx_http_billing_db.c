@@ -57,6 +57,16 @@ ngx_http_billing_read(ngx_http_request_t *r, const char *sql, int nparams,
 }
 
 
+/* a read that may be sent with others of its kind, as a batched write is */
+ngx_int_t
+ngx_http_billing_read_batch(ngx_http_request_t *r, const char *sql,
+    ngx_http_billing_pg_batch_t *batch, int nparams, const char **values,
+    ngx_http_billing_done_pt done)
+{
+    return ngx_http_billing_run(r, sql, nparams, values, done, 1, batch);
+}
+
+
 static ngx_int_t
 ngx_http_billing_run(ngx_http_request_t *r, const char *sql, int nparams,
     const char **values, ngx_http_billing_done_pt done, ngx_uint_t read_only,

@@ -770,6 +770,7 @@ ngx_http_billing_exit_process(ngx_cycle_t *cycle)
     }
 
     ngx_http_billing_audit_exit();
+    ngx_http_billing_auth_exit_process();
     ngx_http_billing_jwks_exit_process();
     ngx_http_billing_outbox_exit(cycle);
     ngx_http_billing_curl_exit(cycle);

@@ -11,7 +11,9 @@
 #     the ledger consistent; a balance changed without an entry is found by
 #     the rotating sweep; the append-only checks are live;
 #   * disputes, usage reversals and adjustments are judged as the full pass
-#     judges them (a dispute may leave a debt; a reversal credits its charge);
+#     judges them (a dispute may leave a debt; a reversal credits its charge),
+#     and a ledger with one tampered item of each kind gives the runs exactly
+#     the findings of invariant_violations() and of audit_full();
 #   * billing_app may run the audit but not the full pass.
 use strict;
 use warnings;
@@ -249,6 +251,87 @@ like(sq(qq{SELECT string_agg(detail, ' / ') FROM billing.audit_findings WHERE us
 sq(qq{ALTER TABLE billing.ledger_entries DISABLE TRIGGER ledger_entries_no_update_delete;
      DELETE FROM billing.ledger_entries WHERE id = $bad;
      UPDATE billing.accounts SET balance_micros = balance_micros - $charge - 1 WHERE user_id = $D;
+     ALTER TABLE billing.ledger_entries ENABLE ALWAYS TRIGGER ledger_entries_no_update_delete});
+is(sq('SELECT count(*) FROM billing.audit_full()'), 0, 'repaired: the full pass finds nothing');
+
+# ------------------------------------------------------------ both paths, one judgement
+
+# One tampered item of each kind the runs and the full pass share
+# (sql/functions/_scoped_invariants.sql): a refund its purchase does not
+# record, a dispute that debited other than it says, a dispute entry naming
+# no dispute of its user, a "reversal" of a purchase credit, an
+# administrator's debit into a debt. Each is written by
+# the owner past the functions, with its balance and (for admin entries) its
+# admin request, so nothing else is wrong; the runs' findings must be
+# exactly what invariant_violations() finds, and what audit_full() answers.
+settle(sweep => 100000);
+is(findings(), 0, 'before tampering: no finding');
+my %T = map { $_ => sql_quote("$U-t$_") } qw(pur dsp rev adj);
+fund("$U-t$_", 5_000_000) for qw(pur dsp rev adj);
+my %P = map { $_ => sq(qq{SELECT id FROM billing.purchases WHERE user_id = $T{$_}}) } keys %T;
+
+# an entry of user $u (quoted) with its balance; answers its id
+sub tamper_entry {
+    my ($u, $cols, $vals, $amount) = @_;
+    return sq(qq{WITH a AS (SELECT balance_micros AS b FROM billing.accounts WHERE user_id = $u FOR UPDATE),
+                      e AS (INSERT INTO billing.ledger_entries (user_id, amount_micros, balance_after_micros, $cols)
+                            SELECT $u, $amount, a.b + $amount, $vals FROM a
+                            RETURNING id, balance_after_micros)
+                 UPDATE billing.accounts SET balance_micros = e.balance_after_micros FROM e
+                  WHERE user_id = $u RETURNING e.id});
+}
+my $refund = tamper_entry($T{pur}, 'type, idempotency_key, purchase_id',
+                          "'refund', 'refund $P{pur} tamper', '$P{pur}'", -1);
+my ($dp_half, $dp_ghost) = ("dp_half_$$", "dp_ghost_$$");
+sq(qq{INSERT INTO billing.disputes (id, purchase_id, user_id, amount_cents, status, debited_micros)
+      VALUES ('$dp_half', '$P{dsp}', $T{dsp}, 5000, 'lost', 1000)});
+my $half = tamper_entry($T{dsp}, 'type, idempotency_key, purchase_id, dispute_id',
+                        "'dispute', 'dispute $dp_half', '$P{dsp}', '$dp_half'", -999);
+my $ghost = tamper_entry($T{dsp}, 'type, idempotency_key, purchase_id, dispute_id',
+                         "'dispute', 'dispute $dp_ghost', '$P{dsp}', '$dp_ghost'", -1);
+my $credit = sq(qq{SELECT id FROM billing.ledger_entries WHERE user_id = $T{rev} AND type = 'purchase'});
+my $rev = tamper_entry($T{rev}, 'type, idempotency_key, reversed_entry_id, actor, reason, request_fingerprint',
+                       "'usage_reversal', 'usage_reversal $credit', $credit, 'owner', 'tampered', 'x'", 1);
+my $adj = tamper_entry($T{adj}, 'type, idempotency_key, actor, reason, request_fingerprint',
+                       "'adjustment', 'adjustment tamper-$$', 'owner', 'tampered', 'x'", -6_000_000);
+sq(qq{INSERT INTO billing.admin_requests (idempotency_key, operation, request_fingerprint, actor, reason, entry_id)
+      VALUES ('tamper-rev-$$', 'usage_reversal', 'x', 'owner', 'tampered', $rev),
+             ('tamper-adj-$$', 'adjustment', 'x', 'owner', 'tampered', $adj)});
+
+# the distinct findings of a query, one "invariant|user|detail" a line, sorted
+sub finding_set {
+    my ($from) = @_;
+    return sq(qq{SELECT string_agg(DISTINCT f, E'\n' ORDER BY f)
+                   FROM (SELECT concat_ws('|', invariant, user_id, detail) AS f FROM $from) s});
+}
+my $want = finding_set('billing.invariant_violations() WHERE invariant <> 1');
+like($want, qr/^4\|\Q$U\E-tpur\|purchase $P{pur} refunded_micros 0 <> refund entries 1$/m,
+     'the full pass finds the refund its purchase does not record');
+like($want, qr/^4\|\Q$U\E-tdsp\|dispute $dp_half \(lost\): debited 1000, credited back 0; entries: 1 debits of 999, 0 credits of 0$/m,
+     '... the dispute that debited other than it says');
+like($want, qr/^4\|\Q$U\E-tdsp\|dispute entry $ghost names dispute $dp_ghost, which belongs to nothing of its user$/m,
+     '... the dispute entry of no dispute');
+like($want, qr/^4\|\Q$U\E-trev\|usage_reversal $rev of entry $credit: not a usage entry$/m,
+     '... the reversal of a purchase credit');
+like($want, qr/^5\|\Q$U\E-tadj\|adjustment entry $adj left balance -1000000$/m,
+     '... the administrator\'s debit into a debt');
+is(scalar(() = $want =~ /^\d/mg), 6, '... and the debt itself, nothing else')
+    or diag $want;
+settle(sweep => 100000);
+is(finding_set('billing.audit_findings'), $want, 'the runs find exactly what the full pass finds');
+is(finding_set('billing.audit_full()'), $want, '... and audit_full() answers the same');
+
+# the owner removes what the test wrote (possible only with the triggers off)
+sq(qq{ALTER TABLE billing.ledger_entries DISABLE TRIGGER ledger_entries_no_update_delete;
+     ALTER TABLE billing.admin_requests DISABLE TRIGGER admin_requests_no_update_delete;
+     DELETE FROM billing.admin_requests WHERE entry_id IN ($rev, $adj);
+     DELETE FROM billing.ledger_entries WHERE id IN ($refund, $half, $ghost, $rev, $adj);
+     DELETE FROM billing.disputes WHERE id = '$dp_half';
+     UPDATE billing.accounts a
+        SET balance_micros = (SELECT l.balance_after_micros FROM billing.ledger_entries l
+                               WHERE l.user_id = a.user_id ORDER BY l.id DESC LIMIT 1)
+      WHERE a.user_id IN ($T{pur}, $T{dsp}, $T{rev}, $T{adj});
+     ALTER TABLE billing.admin_requests ENABLE ALWAYS TRIGGER admin_requests_no_update_delete;
      ALTER TABLE billing.ledger_entries ENABLE ALWAYS TRIGGER ledger_entries_no_update_delete});
 is(sq('SELECT count(*) FROM billing.audit_full()'), 0, 'repaired: the full pass finds nothing');
 

@@ -37,6 +37,19 @@ like($b, qr/"userId":"cache-user-1"/, '... as its own subject');
 ($s, $b) = balance($other);
 like($b, qr/"userId":"cache-user-2"/, 'another token is another subject');
 
+# More tokens than ways in some sets (300 tokens, 512 sets of 2: some sets
+# get three, so entries are replaced): each token, first and again, is
+# always its own subject.
+my @many = map { mint_token(sub => "cache-many-$_") } 1 .. 300;
+my $wrong = 0;
+for my $round (1, 2) {
+    for my $i (0 .. $#many) {
+        my ($ms, $mb) = balance($many[$i]);
+        $wrong++ unless $ms == 200 && $mb =~ /"userId":"cache-many-@{[$i + 1]}"/;
+    }
+}
+is($wrong, 0, '300 tokens, twice each: every answer for its own subject');
+
 my $tampered = $short;
 $tampered =~ s/.$/ substr($short, -1) eq 'A' ? 'B' : 'A' /e;
 ($s) = balance($tampered);

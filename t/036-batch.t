@@ -1,6 +1,7 @@
 # Group commit (billing_batch, docs/architecture.md "Group commit"):
-# reconciles waiting for a pooled connection go to the database as one
-# statement, and each is answered exactly as it would be alone.
+# reconciles, holds and balance reads waiting for a pooled connection go
+# to the database as one statement, and each is answered exactly as it
+# would be alone.
 #
 # How a batch is made to happen, deterministically: the pool has ONE
 # connection; a lock holder (psql, in a transaction) locks user X's account
@@ -35,6 +36,9 @@ sub user { "$U-$_[0]" }
 
 # a reconcile of gpt-4o 1000/500 (7500 micros) for user($id)
 sub rec { my ($id, $key, %o) = @_; return gpt4o_reconcile_req($::Svc, user($id), $key, %o) }
+
+# GET /api/balance as user($id)
+sub bal { my ($id) = @_; return user_get(mint_token(sub => user($id)), '/api/balance') }
 
 sub port { $ENV{TEST_NGINX_SERVER_PORT} }
 
@@ -345,6 +349,59 @@ is(psql_admin("SELECT count(*) FROM billing.holds WHERE user_id = " . sql_quote(
    'k: one hold');
 --- no_error_log
 [error]
+
+
+
+=== TEST 10: balance reads queued together: one statement, each the balance of its own caller
+--- http_config eval: $::HttpConfig . "billing_batch max=8;"
+--- config eval: $::Config . "location = /api/balance { billing balance; }"
+--- init
+main::fund_user(main::user('x10'), 1_000_000);
+main::fund_user(main::user('l'), 20_000);
+main::fund_user(main::user('m'), 30_000);
+--- request
+GET /metrics
+--- error_code: 200
+--- after_requests
+my $hold = main::hold_for('m', 5_000);
+my @a = main::queued(lock => 'x10', first => main::rec('x10', 'k-1'),
+                     rest => [main::bal('l'), main::bal('m'), main::bal('n'), main::bal('l')]);
+is_deeply([map { my $j = main::body_of($_);
+                 [$_->[0], $j->{userId}, $j->{balanceMicros}, $j->{heldMicros}, $j->{availableMicros}] } @a[1 .. 4]],
+          [[200, main::user('l'), 20_000, 0, 20_000], [200, main::user('m'), 30_000, 5_000, 25_000],
+           [200, main::user('n'), 0, 0, 0], [200, main::user('l'), 20_000, 0, 20_000]],
+          'each caller its own balance, held and available');
+my $m = main::metrics();
+is($m->{billing_db_batches_total}, 1, 'one batch statement');
+is($m->{billing_db_batched_requests_total}, 4, 'carrying the 4 reads');
+--- no_error_log
+[error]
+
+
+
+=== TEST 11: a batch of reads the database refuses: each read sent again alone, answered
+--- http_config eval: $::HttpConfig . "billing_batch max=8;"
+--- config eval: $::Config . "location = /api/balance { billing balance; }"
+--- init
+main::fund_user(main::user('x11'), 1_000_000);
+main::fund_user(main::user('o'), 40_000);
+--- request
+GET /metrics
+--- error_code: 200
+--- after_requests
+my $fn = 'billing.api_balance_batch(text[])';
+my @a = eval {
+    main::queued(lock => 'x11', first => main::rec('x11', 'k-1'), rest => [main::bal('o'), main::bal('p')],
+                 before => sub { psql_admin("REVOKE EXECUTE ON FUNCTION $fn FROM billing_app") });
+};
+my $err = $@;
+psql_admin("GRANT EXECUTE ON FUNCTION $fn TO billing_app");
+die $err if $err;
+is_deeply([map { [$_->[0], main::body_of($_)->{balanceMicros}] } @a[1 .. 2]], [[200, 40_000], [200, 0]],
+          'both answered as alone');
+is(main::metric('billing_db_batch_retries_total'), 2, 'both sent again alone');
+--- error_log
+permission denied for function api_balance_batch
 
 
 

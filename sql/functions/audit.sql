@@ -75,7 +75,7 @@ $$;
 
 -- Account-level checks of invariants 2 and 5 for these users: the stored
 -- balance against the latest entry (one index probe each), a negative
--- balance without any refund or dispute entry.
+-- balance without any refund or dispute entry (_scoped_invariants.sql).
 CREATE OR REPLACE FUNCTION billing._audit_accounts(p_users text[]) RETURNS void
 LANGUAGE sql VOLATILE SET search_path = billing, pg_temp AS $$
     INSERT INTO audit_findings (invariant, user_id, detail)
@@ -88,75 +88,25 @@ LANGUAGE sql VOLATILE SET search_path = billing, pg_temp AS $$
      WHERE a.user_id = ANY (p_users)
        AND a.balance_micros <> coalesce(e.balance_after_micros, 0)
     UNION ALL
-    SELECT 5, a.user_id, format('negative balance %s without any refund or dispute entry',
-                                a.balance_micros)
-      FROM accounts a
-     WHERE a.user_id = ANY (p_users) AND a.balance_micros < 0
-       AND NOT EXISTS (SELECT 1 FROM ledger_entries l
-                        WHERE l.user_id = a.user_id AND l.type IN ('refund', 'dispute'))
+    SELECT * FROM _debt_violations(p_users)
     ON CONFLICT DO NOTHING
 $$;
 
--- Invariant 4 for these purchases (the wording of invariant_violations()).
+-- Invariant 4 for these purchases (_scoped_invariants.sql).
 CREATE OR REPLACE FUNCTION billing._audit_purchases(p_ids uuid[]) RETURNS void
 LANGUAGE sql VOLATILE SET search_path = billing, pg_temp AS $$
     INSERT INTO audit_findings (invariant, user_id, detail)
-    SELECT 4, p.user_id,
-           format('purchase %s (%s) has %s credit entries', p.id, p.status, coalesce(c.n, 0))
-      FROM purchases p
-      LEFT JOIN LATERAL (SELECT count(*) AS n FROM ledger_entries l
-                          WHERE l.purchase_id = p.id AND l.type = 'purchase') c ON true
-     WHERE p.id = ANY (p_ids)
-       AND ((p.status IN ('paid', 'partially_refunded', 'refunded') AND coalesce(c.n, 0) <> 1)
-            OR (p.status IN ('pending', 'failed') AND coalesce(c.n, 0) <> 0))
-    UNION ALL
-    SELECT 4, p.user_id,
-           format('purchase %s credited %s but package grants %s', p.id, c.total, p.credits_micros)
-      FROM purchases p
-      JOIN LATERAL (SELECT sum(l.amount_micros) AS total FROM ledger_entries l
-                     WHERE l.purchase_id = p.id AND l.type = 'purchase') c ON c.total IS NOT NULL
-     WHERE p.id = ANY (p_ids) AND c.total <> p.credits_micros
-    UNION ALL
-    SELECT 4, p.user_id,
-           format('purchase %s refunded_micros %s <> refund entries %s', p.id, p.refunded_micros,
-                  coalesce(r.total, 0))
-      FROM purchases p
-      LEFT JOIN LATERAL (SELECT -sum(l.amount_micros) AS total FROM ledger_entries l
-                          WHERE l.purchase_id = p.id AND l.type = 'refund') r ON true
-     WHERE p.id = ANY (p_ids) AND p.refunded_micros <> coalesce(r.total, 0)
-    UNION ALL
-    SELECT 4, l.user_id, format('ledger entry %s belongs to purchase %s of user %s', l.id, p.id, p.user_id)
-      FROM ledger_entries l JOIN purchases p ON p.id = l.purchase_id
-     WHERE p.id = ANY (p_ids) AND l.user_id <> p.user_id
+    SELECT v.invariant, v.user_id, v.detail FROM _purchase_violations(p_ids) v
     ON CONFLICT DO NOTHING
 $$;
 
--- Invariant 4 for these disputes (the wording of invariant_violations()):
--- a dispute debits at most once, a won one credits back at most once and
--- exactly what it debited.
+-- Invariant 4 for these disputes (_scoped_invariants.sql): a dispute debits
+-- at most once, a won one credits back at most once and exactly what it
+-- debited.
 CREATE OR REPLACE FUNCTION billing._audit_disputes(p_ids text[]) RETURNS void
 LANGUAGE sql VOLATILE SET search_path = billing, pg_temp AS $$
     INSERT INTO audit_findings (invariant, user_id, detail)
-    SELECT 4, d.user_id,
-           format('dispute %s (%s): debited %s, credited back %s; entries: %s debits of %s, %s credits of %s',
-                  d.id, d.status, d.debited_micros, d.credited_back_micros,
-                  coalesce(e.n_debit, 0), coalesce(e.debit, 0), coalesce(e.n_credit, 0), coalesce(e.credit, 0))
-      FROM disputes d
-      LEFT JOIN LATERAL (SELECT count(*) FILTER (WHERE l.type = 'dispute') AS n_debit,
-                                -sum(l.amount_micros) FILTER (WHERE l.type = 'dispute') AS debit,
-                                count(*) FILTER (WHERE l.type = 'dispute_reversal') AS n_credit,
-                                sum(l.amount_micros) FILTER (WHERE l.type = 'dispute_reversal') AS credit
-                           FROM ledger_entries l
-                          -- the keys the entries must carry: probes of the unique index
-                          WHERE l.user_id = d.user_id
-                            AND l.idempotency_key IN ('dispute ' || d.id, 'dispute_reversal ' || d.id)
-                            AND l.dispute_id = d.id) e ON true
-     WHERE d.id = ANY (p_ids)
-       AND (coalesce(e.n_debit, 0) <> (d.debited_micros > 0)::int
-            OR coalesce(e.debit, 0) <> d.debited_micros
-            OR coalesce(e.n_credit, 0) <> (d.credited_back_micros > 0)::int
-            OR coalesce(e.credit, 0) <> d.credited_back_micros
-            OR (d.credited_back_micros > 0 AND d.status <> 'won'))
+    SELECT v.invariant, v.user_id, v.detail FROM _dispute_violations(p_ids) v
     ON CONFLICT DO NOTHING
 $$;
 
@@ -202,7 +152,9 @@ BEGIN
      WHERE u.sum_micros <> u.balance_after_micros
     ON CONFLICT DO NOTHING;
 
-    -- (3) a key used twice (one probe of the unique index each); (5) usage
+    -- (3) a key used twice (one probe of the unique index each); (4) usage
+    -- reversals and dispute entries, (5) usage and debit adjustments: as the
+    -- full pass judges them (_scoped_invariants.sql), for this range
     INSERT INTO audit_findings (invariant, user_id, detail)
     SELECT 3, l.user_id, format('idempotency key %s used %s times', l.idempotency_key, k.n)
       FROM ledger_entries l
@@ -211,30 +163,11 @@ BEGIN
                             AND x.idempotency_key = l.idempotency_key) k
      WHERE l.id > p_from AND l.id <= p_to AND k.n > 1
     UNION ALL
-    SELECT 5, l.user_id, format('%s entry %s left balance %s', l.type, l.id, l.balance_after_micros)
-      FROM ledger_entries l
-     WHERE l.id > p_from AND l.id <= p_to
-       AND l.type IN ('usage', 'adjustment') AND l.amount_micros < 0 AND l.balance_after_micros < 0
+    SELECT * FROM _debit_violations(p_from, p_to)
     UNION ALL
-    -- (4) a usage reversal credits back exactly one usage entry of its user
-    SELECT 4, r.user_id,
-           format('usage_reversal %s of entry %s: %s', r.id, r.reversed_entry_id,
-                  CASE WHEN u.id IS NULL OR u.type <> 'usage' THEN 'not a usage entry'
-                       WHEN u.user_id <> r.user_id THEN 'usage of user ' || u.user_id
-                       ELSE format('credits %s for a charge of %s', r.amount_micros, -u.amount_micros) END)
-      FROM ledger_entries r
-      LEFT JOIN ledger_entries u ON u.id = r.reversed_entry_id
-     WHERE r.id > p_from AND r.id <= p_to AND r.type = 'usage_reversal'
-       AND (u.id IS NULL OR u.type <> 'usage' OR u.user_id <> r.user_id
-            OR r.amount_micros <> -u.amount_micros)
+    SELECT * FROM _reversal_violations(p_from, p_to)
     UNION ALL
-    SELECT 4, l.user_id, format('%s entry %s names dispute %s, which belongs to nothing of its user',
-                                l.type, l.id, l.dispute_id)
-      FROM ledger_entries l
-     WHERE l.id > p_from AND l.id <= p_to AND l.type IN ('dispute', 'dispute_reversal')
-       AND NOT EXISTS (SELECT 1 FROM disputes d
-                        WHERE d.id = l.dispute_id AND d.user_id = l.user_id
-                          AND d.purchase_id = l.purchase_id)
+    SELECT * FROM _dispute_entry_violations(p_from, p_to)
     ON CONFLICT DO NOTHING;
 
     PERFORM _audit_accounts(ARRAY(SELECT DISTINCT l.user_id FROM ledger_entries l

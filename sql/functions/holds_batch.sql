@@ -1,8 +1,8 @@
 -- holds_batch.sql — group commit of POST /api/usage/holds, as
 -- reconcile_batch.sql does for reconciles (the same rules, read there):
 -- one call of billing.api_hold_create per item, in user-id order
--- (bytewise), items of one user in ordinal (arrival) order; one row per
--- item; an error raised by any item aborts the whole batch.
+-- (bytewise), items of one user in ordinal (arrival) order (_batch.sql);
+-- one row per item; an error raised by any item aborts the whole batch.
 CREATE OR REPLACE FUNCTION billing.api_hold_create_batch(p_users text[], p_amounts bigint[], p_keys text[],
                                                          p_ttls int[])
 RETURNS TABLE (ordinal int, status int, code text, body text, meta text)
@@ -11,17 +11,10 @@ DECLARE
     v_i int;
     v_r api_result;
 BEGIN
-    IF array_ndims(p_users) IS DISTINCT FROM 1
-       OR array_lower(p_users, 1) <> 1
-       OR cardinality(p_amounts) IS DISTINCT FROM cardinality(p_users)
-       OR cardinality(p_keys) IS DISTINCT FROM cardinality(p_users)
-       OR cardinality(p_ttls) IS DISTINCT FROM cardinality(p_users)
-    THEN
-        RAISE EXCEPTION 'api_hold_create_batch: one-dimensional arrays of one length, from 1, expected'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    PERFORM _batch_shape('api_hold_create_batch', p_users,
+                         ARRAY[cardinality(p_amounts), cardinality(p_keys), cardinality(p_ttls)]);
 
-    FOR v_i IN SELECT i FROM generate_subscripts(p_users, 1) AS i ORDER BY p_users[i] COLLATE "C", i LOOP
+    FOR v_i IN SELECT o FROM _batch_order(p_users) AS o LOOP
         v_r := api_hold_create(p_users[v_i], p_amounts[v_i], p_keys[v_i], p_ttls[v_i]);
         ordinal := v_i;
         status := v_r.status;

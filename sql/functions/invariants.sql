@@ -50,90 +50,22 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = billing, pg_temp AS $$
      GROUP BY l.id, l.user_id, l.type
     HAVING count(k.*) <> 1
     UNION ALL
-    -- (4) a payment credits exactly once
-    SELECT 4, p.user_id,
-           format('purchase %s (%s) has %s credit entries', p.id, p.status, coalesce(c.n, 0))
-      FROM purchases p
-      LEFT JOIN (SELECT l.purchase_id, count(*) AS n, sum(l.amount_micros) AS total
-                   FROM ledger_entries l WHERE l.type = 'purchase'
-                  GROUP BY l.purchase_id) c ON c.purchase_id = p.id
-     WHERE (p.status IN ('paid', 'partially_refunded', 'refunded') AND coalesce(c.n, 0) <> 1)
-        OR (p.status IN ('pending', 'failed') AND coalesce(c.n, 0) <> 0)
+    -- (4) purchases, disputes, dispute entries, usage reversals
+    --     (_scoped_invariants.sql, here over everything)
+    SELECT * FROM _purchase_violations(ARRAY(SELECT p.id FROM purchases p))
     UNION ALL
-    SELECT 4, p.user_id,
-           format('purchase %s credited %s but package grants %s', p.id, c.total, p.credits_micros)
-      FROM purchases p
-      JOIN (SELECT l.purchase_id, sum(l.amount_micros) AS total
-              FROM ledger_entries l WHERE l.type = 'purchase'
-             GROUP BY l.purchase_id) c ON c.purchase_id = p.id
-     WHERE c.total <> p.credits_micros
+    SELECT * FROM _dispute_violations(ARRAY(SELECT d.id FROM disputes d))
     UNION ALL
-    SELECT 4, p.user_id,
-           format('purchase %s refunded_micros %s <> refund entries %s', p.id, p.refunded_micros,
-                  coalesce(r.total, 0))
-      FROM purchases p
-      LEFT JOIN (SELECT l.purchase_id, -sum(l.amount_micros) AS total
-                   FROM ledger_entries l WHERE l.type = 'refund'
-                  GROUP BY l.purchase_id) r ON r.purchase_id = p.id
-     WHERE p.refunded_micros <> coalesce(r.total, 0)
+    SELECT * FROM _dispute_entry_violations(0, 9223372036854775807)
     UNION ALL
-    SELECT 4, l.user_id, format('ledger entry %s belongs to purchase %s of user %s', l.id, p.id, p.user_id)
-      FROM ledger_entries l JOIN purchases p ON p.id = l.purchase_id
-     WHERE l.user_id <> p.user_id
-    UNION ALL
-    -- (4) a dispute debits at most once, a won dispute credits back at most
-    --     once and exactly what it debited
-    SELECT 4, d.user_id,
-           format('dispute %s (%s): debited %s, credited back %s; entries: %s debits of %s, %s credits of %s',
-                  d.id, d.status, d.debited_micros, d.credited_back_micros,
-                  coalesce(e.n_debit, 0), coalesce(e.debit, 0), coalesce(e.n_credit, 0), coalesce(e.credit, 0))
-      FROM disputes d
-      LEFT JOIN (SELECT l.dispute_id,
-                        count(*) FILTER (WHERE l.type = 'dispute') AS n_debit,
-                        -sum(l.amount_micros) FILTER (WHERE l.type = 'dispute') AS debit,
-                        count(*) FILTER (WHERE l.type = 'dispute_reversal') AS n_credit,
-                        sum(l.amount_micros) FILTER (WHERE l.type = 'dispute_reversal') AS credit
-                   FROM ledger_entries l
-                  WHERE l.type IN ('dispute', 'dispute_reversal')
-                  GROUP BY l.dispute_id) e ON e.dispute_id = d.id
-     WHERE coalesce(e.n_debit, 0) <> (d.debited_micros > 0)::int
-        OR coalesce(e.debit, 0) <> d.debited_micros
-        OR coalesce(e.n_credit, 0) <> (d.credited_back_micros > 0)::int
-        OR coalesce(e.credit, 0) <> d.credited_back_micros
-        OR (d.credited_back_micros > 0 AND d.status <> 'won')
-    UNION ALL
-    SELECT 4, l.user_id, format('%s entry %s names dispute %s, which belongs to nothing of its user',
-                                l.type, l.id, l.dispute_id)
-      FROM ledger_entries l
-     WHERE l.type IN ('dispute', 'dispute_reversal')
-       AND NOT EXISTS (SELECT 1 FROM disputes d
-                        WHERE d.id = l.dispute_id AND d.user_id = l.user_id
-                          AND d.purchase_id = l.purchase_id)
-    UNION ALL
-    -- a usage reversal credits back exactly one usage entry of its user
-    SELECT 4, r.user_id,
-           format('usage_reversal %s of entry %s: %s', r.id, r.reversed_entry_id,
-                  CASE WHEN u.id IS NULL OR u.type <> 'usage' THEN 'not a usage entry'
-                       WHEN u.user_id <> r.user_id THEN 'usage of user ' || u.user_id
-                       ELSE format('credits %s for a charge of %s', r.amount_micros, -u.amount_micros) END)
-      FROM ledger_entries r
-      LEFT JOIN ledger_entries u ON u.id = r.reversed_entry_id
-     WHERE r.type = 'usage_reversal'
-       AND (u.id IS NULL OR u.type <> 'usage' OR u.user_id <> r.user_id
-            OR r.amount_micros <> -u.amount_micros)
+    SELECT * FROM _reversal_violations(0, 9223372036854775807)
     UNION ALL
     -- (5) a negative balance only through a refund or a dispute; neither
     --     usage nor an administrator's debit ever leaves one
-    SELECT 5, a.user_id, format('negative balance %s without any refund or dispute entry',
-                                a.balance_micros)
-      FROM accounts a
-     WHERE a.balance_micros < 0
-       AND NOT EXISTS (SELECT 1 FROM ledger_entries l
-                        WHERE l.user_id = a.user_id AND l.type IN ('refund', 'dispute'))
+    --     (_scoped_invariants.sql, over every debt and every entry)
+    SELECT * FROM _debt_violations(ARRAY(SELECT a.user_id FROM accounts a WHERE a.balance_micros < 0))
     UNION ALL
-    SELECT 5, l.user_id, format('%s entry %s left balance %s', l.type, l.id, l.balance_after_micros)
-      FROM ledger_entries l
-     WHERE l.type IN ('usage', 'adjustment') AND l.amount_micros < 0 AND l.balance_after_micros < 0
+    SELECT * FROM _debit_violations(0, 9223372036854775807)
 $$;
 
 GRANT EXECUTE ON FUNCTION billing.invariant_violations() TO billing_app;
