@@ -27,26 +27,6 @@ my $url = $ENV{BILLING_TEST_ADMIN_URL} or plan skip_all => 'BILLING_TEST_ADMIN_U
 # the last commit of main before sql/functions/
 my $OLD_LAYOUT = '20111f7';
 
-my @scratch;
-END { eval { psql_admin(qq{DROP DATABASE IF EXISTS "$_" WITH (FORCE)}) } for @scratch }
-
-# a new empty database next to the test database; returns its URL
-sub scratch_db {
-    my ($tag) = @_;
-    my $name = "billing_t005_${tag}_$$";
-    psql_admin(qq{DROP DATABASE IF EXISTS "$name" WITH (FORCE)});
-    psql_admin(qq{CREATE DATABASE "$name"});
-    push @scratch, $name;
-    (my $u = $url) =~ s{/[^/?]*(\?|$)}{/$name$1};
-    return $u;
-}
-
-sub migrate {
-    my ($sql_dir, $u) = @_;
-    my $out = `bash '$sql_dir/migrate.sh' '$u' 2>&1`;
-    return ($? == 0, $out);
-}
-
 # the schema as pg_dump sees it, minus the per-run \restrict key
 sub schema_of {
     my ($u) = @_;
@@ -85,7 +65,7 @@ sub query {
 # ---------------------------------------------------------------- the test database
 
 my $before = schema_of($url);
-my ($ok, $out) = migrate("$root/sql", $url);
+my ($ok, $out) = migrate_db($url);
 ok($ok, 'migrate.sh runs again on a migrated database') or diag $out;
 unlike($out, qr/^migration /m, '... applies no migration the second time') or diag $out;
 same_schema(schema_of($url), $before, '... and changes nothing (pg_dump)');
@@ -119,12 +99,12 @@ is_deeply(\@in_db, [sort keys %defined],
 # ---------------------------------------------------------------- one transaction
 
 {
-    my $fresh = scratch_db('fresh');
+    my $fresh = scratch_db('t005_fresh');
     # two runs at once on an empty database: the lock serialises them
     my @pids = map {
         my $pid = fork // die "fork: $!";
         if (!$pid) {
-            my ($ok) = migrate("$root/sql", $fresh);
+            my ($ok) = migrate_db($fresh);
             POSIX::_exit($ok ? 0 : 1);
         }
         $pid;
@@ -144,7 +124,7 @@ is_deeply(\@in_db, [sort keys %defined],
     print $f "CREATE OR REPLACE FUNCTION billing.zz_broken() RETURNS int LANGUAGE sql AS \$\$ SELECT nope \$\$;\n";
     close $f;
     my $schema = schema_of($fresh);
-    my ($ok, $out) = migrate($broken, $fresh);
+    my ($ok, $out) = migrate_db($fresh, sql_dir => $broken);
     ok(!$ok, 'a run with a broken function file fails') or diag $out;
     like($out, qr/nothing was committed/, '... and says so');
     same_schema(schema_of($fresh), $schema, '... and commits nothing, not even its migration');
@@ -163,8 +143,8 @@ SKIP: {
        "the old layout ($OLD_LAYOUT) is the one before sql/functions/");
 
     # A: old layout with data, then today's files
-    my $a = scratch_db('a');
-    ($ok, $out) = migrate("$old/sql", $a);
+    my $a = scratch_db('t005_a');
+    ($ok, $out) = migrate_db($a, sql_dir => "$old/sql");
     ok($ok, 'old layout: its own migrate.sh') or diag $out;
     my $answers_old = scenario($a);
     # as jsonb: the meaning is compared, not the key order (008 changed it)
@@ -172,7 +152,7 @@ SKIP: {
                                              (billing.api_balance(u)).body::jsonb), E'\n' ORDER BY u)
                    FROM (SELECT DISTINCT user_id AS u FROM billing.accounts) s};
     my $reads_before = query($a, $read);
-    ($ok, $out) = migrate("$root/sql", $a);
+    ($ok, $out) = migrate_db($a);
     ok($ok, 'old layout with data: today\'s migrate.sh') or diag $out;
     like($out, qr/^migration 007_/m, '... applies the new migration');
     is(query($a, $read), $reads_before, '... and what the old functions wrote reads the same');
@@ -181,14 +161,14 @@ SKIP: {
        '... and the wrapped _stripe_event_apply is gone');
 
     # B: old layout, then today's files, then the scenario
-    my $b = scratch_db('b');
-    my ($ok1) = migrate("$old/sql", $b);
-    my ($ok2, $out2) = migrate("$root/sql", $b);
+    my $b = scratch_db('t005_b');
+    my ($ok1) = migrate_db($b, sql_dir => "$old/sql");
+    my ($ok2, $out2) = migrate_db($b);
     ok($ok1 && $ok2, 'old layout without data, then today\'s migrate.sh') or diag $out2;
 
     # C: today's files only
-    my $c = scratch_db('c');
-    ($ok, $out) = migrate("$root/sql", $c);
+    my $c = scratch_db('t005_c');
+    ($ok, $out) = migrate_db($c);
     ok($ok, 'fresh database: today\'s migrate.sh') or diag $out;
 
     my $fresh_schema = schema_of($c);

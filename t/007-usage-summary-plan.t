@@ -18,19 +18,9 @@ use File::Temp ();
 use BillingTest;
 
 my $root = $ENV{BILLING_ROOT} // '.';
-my $url = $ENV{BILLING_TEST_ADMIN_URL} or plan skip_all => 'BILLING_TEST_ADMIN_URL not set';
+$ENV{BILLING_TEST_ADMIN_URL} or plan skip_all => 'BILLING_TEST_ADMIN_URL not set';
 
-my $db = "billing_t007_$$";
-END { eval { psql_admin(qq{DROP DATABASE IF EXISTS "$db" WITH (FORCE)}) } }
-psql_admin(qq{DROP DATABASE IF EXISTS "$db" WITH (FORCE)});
-psql_admin(qq{CREATE DATABASE "$db"});
-(my $scratch = $url) =~ s{/[^/?]*(\?|$)}{/$db$1};
-
-sub migrate {
-    my ($sql_dir) = @_;
-    my $out = `bash '$sql_dir/migrate.sh' '$scratch' 2>&1`;
-    return ($? == 0, $out);
-}
+my $scratch = scratch_db('t007');
 
 sub psql_all {    # stdout and stderr (NOTICEs) of a script
     my ($sql) = @_;
@@ -54,25 +44,25 @@ SKIP: {
     skip 'no git history with the commit that added migration 011', 6 unless $pre011;
     my $tree = File::Temp::tempdir(CLEANUP => 1);
     system("git -C '$root' archive $pre011^ sql | tar -x -C '$tree'") == 0 or die 'git archive failed';
-    my ($ok, $out) = migrate("$tree/sql");
+    my ($ok, $out) = migrate_db($scratch, sql_dir => "$tree/sql");
     ok($ok, 'the schema before migration 011') or diag $out;
     psql_all(q{INSERT INTO billing.accounts (user_id) VALUES ('pre-011')});
 
     # the online step alone (ahead of a deployment): the index, no migration
-    $out = `bash '$root/sql/migrate.sh' --online-only '$scratch' 2>&1`;
-    ok($? == 0, 'migrate.sh --online-only on a database with a ledger') or diag $out;
+    ($ok, $out) = migrate_db($scratch, args => ['--online-only']);
+    ok($ok, 'migrate.sh --online-only on a database with a ledger') or diag $out;
     is(psql_all(q{SELECT indisvalid::text || ' ' || (SELECT max(version) FROM billing.schema_migrations)
                     FROM pg_index WHERE indexrelid = 'billing.ledger_usage_summary_idx'::regclass}),
        'true ' . scalar(() = glob("$tree/sql/[0-9][0-9][0-9]_*.sql")) . "\n",
        '... builds the summary index (valid) and applies no migration');
-    ($ok, $out) = migrate("$root/sql");
+    ($ok, $out) = migrate_db($scratch);
     ok($ok, 'today\'s migrate.sh then') or diag $out;
 
     # a failed concurrent build leaves an INVALID index: the next run replaces it
     psql_all(q{UPDATE pg_index SET indisvalid = false
                 WHERE indexrelid = 'billing.ledger_usage_summary_idx'::regclass});
     my $oid = psql_all(q{SELECT 'billing.ledger_usage_summary_idx'::regclass::oid});
-    ($ok, $out) = migrate("$root/sql");
+    ($ok, $out) = migrate_db($scratch);
     ok($ok, 'migrate.sh with an invalid leftover index') or diag $out;
     is(psql_all(q{SELECT indisvalid AND oid <> } . ($oid + 0) . q{ FROM pg_index JOIN pg_class ON oid = indexrelid
                    WHERE indexrelid = 'billing.ledger_usage_summary_idx'::regclass}), "t\n",
@@ -80,9 +70,8 @@ SKIP: {
 }
 
 # a fresh database: the migration's transaction builds it
-psql_admin(qq{DROP DATABASE IF EXISTS "$db" WITH (FORCE)});
-psql_admin(qq{CREATE DATABASE "$db"});
-my ($ok, $out) = migrate("$root/sql");
+scratch_db('t007');    # dropped and made anew, empty
+my ($ok, $out) = migrate_db($scratch);
 ok($ok, 'migrate.sh on an empty database') or diag $out;
 is(psql_all(q{SELECT indisvalid FROM pg_index
                WHERE indexrelid = 'billing.ledger_usage_summary_idx'::regclass}), "t\n",

@@ -13,16 +13,9 @@ use Test::More;
 use File::Temp ();
 use BillingTest;
 
-my $root = $ENV{BILLING_ROOT} // '.';
-my $url = $ENV{BILLING_TEST_ADMIN_URL} or plan skip_all => 'BILLING_TEST_ADMIN_URL not set';
+$ENV{BILLING_TEST_ADMIN_URL} or plan skip_all => 'BILLING_TEST_ADMIN_URL not set';
 
-my $db = "billing_t008_$$";
-END { local $?; eval { psql_admin(qq{DROP DATABASE IF EXISTS "$db" WITH (FORCE)}) } }
-psql_admin(qq{DROP DATABASE IF EXISTS "$db" WITH (FORCE)});
-psql_admin(qq{CREATE DATABASE "$db"});
-(my $scratch = $url) =~ s{/[^/?]*(\?|$)}{/$db$1};
-my $out = `bash '$root/sql/migrate.sh' '$scratch' 2>&1`;
-is($?, 0, 'a scratch database, migrated') or diag $out;
+my $scratch = migrated_scratch_db('t008');
 
 sub psql_all {    # stdout and stderr (NOTICEs) of a script
     my ($sql) = @_;

@@ -23,16 +23,9 @@ use POSIX ();
 use Time::HiRes qw(sleep time);
 use BillingTest;
 
-my $admin = $ENV{BILLING_TEST_ADMIN_URL} or plan skip_all => 'BILLING_TEST_ADMIN_URL not set';
-my $root = $ENV{BILLING_ROOT} // '.';
+$ENV{BILLING_TEST_ADMIN_URL} or plan skip_all => 'BILLING_TEST_ADMIN_URL not set';
 
-my $name = "billing_t018_$$";
-psql_admin(qq{DROP DATABASE IF EXISTS "$name" WITH (FORCE)});
-psql_admin(qq{CREATE DATABASE "$name"});
-END { local $?; eval { psql_admin(qq{DROP DATABASE IF EXISTS "$name" WITH (FORCE)}) } }
-(my $url = $admin) =~ s{/[^/?]*(\?|$)}{/$name$1};
-my $out = `bash '$root/sql/migrate.sh' '$url' 2>&1`;
-is($?, 0, 'a scratch database, migrated') or diag $out;
+my $url = migrated_scratch_db('t018');
 
 sub sq { psql_url($url, $_[0]) }
 
@@ -66,19 +59,7 @@ sub findings { sq('SELECT count(*) FROM billing.audit_findings') }
 
 # money through the real paths: a paid purchase, then usage charges
 my $U = "aud-$$";
-sub fund {
-    my ($user, $micros) = @_;
-    my $u = sql_quote($user);
-    my $meta = sq(qq{
-WITH p AS (INSERT INTO billing.purchases (user_id, package_code, amount_cents, credits_micros)
-           VALUES ($u, 'pro', 5000, $micros) RETURNING id)
-SELECT (billing.api_stripe_event(jsonb_build_object(
-    'id', 'evt_' || p.id, 'type', 'payment_intent.succeeded', 'object', 'event',
-    'data', jsonb_build_object('object', jsonb_build_object(
-        'id', 'pi_' || p.id, 'object', 'payment_intent',
-        'metadata', jsonb_build_object('purchase_id', p.id::text)))))).meta FROM p});
-    die "fund($user): $meta" unless $meta eq 'processed';
-}
+sub fund { fund_user($_[0], $_[1], $url) }
 sub charges {
     my ($user, $n, $tag) = @_;
     my $u = sql_quote($user);
@@ -223,7 +204,7 @@ is(run_audit()->{violations}, 0, '... and no longer once enabled (not kept as a 
 # debt, an administrator may credit and reverse; none of it is a finding.
 my $D = sql_quote("$U-debt");
 fund("$U-debt", 5_000_000);
-my $pi = sq(qq{SELECT 'pi_' || id FROM billing.purchases WHERE user_id = $D});
+my $pi = sq(qq{SELECT 'pi_fund_' || id FROM billing.purchases WHERE user_id = $D});   # fund_user's
 charges("$U-debt", 2, 'before-dispute');
 sub stripe_dispute {
     my ($event, $type, $status) = @_;

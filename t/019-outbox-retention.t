@@ -14,20 +14,12 @@ use strict;
 use warnings;
 use lib 't/lib', 'dev/lib';
 use Test::More;
-use Time::HiRes qw(sleep time);
 use BillingTest;
 use StripeStandIn;
 
-my $admin = $ENV{BILLING_TEST_ADMIN_URL} or plan skip_all => 'BILLING_TEST_ADMIN_URL not set';
-my $root = $ENV{BILLING_ROOT} // '.';
+$ENV{BILLING_TEST_ADMIN_URL} or plan skip_all => 'BILLING_TEST_ADMIN_URL not set';
 
-my $name = "billing_t019_$$";
-psql_admin(qq{DROP DATABASE IF EXISTS "$name" WITH (FORCE)});
-psql_admin(qq{CREATE DATABASE "$name"});
-END { local $?; eval { psql_admin(qq{DROP DATABASE IF EXISTS "$name" WITH (FORCE)}) } }
-(my $url = $admin) =~ s{/[^/?]*(\?|$)}{/$name$1};
-my $out = `bash '$root/sql/migrate.sh' '$url' 2>&1`;
-is($?, 0, 'a scratch database, migrated') or diag $out;
+my $url = migrated_scratch_db('t019');
 
 sub sq { psql_url($url, $_[0]) }
 sub row { [split /\|/, sq($_[0])] }
@@ -124,7 +116,7 @@ sq(q{UPDATE billing.settings SET outbox_retention = '7 days', outbox_max_attempt
 my $secret = 'notify-secret-019';
 my $recv = StripeStandIn->start(mode => 'notify', secret => $secret);
 $recv->control(fail => 1000, fail_status => 500);
-(my $rt_url = $ENV{TEST_NGINX_DATABASE_URL}) =~ s{/[^/?]*(\?|$)}{/$name$1};
+my $rt_url = database_url($ENV{TEST_NGINX_DATABASE_URL}, database_name($url));
 my $port = free_port();
 my $prefix = start_nginx('outbox019', qq{
     billing_database_url $rt_url;
@@ -138,35 +130,26 @@ my $prefix = start_nginx('outbox019', qq{
     }
 }, workers => 2);
 
-sub gauge {
-    my ($name) = @_;
-    my (undef, undef, $b) = http_request($port, { method => 'GET', path => '/metrics' });
-    return $b =~ /^\Q$name\E (\d+)$/m ? $1 : -1;
-}
-sub wait_for {
-    my ($cond, $limit) = @_;
-    my $deadline = time + $limit;
-    while (time < $deadline) { return 1 if $cond->(); sleep 0.2 }
-    return $cond->();
-}
+# a gauge of the instance; -1 when /metrics does not show it
+sub gauge { (metrics_at($port) // {})->{$_[0]} // -1 }
 
 my $n1 = sq(q{SELECT count(*) FROM (SELECT billing._emit('test.notify', '{"k":"v"}'::jsonb)) e});
 my $id = sq(q{SELECT id FROM billing.outbox WHERE type = 'test.notify'});
-ok(wait_for(sub { gauge('billing_outbox_dead_letters') == 1 }, 20),
+ok(wait_until(sub { gauge('billing_outbox_dead_letters') == 1 }, 20),
    'a receiver that keeps failing: after 2 attempts the notification is a dead letter (gauge 1)');
 is(scalar(grep { ($_->{body} // '') =~ /test\.notify/ } $recv->requests), 2, '... attempted exactly twice');
 is(gauge('billing_outbox_backlog'), 0, '... and no longer in the backlog');
 
 $recv->reset;
 is(sq('SELECT billing.outbox_redrive()'), 1, 'the receiver is fixed; the operator re-drives');
-ok(wait_for(sub { sq("SELECT delivered_at IS NOT NULL FROM billing.outbox WHERE id = $id") eq 't' }, 10),
+ok(wait_until(sub { sq("SELECT delivered_at IS NOT NULL FROM billing.outbox WHERE id = $id") eq 't' }, 10),
    'the dead letter is delivered');
-ok(wait_for(sub { gauge('billing_outbox_dead_letters') == 0 }, 10), 'the gauge returns to 0');
+ok(wait_until(sub { gauge('billing_outbox_dead_letters') == 0 }, 10), 'the gauge returns to 0');
 my @got = grep { ($_->{body} // '') =~ /test\.notify/ } $recv->requests;
 ok(@got == 1 && $got[0]{signature_ok}, 'one signed delivery after the re-drive');
 
 sq(q{UPDATE billing.settings SET outbox_retention = '0 seconds'});
-ok(wait_for(sub { sq('SELECT count(*) FROM billing.outbox') eq '0' }, 10),
+ok(wait_until(sub { sq('SELECT count(*) FROM billing.outbox') eq '0' }, 10),
    'with a retention of 0 the delivery rounds prune the delivered row');
 
 stop_nginx('outbox019');

@@ -72,12 +72,7 @@ sub purchase_at {
                 VALUES ('$uuid', " . sql_quote(user($id)) . ", 'starter', 500, 5000000, now() - interval '$ago')");
 }
 
-sub uuid {
-    my $h = join '', map { sprintf '%02x', int rand 256 } 1 .. 16;
-    substr($h, 12, 1) = '4';
-    return join '-', substr($h, 0, 8), substr($h, 8, 4), substr($h, 12, 4), substr($h, 16, 4), substr($h, 20);
-}
-our @P7 = (uuid(), uuid());
+our @P7 = (uuid_v4(), uuid_v4());
 
 add_response_body_check(\&BillingTest::after_requests_check);
 run_tests();

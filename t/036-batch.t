@@ -20,54 +20,36 @@ use IO::Socket::INET ();
 use IO::Handle ();
 use File::Spec ();
 use JSON::PP ();
-use Time::HiRes qw(sleep time);
+use Time::HiRes qw(time);
 
 our $U = "bat-" . time() . "-$$";
-our $HttpConfig = qq{
-    billing_database_url $ENV{TEST_NGINX_DATABASE_URL};
-    billing_pool min=1 max=1;
-    billing_jwt_key file:$ENV{TEST_NGINX_JWT_PUBLIC_KEY_FILE};
-    billing_jwt_issuer https://student-pilot.replit.app;
-    billing_jwt_audience https://billing.scholarlink.app;
-};
+our $HttpConfig = block_http_config(pool => 'min=1 max=1');
 our $Config = q{
     location = /metrics { billing metrics; }
     location = /api/usage/reconcile { billing reconcile; }
 };
 
-our $Svc = mint_token(sub => 'ai-backend', scope => 'billing:usage');
+our $Svc = service_token();
 my $Json = JSON::PP->new->canonical;
 
 sub user { "$U-$_[0]" }
 
 # a reconcile of gpt-4o 1000/500 (7500 micros) for user($id)
-sub rec {
-    my ($id, $key, %o) = @_;
-    return reconcile_req($::Svc, { userId => user($id), model => 'gpt-4o', inputTokens => 1000,
-                                   outputTokens => 500, idempotencyKey => $key, %o });
-}
+sub rec { my ($id, $key, %o) = @_; return gpt4o_reconcile_req($::Svc, user($id), $key, %o) }
 
 # GET /api/balance as user($id)
 sub bal { my ($id) = @_; return user_get(mint_token(sub => user($id)), '/api/balance') }
 
 sub port { $ENV{TEST_NGINX_SERVER_PORT} }
 
-sub metrics {
-    my ($s, undef, $b) = http_request(port(), { method => 'GET', path => '/metrics' });
-    die "GET /metrics: $s\n" unless $s == 200;
-    return parse_metrics($b);
-}
+sub metrics { metrics_at(port()) // die "GET /metrics did not answer 200\n" }
 
 sub metric { my ($name) = @_; return metrics()->{$name} // 0 }
 
 # polls until $cond is true; dies (failing the block) after a generous deadline
 sub wait_for {
     my ($what, $cond) = @_;
-    my $end = time + 60;
-    until ($cond->()) {
-        die "036-batch: waited in vain for $what\n" if time > $end;
-        sleep 0.02;
-    }
+    wait_until($cond, 60) or die "036-batch: waited in vain for $what\n";
 }
 
 # A psql session holding the account rows of @users locked (FOR UPDATE) in

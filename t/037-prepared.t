@@ -10,24 +10,14 @@ use Test::Nginx::Socket 'no_plan';
 use BillingTest;
 
 our $U = "prep-" . time() . "-$$";
-our $HttpConfig = qq{
-    billing_database_url $ENV{TEST_NGINX_DATABASE_URL};
-    billing_pool min=1 max=1;
-    billing_jwt_key file:$ENV{TEST_NGINX_JWT_PUBLIC_KEY_FILE};
-    billing_jwt_issuer https://student-pilot.replit.app;
-    billing_jwt_audience https://billing.scholarlink.app;
-};
+our $HttpConfig = block_http_config(pool => 'min=1 max=1');
 our $Config = q{
     location = /api/usage/reconcile { billing reconcile; }
 };
-our $Svc = mint_token(sub => 'ai-backend', scope => 'billing:usage');
+our $Svc = service_token();
 
 sub user { "$U-$_[0]" }
-sub rec {
-    my ($id, $key) = @_;
-    return reconcile_req($::Svc, { userId => user($id), model => 'gpt-4o', inputTokens => 1000,
-                                   outputTokens => 500, idempotencyKey => $key });
-}
+sub rec { my ($id, $key) = @_; return gpt4o_reconcile_req($::Svc, user($id), $key) }
 sub body { my ($id, $key) = @_; my $r = rec($id, $key); return "POST /api/usage/reconcile\n$r->{body}" }
 
 add_response_body_check(\&BillingTest::after_requests_check);

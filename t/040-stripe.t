@@ -26,14 +26,6 @@ BEGIN {
     $Secret2 = 'whsec_test_rotated_9a8b7c';
 }
 
-sub uuid {
-    my @h = map { sprintf '%02x', int rand 256 } 1 .. 16;
-    $h[6] = '4' . substr($h[6], 1);
-    $h[8] = (qw(8 9 a b))[rand 4] . substr($h[8], 1);
-    my $s = join '', @h;
-    return join '-', substr($s, 0, 8), substr($s, 8, 4), substr($s, 12, 4),
-                     substr($s, 16, 4), substr($s, 20);
-}
 
 sub user { "user-040-$Run-$_[0]" }
 sub auth { "Authorization: Bearer " . BillingTest::mint_token(sub => user($_[0])) }
@@ -152,7 +144,7 @@ BEGIN {
                   [t31b => 'standard'], [n1 => 'starter'], [n2 => 'starter'])
     {
         my ($p, $pkg, $status) = @$spec;
-        $P{$p} = { id => uuid(), user => user($p), pkg => $pkg, cents => $cents{$pkg}[0],
+        $P{$p} = { id => uuid_v4(), user => user($p), pkg => $pkg, cents => $cents{$pkg}[0],
                    micros => $cents{$pkg}[1], tag => "${Run}_$p" };
         BillingTest::psql_admin(
             "INSERT INTO billing.purchases (id, user_id, package_code, amount_cents, currency, "

@@ -79,8 +79,6 @@ sub pg { my $cmd = shift; system($pgserver, $cmd, $pgdir) == 0 or die "pgserver 
 sub write_file { my ($f, $t) = @_; open my $fh, '>', "$f.tmp" or die $!; print $fh $t; close $fh; rename "$f.tmp", $f }
 sub read_file { my ($f) = @_; open my $fh, '<', $f or return undef; local $/; <$fh> }
 sub progress { my $v = read_file("$TMP/$_[0]"); defined $v && $v =~ /(\d+)/ ? $1 : 0 }
-sub wait_until { my ($cond, $limit) = @_; my $end = time + $limit;
-                 while (time < $end) { return 1 if $cond->(); sleep 0.02 } return $cond->() ? 1 : 0 }
 
 # runs $code in a child; its return value (a ref) comes back as JSON
 sub fork_client {

@@ -38,6 +38,13 @@ package BillingTest;
 #   psql_url($url, $sql)         -> same, as any role
 #   invariants_clean()           -> true when billing.invariant_violations() is empty
 #   invariants_ok($name)         -> ok(invariants_clean()) with the rows as diag
+#   fund_user($user, $micros [, $url]) -> credits through a paid purchase
+#   scratch_db($tag)             -> admin URL of a new empty database billing_<tag>_<pid>
+#                                   next to the test database, dropped at exit
+#   migrate_db($url, %opts)      -> ($ok, $output) of sql/migrate.sh on $url
+#   migrated_scratch_db($tag)    -> scratch_db($tag), migrated; asserts it
+#   database_url($url, $db)      -> $url naming database $db instead
+#   database_name($url)          -> the database $url names
 #   mint_token(%claims)          -> RS256 JWT (Crypt::JWT), defaults below
 #   mint_token_hs256_with_pubkey(%claims), mint_token_none(%claims)
 #   stripe_signature($secret, $payload, $timestamp) -> "t=...,v1=..."
@@ -116,6 +123,7 @@ sub _batch_block {
 
 our @EXPORT = qw(
     psql_admin psql_url invariants_clean invariants_ok
+    scratch_db migrate_db migrated_scratch_db database_url database_name
     fund_user balance_of entries_of sql_quote ledger_is after_requests_check
     mint_token mint_token_hs256_with_pubkey mint_token_none
     stripe_signature
@@ -183,6 +191,67 @@ sub invariants_ok {
     my $ok = Test::More::ok($rows eq '', $name);
     Test::More::diag("invariant violations:\n$rows") unless $ok;
     return $ok;
+}
+
+# ---------------------------------------------------------------- scratch databases
+
+# A file that may break the ledger on purpose, or needs a database in a
+# state of its own (empty, an old layout), works on a scratch database
+# next to the test database, as the admin login; the test database stays
+# as every other file expects it.
+
+my @ScratchDbs;   # dropped by the END block below, after the nginx instances stop
+
+sub database_url {
+    my ($url, $db) = @_;
+    (my $u = $url) =~ s{/[^/?]*(\?|$)}{/$db$1};
+    return $u;
+}
+
+sub database_name {
+    my ($url) = @_;
+    my ($db) = $url =~ m{^[^/]*//[^/]*/([^/?]*)} or croak "database_name: no database in $url";
+    return $db;
+}
+
+# billing_<tag>_<pid>: a run killed before its END leaves a database of
+# its own pid behind, never another run's; one left over is dropped first.
+# Called again with the same tag: the database is dropped and made anew.
+sub scratch_db {
+    my ($tag) = @_;
+    croak "scratch_db: bad tag '$tag'" unless defined $tag && $tag =~ /^\w+$/;
+    my $admin = $ENV{BILLING_TEST_ADMIN_URL} // croak 'BILLING_TEST_ADMIN_URL is not set';
+    my $name = "billing_${tag}_$$";
+    psql_admin(qq{DROP DATABASE IF EXISTS "$name" WITH (FORCE)});
+    psql_admin(qq{CREATE DATABASE "$name"});
+    push @ScratchDbs, $name unless grep { $_ eq $name } @ScratchDbs;
+    return database_url($admin, $name);
+}
+
+sub _shell_quote {
+    my ($s) = @_;
+    $s =~ s/'/'\\''/g;
+    return "'$s'";
+}
+
+# sql/migrate.sh of this tree (or of sql_dir => another tree's sql/, such
+# as an old layout's) on $url, with args => [...] before the URL
+# (--online-only, say). Its output is for a diag when it fails.
+sub migrate_db {
+    my ($url, %o) = @_;
+    my $dir = $o{sql_dir} // ($ENV{BILLING_ROOT} // '.') . '/sql';
+    my $cmd = join ' ', 'bash', map { _shell_quote($_) } "$dir/migrate.sh", @{ $o{args} || [] }, $url;
+    my $out = `$cmd 2>&1`;
+    return ($? == 0, $out);
+}
+
+sub migrated_scratch_db {
+    my ($tag) = @_;
+    my $url = scratch_db($tag);
+    my ($ok, $out) = migrate_db($url);
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    Test::More::ok($ok, 'a scratch database, migrated') or Test::More::diag($out);
+    return $url;
 }
 
 # ---------------------------------------------------------------- JWT
@@ -265,11 +334,12 @@ sub sql_quote {
 }
 
 # Credits $micros to $user through the real crediting path: a purchase
-# and a signed-off payment_intent.succeeded event (as the webhook would).
+# and a signed-off payment_intent.succeeded event (as the webhook would),
+# in the test database or the one $url names (a scratch database).
 sub fund_user {
-    my ($user, $micros) = @_;
+    my ($user, $micros, $url) = @_;
     my $u = sql_quote($user);
-    my $out = psql_admin(<<"SQL");
+    my $out = psql_url($url // $ENV{BILLING_TEST_ADMIN_URL}, <<"SQL");
 WITH p AS (
     INSERT INTO billing.purchases (user_id, package_code, amount_cents, credits_micros)
     VALUES ($u, 'pro', 5000, $micros) RETURNING id
@@ -701,6 +771,9 @@ END {
         for my $name (keys %Instances) {
             eval { stop_nginx($name) };
         }
+        for my $db (@ScratchDbs) {
+            eval { psql_admin(qq{DROP DATABASE IF EXISTS "$db" WITH (FORCE)}) };
+        }
     }
 }
 
@@ -1044,6 +1117,74 @@ sub instance_pg_ports {
         }
     }
     return sort { $a <=> $b } @ports;
+}
+
+1;
+
+# ================================================================ appended:
+# what several .t files set up alike.
+#
+#   block_http_config(pool => 'min=1 max=1') -> the http-level lines of a
+#       block that talks to the test database and takes mint_token()'s
+#       tokens: billing_database_url, [billing_pool,] billing_jwt_key,
+#       _issuer, _audience
+#   service_token(%claims)        -> the AI backend's token (sub ai-backend,
+#                                    scope billing:usage), as mint_token
+#   gpt4o_reconcile_req($svc, $user, $key, %fields) -> the reconcile the
+#       files charge with: gpt-4o, 1000 in / 500 out = 7500 micros at the
+#       seeded price; %fields override or add body fields
+#   metrics_at($port)             -> parse_metrics() of GET /metrics, undef
+#                                    unless it answered 200
+#   wait_until($cond, $timeout)   -> 1 once $cond->() is true, polled until
+#                                    $timeout seconds passed; else 0
+#   uuid_v4()                     -> a random RFC 9562 version 4 UUID
+
+push @EXPORT, qw(
+    block_http_config service_token gpt4o_reconcile_req metrics_at wait_until uuid_v4
+);
+
+sub block_http_config {
+    my %o = @_;
+    my $pool = defined $o{pool} ? "    billing_pool $o{pool};\n" : '';
+    return "\n    billing_database_url $ENV{TEST_NGINX_DATABASE_URL};\n$pool"
+         . "    billing_jwt_key file:$ENV{TEST_NGINX_JWT_PUBLIC_KEY_FILE};\n"
+         . "    billing_jwt_issuer $ISS;\n"
+         . "    billing_jwt_audience $AUD;\n";
+}
+
+sub service_token {
+    return mint_token(sub => 'ai-backend', scope => 'billing:usage', @_);
+}
+
+sub gpt4o_reconcile_req {
+    my ($svc, $user, $key, %fields) = @_;
+    return reconcile_req($svc, { userId => $user, model => 'gpt-4o', inputTokens => 1000,
+                                 outputTokens => 500, idempotencyKey => $key, %fields });
+}
+
+sub metrics_at {
+    my ($port) = @_;
+    my ($s, undef, $b) = http_request($port, { method => 'GET', path => '/metrics' });
+    return $s == 200 ? parse_metrics($b) : undef;
+}
+
+sub wait_until {
+    my ($cond, $timeout) = @_;
+    my $end = time + $timeout;
+    while (time < $end) {
+        return 1 if $cond->();
+        sleep 0.05;
+    }
+    return $cond->() ? 1 : 0;
+}
+
+sub uuid_v4 {
+    my @h = map { sprintf '%02x', int rand 256 } 1 .. 16;
+    $h[6] = '4' . substr($h[6], 1);
+    $h[8] = (qw(8 9 a b))[rand 4] . substr($h[8], 1);
+    my $s = join '', @h;
+    return join '-', substr($s, 0, 8), substr($s, 8, 4), substr($s, 12, 4),
+                     substr($s, 16, 4), substr($s, 20);
 }
 
 1;
