@@ -35,7 +35,7 @@
 #
 # Knobs (environment): BENCH_DURATION (12 s per measurement), BENCH_CONNECTIONS
 # (64), BENCH_THREADS (2), BENCH_USERS (256), BENCH_WORKERS (nproc),
-# BENCH_POOL_MAX (10 per worker), BENCH_BATCH_POOL_MAX (4 per worker, the
+# BENCH_POOL_MAX (10 per worker), BENCH_BATCH_POOL_MAX (2 per worker, the
 # group-commit nginx's pool: fewer connections, fuller batches), BENCH_SOAK (60 s), BENCH_STALL (8 s),
 # BENCH_NGINX_MAIN (extra main-context lines, e.g. worker_rlimit_core),
 # BENCH_NGINX_HTTP (extra http-context lines), BENCH_BATCH (32: the balance and
@@ -58,7 +58,7 @@ THREADS=${BENCH_THREADS:-2}
 NUSERS=${BENCH_USERS:-256}
 WORKERS=${BENCH_WORKERS:-$(nproc)}
 POOL_MAX=${BENCH_POOL_MAX:-10}
-BATCH_POOL_MAX=${BENCH_BATCH_POOL_MAX:-4}   # the group-commit nginx's pool (see docs/benchmarks.md)
+BATCH_POOL_MAX=${BENCH_BATCH_POOL_MAX:-2}   # the group-commit nginx's pool (see docs/benchmarks.md)
 NGINX_POOL_MAX=$POOL_MAX                    # the pool of the nginx being started
 SOAK=${BENCH_SOAK:-60}
 STALL=${BENCH_STALL:-8}
