@@ -22,15 +22,7 @@ $ENV{BILLING_TEST_ADMIN_URL} or plan skip_all => 'BILLING_TEST_ADMIN_URL not set
 
 my $scratch = scratch_db('t007');
 
-sub psql_all {    # stdout and stderr (NOTICEs) of a script
-    my ($sql) = @_;
-    my ($fh, $file) = File::Temp::tempfile('billing-t007-XXXXXX', TMPDIR => 1, UNLINK => 1);
-    print $fh $sql;
-    close $fh;
-    my $out = `psql -X -q -A -t -v ON_ERROR_STOP=1 -d '$scratch' -f '$file' 2>&1`;
-    die "psql failed: $out" if $?;
-    return $out;
-}
+sub psql_all { return psql_script($scratch, $_[0]) }    # stdout and stderr (NOTICEs) of a script
 
 # ---------------------------------------------------------------- the index, built online
 

@@ -10,22 +10,13 @@ use strict;
 use warnings;
 use lib 't/lib';
 use Test::More;
-use File::Temp ();
 use BillingTest;
 
 $ENV{BILLING_TEST_ADMIN_URL} or plan skip_all => 'BILLING_TEST_ADMIN_URL not set';
 
 my $scratch = migrated_scratch_db('t008');
 
-sub psql_all {    # stdout and stderr (NOTICEs) of a script
-    my ($sql) = @_;
-    my ($fh, $file) = File::Temp::tempfile('billing-t008-XXXXXX', TMPDIR => 1, UNLINK => 1);
-    print $fh $sql;
-    close $fh;
-    my $res = `psql -X -q -A -t -v ON_ERROR_STOP=1 -d '$scratch' -f '$file' 2>&1`;
-    die "psql failed: $res" if $?;
-    return $res;
-}
+sub psql_all { return psql_script($scratch, $_[0]) }    # stdout and stderr (NOTICEs) of a script
 
 # entries of every type the shared predicates look at, for users u<n>;
 # balances are not kept: the plans are the point, not the findings

@@ -126,6 +126,20 @@ sub queued {
     return @answers;
 }
 
+# queued(%o) while the runtime role may not execute $fn (the batch function:
+# the server then refuses the batch as a whole); EXECUTE is granted back
+# whatever happens
+sub queued_revoked {
+    my ($fn, %o) = @_;
+    my @answers = eval {
+        queued(%o, before => sub { psql_admin("REVOKE EXECUTE ON FUNCTION $fn FROM billing_app") });
+    };
+    my $err = $@;
+    psql_admin("GRANT EXECUTE ON FUNCTION $fn TO billing_app");
+    die $err if $err;
+    return @answers;
+}
+
 sub body_of { my $j = eval { $Json->decode($_[0][2]) }; return $j // {} }
 
 # [status, replayed header, code or chargedMicros] of an answer
@@ -256,17 +270,11 @@ main::fund_user(main::user('h'), 5_000);
 GET /metrics
 --- error_code: 200
 --- after_requests
-my $fn = 'billing.api_reconcile_batch(text[], text[], bigint[], bigint[], text[], uuid[])';
-my @a = eval {
-    main::queued(lock => 'x4', first => main::rec('x4', 'k-1'), rest => [
+# the runtime role loses the batch function: permission denied
+my @a = main::queued_revoked('billing.api_reconcile_batch(text[], text[], bigint[], bigint[], text[], uuid[])',
+    lock => 'x4', first => main::rec('x4', 'k-1'), rest => [
         main::rec('g', 'k-1'), main::rec('g', 'k-1'), main::rec('g', 'k-1', outputTokens => 501),
-        main::rec('h', 'k-1'), main::rec('g', 'k-2', model => 'no-such-model')],
-        # the runtime role loses the batch function: permission denied
-        before => sub { psql_admin("REVOKE EXECUTE ON FUNCTION $fn FROM billing_app") });
-};
-my $err = $@;
-psql_admin("GRANT EXECUTE ON FUNCTION $fn TO billing_app");
-die $err if $err;
+        main::rec('h', 'k-1'), main::rec('g', 'k-2', model => 'no-such-model')]);
 is_deeply([map { main::outcome($_) } @a], [
     [201, '', 7500],
     [201, '', 7500], [201, 'true', 7500], [409, '', 'idempotency_key_reused'],
@@ -389,14 +397,8 @@ main::fund_user(main::user('o'), 40_000);
 GET /metrics
 --- error_code: 200
 --- after_requests
-my $fn = 'billing.api_balance_batch(text[])';
-my @a = eval {
-    main::queued(lock => 'x11', first => main::rec('x11', 'k-1'), rest => [main::bal('o'), main::bal('p')],
-                 before => sub { psql_admin("REVOKE EXECUTE ON FUNCTION $fn FROM billing_app") });
-};
-my $err = $@;
-psql_admin("GRANT EXECUTE ON FUNCTION $fn TO billing_app");
-die $err if $err;
+my @a = main::queued_revoked('billing.api_balance_batch(text[])',
+    lock => 'x11', first => main::rec('x11', 'k-1'), rest => [main::bal('o'), main::bal('p')]);
 is_deeply([map { [$_->[0], main::body_of($_)->{balanceMicros}] } @a[1 .. 2]], [[200, 40_000], [200, 0]],
           'both answered as alone');
 is(main::metric('billing_db_batch_retries_total'), 2, 'both sent again alone');

@@ -122,7 +122,7 @@ sub _batch_block {
 }
 
 our @EXPORT = qw(
-    psql_admin psql_url invariants_clean invariants_ok
+    psql_admin psql_url psql_script invariants_clean invariants_ok
     scratch_db migrate_db migrated_scratch_db database_url database_name
     fund_user balance_of entries_of sql_quote ledger_is after_requests_check
     mint_token mint_token_hs256_with_pubkey mint_token_none
@@ -172,6 +172,19 @@ sub psql_url {
 sub psql_admin {
     my ($sql) = @_;
     return psql_url($ENV{BILLING_TEST_ADMIN_URL}, $sql);
+}
+
+# A multi-statement script against $url (a file, so psql runs it as a
+# script); its stdout and stderr (NOTICEs, EXPLAIN output) together. Dies
+# if psql fails.
+sub psql_script {
+    my ($url, $sql) = @_;
+    my ($fh, $file) = File::Temp::tempfile('billing-psql-XXXXXX', TMPDIR => 1, UNLINK => 1);
+    print $fh $sql;
+    close $fh;
+    my $out = `psql -X -q -A -t -v ON_ERROR_STOP=1 -d '$url' -f '$file' 2>&1`;
+    die "psql failed: $out" if $?;
+    return $out;
 }
 
 sub invariants_clean {
