@@ -73,14 +73,16 @@ static const char *ngx_http_billing_str_param(ngx_http_request_t *r,
 static ngx_http_billing_pg_batch_t  ngx_http_billing_reconcile_batch = {
     "SELECT ordinal, status, code, body, meta "
     "FROM billing.api_reconcile_batch($1::text[], $2::text[], $3::bigint[], "
-    "$4::bigint[], $5::text[], $6::uuid[])"
+    "$4::bigint[], $5::text[], $6::uuid[])",
+    0
 };
 
 /* holds likewise (sql/functions/holds_batch.sql) */
 static ngx_http_billing_pg_batch_t  ngx_http_billing_hold_batch = {
     "SELECT ordinal, status, code, body, meta "
     "FROM billing.api_hold_create_batch($1::text[], $2::bigint[], $3::text[], "
-    "$4::int[])"
+    "$4::int[])",
+    0
 };
 
 static ngx_http_billing_usage_t  ngx_http_billing_reconcile = {
@@ -117,7 +119,8 @@ static const char  ngx_http_billing_balance_sql[] =
  */
 static ngx_http_billing_pg_batch_t  ngx_http_billing_balance_batch = {
     "SELECT ordinal, status, code, body, meta "
-    "FROM billing.api_balance_batch($1::text[])"
+    "FROM billing.api_balance_batch($1::text[])",
+    1                   /* reads: run again on a lost link, like any read */
 };
 
 
@@ -186,9 +189,9 @@ ngx_http_billing_balance_of(ngx_http_request_t *r, const char *user)
     ctx = ngx_http_get_module_ctx(r, ngx_http_billing_module);
     ctx->params[0] = user;
 
-    return ngx_http_billing_read_batch(r, ngx_http_billing_balance_sql,
-                                       &ngx_http_billing_balance_batch, 1,
-                                       ctx->params, ngx_http_billing_respond);
+    return ngx_http_billing_query_batch(r, ngx_http_billing_balance_sql,
+                                        &ngx_http_billing_balance_batch, 1,
+                                        ctx->params, ngx_http_billing_respond);
 }
 
 

@@ -3,10 +3,10 @@
  * ScholarLink Billing: group commit (docs/architecture.md, "Group commit").
  *
  * When a pooled connection frees up and several calls of one kind (a
- * reconcile, say) wait in the pool's queue, the pool hands them here in
- * arrival order (ngx_http_billing_pg_group); they become ONE statement:
- * the kind's batch function, given one array per parameter of the single
- * call, element i of each being item i's
+ * reconcile, a hold creation, a balance read) wait in the pool's queue,
+ * the pool hands them here in arrival order (ngx_http_billing_pg_group);
+ * they become ONE statement: the kind's batch function, given one array
+ * per parameter of the single call, element i of each being item i's
  * (billing.api_reconcile_batch(users[], models[], ...)).  It answers one row
  * per item, (ordinal, status, code, body, meta); each item's own completion
  * then reads its row as it would read the single call's.
@@ -22,7 +22,8 @@
  *     idempotency keys would make even a repeat exact;
  *   - the connection was lost or timed out after it was sent: nobody knows
  *     whether it committed, each item gets what a single call gets then,
- *     database_outcome_unknown (docs/spec.md §4, errors).
+ *     database_outcome_unknown (docs/spec.md §4, errors).  A batch of
+ *     reads is first run again elsewhere by the pool, as a single read is.
  */
 
 

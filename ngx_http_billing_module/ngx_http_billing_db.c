@@ -35,16 +35,17 @@ ngx_http_billing_query(ngx_http_request_t *r, const char *sql, int nparams,
 
 
 /*
- * A write that may be sent with others of its kind waiting for a
+ * A call that may be sent with others of its kind waiting for a
  * connection (group commit, ngx_http_billing_batch.c); done reads the
- * same answer either way.
+ * same answer either way.  The kind says whether it only reads.
  */
 ngx_int_t
 ngx_http_billing_query_batch(ngx_http_request_t *r, const char *sql,
     ngx_http_billing_pg_batch_t *batch, int nparams, const char **values,
     ngx_http_billing_done_pt done)
 {
-    return ngx_http_billing_run(r, sql, nparams, values, done, 0, batch);
+    return ngx_http_billing_run(r, sql, nparams, values, done,
+                                batch->read_only, batch);
 }
 
 
@@ -54,16 +55,6 @@ ngx_http_billing_read(ngx_http_request_t *r, const char *sql, int nparams,
     const char **values, ngx_http_billing_done_pt done)
 {
     return ngx_http_billing_run(r, sql, nparams, values, done, 1, NULL);
-}
-
-
-/* a read that may be sent with others of its kind, as a batched write is */
-ngx_int_t
-ngx_http_billing_read_batch(ngx_http_request_t *r, const char *sql,
-    ngx_http_billing_pg_batch_t *batch, int nparams, const char **values,
-    ngx_http_billing_done_pt done)
-{
-    return ngx_http_billing_run(r, sql, nparams, values, done, 1, batch);
 }
 
 

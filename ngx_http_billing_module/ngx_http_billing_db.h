@@ -33,9 +33,6 @@ ngx_int_t ngx_http_billing_query_batch(ngx_http_request_t *r, const char *sql,
     ngx_http_billing_done_pt done);
 ngx_int_t ngx_http_billing_read(ngx_http_request_t *r, const char *sql,
     int nparams, const char **values, ngx_http_billing_done_pt done);
-ngx_int_t ngx_http_billing_read_batch(ngx_http_request_t *r, const char *sql,
-    ngx_http_billing_pg_batch_t *batch, int nparams, const char **values,
-    ngx_http_billing_done_pt done);
 ngx_int_t ngx_http_billing_db_failure(ngx_http_request_t *r,
     ngx_http_billing_pg_op_t *op);
 ngx_int_t ngx_http_billing_api_row(ngx_http_request_t *r,

@@ -1043,7 +1043,7 @@ ngx_http_billing_database_resolver(ngx_conf_t *cf, ngx_command_t *cmd,
 }
 
 
-/* "max=N": waiting reconciles sent together at most, 0 = one by one */
+/* "max=N": waiting calls of one kind sent together at most, 0 = one by one */
 static char *
 ngx_http_billing_batch(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {

@@ -33,6 +33,7 @@ typedef void (*ngx_http_billing_pg_done_pt)(ngx_http_billing_pg_op_t *op);
  */
 typedef struct {
     const char                   *sql;       /* one array per parameter */
+    unsigned                      read_only:1;   /* a kind of reads */
 } ngx_http_billing_pg_batch_t;
 
 /* ops: n >= 2 waiters of one kind, in arrival order; NULL: send them alone */
