@@ -52,21 +52,29 @@ sub wait_for {
     wait_until($cond, 60) or die "036-batch: waited in vain for $what\n";
 }
 
+# A psql session that runs $sql in an open transaction; release_lock()
+# commits it. Returns once $sql has run, unless nowait => 1 (a lock
+# request that is to queue behind another).
+sub psql_session {
+    my ($sql, %o) = @_;
+    my $flag = File::Spec->tmpdir . "/billing-036-locked-$$-" . int(rand 1e9);
+    unlink $flag;
+    open(my $ph, '|-', 'psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-o', '/dev/null',
+         '-d', $ENV{BILLING_TEST_ADMIN_URL}) or die "psql: $!";
+    $ph->autoflush(1);
+    print $ph "BEGIN;\n$sql\n" . ($o{nowait} ? '' : "\\! touch $flag\n");
+    return $ph if $o{nowait};
+    wait_for('the lock holder', sub { -e $flag });
+    unlink $flag;
+    return $ph;
+}
+
 # A psql session holding the account rows of @users locked (FOR UPDATE) in
 # an open transaction; release_lock() commits it.
 sub hold_lock {
     my (@users) = @_;
-    my $flag = File::Spec->tmpdir . "/billing-036-locked-$$-" . int(rand 1e9);
-    unlink $flag;
     my $list = join ', ', map { sql_quote(user($_)) } @users;
-    open(my $ph, '|-', 'psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-o', '/dev/null',
-         '-d', $ENV{BILLING_TEST_ADMIN_URL}) or die "psql: $!";
-    $ph->autoflush(1);
-    print $ph "BEGIN;\nSELECT user_id FROM billing.accounts WHERE user_id IN ($list) FOR UPDATE;\n"
-            . "\\! touch $flag\n";
-    wait_for('the lock holder', sub { -e $flag });
-    unlink $flag;
-    return $ph;
+    return psql_session("SELECT user_id FROM billing.accounts WHERE user_id IN ($list) FOR UPDATE;");
 }
 
 sub release_lock {
@@ -404,6 +412,54 @@ is_deeply([map { [$_->[0], main::body_of($_)->{balanceMicros}] } @a[1 .. 2]], [[
 is(main::metric('billing_db_batch_retries_total'), 2, 'both sent again alone');
 --- error_log
 permission denied for function api_balance_batch
+
+
+
+=== TEST 12: a batch of reads whose connection is lost is run again elsewhere, like a single read
+--- http_config eval: $::HttpConfig . "billing_batch max=8;"
+--- config eval: $::Config . "location = /api/balance { billing balance; }"
+--- init
+main::fund_user(main::user('q'), 50_000);
+main::fund_user(main::user('r'), 60_000);
+--- request
+GET /metrics
+--- error_code: 200
+--- after_requests
+# Reads wait only for table locks: session A holds billing.holds, the first
+# read takes the pool's one connection and waits for A; two more queue.
+# Session B asks for the same lock behind them, so it is granted the moment
+# the first read ends, and the batch of the two queued reads waits for B.
+# Its backend is terminated there; the pool runs the batch again on a new
+# connection, which answers once B commits.
+my $lock = 'LOCK TABLE billing.holds IN ACCESS EXCLUSIVE MODE;';
+my @reqs = (main::bal('q'), main::bal('r'), main::bal('q'));
+my $a = main::psql_session($lock);
+my @socks = (main::send_req($reqs[0]));
+main::wait_for('the first read to wait', sub { main::lock_waiters('%api_balance(%') == 1 });
+for my $i (1, 2) {
+    push @socks, main::send_req($reqs[$i]);
+    main::wait_for("read $i in the queue", sub { main::metric('billing_db_pool_waiters') == $i });
+}
+my $b = main::psql_session($lock, nowait => 1);
+main::wait_for('B to wait for the lock', sub {
+    psql_admin("SELECT count(*) FROM pg_locks WHERE relation = 'billing.holds'::regclass "
+               . "AND mode = 'AccessExclusiveLock' AND NOT granted") == 1 });
+main::release_lock($a);
+main::wait_for('the batch to wait for B', sub { main::lock_waiters('%api_balance_batch%') == 1 });
+my $batch = "application_name = 'ngx_billing' AND query LIKE '%api_balance_batch%'";
+my $pid = psql_admin("SELECT pid FROM pg_stat_activity WHERE $batch");
+psql_admin("SELECT pg_terminate_backend($pid)");
+main::wait_for('the batch to wait again, on a new connection', sub {
+    psql_admin("SELECT count(*) FROM pg_stat_activity WHERE $batch AND wait_event_type = 'Lock' "
+               . "AND pid <> $pid") == 1 });
+main::release_lock($b);
+my @a = map { main::read_answer($_) } @socks;
+BillingTest::_check_answers(\@reqs, \@a);
+is_deeply([map { [$_->[0], main::body_of($_)->{balanceMicros}] } @a], [[200, 50_000], [200, 60_000], [200, 50_000]],
+          'every read answered: the batch ran again, no 503');
+is(main::metric('billing_db_batches_total'), 1, 'one batch statement');
+--- error_log
+database connection lost
 
 
 
